@@ -1,0 +1,136 @@
+// The binding layer: one pybind11 module over the native core (clock, device API, recorder).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "clock.hpp"
+#include "device_api.hpp"
+#include "errors.hpp"
+#include "recorder.hpp"
+
+namespace py = pybind11;
+using namespace fastprof;
+
+namespace {
+
+py::array_t<int64_t> copy_array(const int64_t* data, size_t n) {
+  py::array_t<int64_t> out(static_cast<py::ssize_t>(n));
+  if (n) std::memcpy(out.mutable_data(), data, n * sizeof(int64_t));
+  return out;
+}
+
+DeviceKind parse_kind(const std::string& kind) {
+  if (kind == "cuda") return DeviceKind::Cuda;
+  if (kind == "hip") return DeviceKind::Hip;
+  throw std::invalid_argument("unknown device kind '" + kind + "'; expected 'cuda' or 'hip'");
+}
+
+// Raises the Python exception class `name` of fastprof.errors, built with `args`.
+template <typename... Args>
+void raise_python(const char* name, Args&&... args) {
+  py::object cls = py::module_::import("fastprof.errors").attr(name);
+  py::object exc = cls(std::forward<Args>(args)...);
+  PyErr_SetObject(cls.ptr(), exc.ptr());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastprof native core: the monotonic clock, run-time GPU driver loading and the token recorder.";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const DriverError& e) {
+      raise_python("DriverError", e.call, e.code, e.name, e.description);
+    } catch (const LibraryError& e) {
+      raise_python("LibraryError", e.library, std::string(e.what()));
+    } catch (const CapacityError& e) {
+      raise_python("CapacityError", std::string(e.what()), e.capacity);
+    } catch (const StateError& e) {
+      raise_python("StateError", std::string(e.what()));
+    }
+  });
+
+  m.def("monotonic_ns", &monotonic_ns,
+        "CLOCK_MONOTONIC in integer nanoseconds: the clock of every fastprof timestamp "
+        "(the same clock as time.perf_counter_ns() on Linux).");
+  m.def("clock_resolution_ns", &monotonic_resolution_ns, "Resolution of CLOCK_MONOTONIC as clock_getres reports it.");
+
+  m.def(
+      "device_info",
+      [](const std::string& kind, int ordinal) {
+        auto api = DeviceApi::open(parse_kind(kind), ordinal);
+        py::dict d;
+        d["kind"] = api->kind_name();
+        d["ordinal"] = api->ordinal();
+        d["name"] = api->device_name();
+        d["driver_version"] = api->driver_version();
+        d["library"] = api->library_path();
+        return d;
+      },
+      py::arg("kind"), py::arg("ordinal") = 0,
+      "Opens the driver for one device and returns its name, driver version and the library path loaded.");
+
+  py::class_<Recorder>(m, "Recorder", R"doc(
+Native per-token recorder. Prefer fastprof.TokenRecorder, which adds device resolution
+from torch and returns a Trace.
+
+Recorder(capacity, device_kind=None, ordinal=0, stream=0): device_kind is None (host
+timestamps only), 'cuda' (CUDA driver API) or 'hip' (HIP runtime); stream is the raw
+CUstream/hipStream_t handle the events are recorded on.
+)doc")
+      .def(py::init([](size_t capacity, std::optional<std::string> device_kind, int ordinal, uintptr_t stream) {
+             std::shared_ptr<DeviceApi> api;
+             if (device_kind) api = DeviceApi::open(parse_kind(*device_kind), ordinal);
+             return std::make_unique<Recorder>(capacity, std::move(api), stream);
+           }),
+           py::arg("capacity"), py::arg("device_kind") = py::none(), py::arg("ordinal") = 0, py::arg("stream") = 0)
+      .def("begin", &Recorder::begin, "Start an iteration: reset the marks, take the host start time and record the start event.")
+      .def("mark", &Recorder::mark, "One token: host timestamp plus a device event (when a device is attached).")
+      .def("mark_host", &Recorder::mark_host, "Host timestamp only.")
+      .def("mark_device", &Recorder::mark_device, "Device event only (no-op without a device).")
+      .def("end", &Recorder::end, py::call_guard<py::gil_scoped_release>(),
+           "End the iteration: record the end event, synchronise the device once, take the host end time and "
+           "resolve the device timestamps.")
+      .def("synchronize", &Recorder::synchronize, py::call_guard<py::gil_scoped_release>(),
+           "Synchronise the device (no-op without one).")
+      .def_property_readonly("capacity", &Recorder::capacity)
+      .def_property_readonly("host_count", &Recorder::host_count)
+      .def_property_readonly("device_count", &Recorder::device_count)
+      .def_property_readonly("running", &Recorder::running)
+      .def_property_readonly("has_device", &Recorder::has_device)
+      .def_property_readonly("overflowed", &Recorder::overflowed)
+      .def_property("stream", &Recorder::stream, &Recorder::set_stream)
+      .def_property_readonly("device_kind",
+                             [](const Recorder& r) -> py::object {
+                               if (!r.api()) return py::none();
+                               return py::str(r.api()->kind_name());
+                             })
+      .def_property_readonly("device_ordinal",
+                             [](const Recorder& r) -> py::object {
+                               if (!r.api()) return py::none();
+                               return py::int_(r.api()->ordinal());
+                             })
+      .def_property_readonly("library_path",
+                             [](const Recorder& r) -> py::object {
+                               if (!r.api()) return py::none();
+                               return py::str(r.api()->library_path());
+                             })
+      .def_property_readonly("host_start_ns", &Recorder::host_start_ns)
+      .def_property_readonly("host_end_ns", &Recorder::host_end_ns)
+      .def_property_readonly("device_end_ns", &Recorder::device_end_ns)
+      .def("host_marks", [](const Recorder& r) { return copy_array(r.host_marks(), r.host_count()); },
+           "Host timestamps of the marks (absolute CLOCK_MONOTONIC ns), as a new int64 array.")
+      .def(
+          "device_marks",
+          [](const Recorder& r) -> py::object {
+            if (!r.has_device()) return py::none();
+            return copy_array(r.device_marks(), r.device_count());
+          },
+          "Device timestamps of the marks in ns relative to the start event, as a new int64 array "
+          "(None without a device). Valid after end().");
+}

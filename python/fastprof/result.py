@@ -1,0 +1,263 @@
+"""Benchmark results: a readable summary, a dict, and a versioned JSON file."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fastprof import metrics as _metrics
+from fastprof import stats as _stats
+from fastprof.recorder import Trace
+
+SCHEMA_VERSION = 1
+
+# Metrics whose stability (coefficient of variation) is checked; the rates are derived from them.
+_CHECKED = ("e2e_latency_s", "ttft_s", "itl_s", "tpot_s", "latency_s")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename: readers never see a
+    half-written file, and an interrupted write leaves the old file in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _trace_record(t: Trace, extra: dict[str, Any] | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "host": {
+            "start_ns": int(t.host_start_ns),
+            "end_ns": int(t.host_end_ns),
+            "marks_ns": (t.host_marks_ns - t.host_start_ns).tolist(),
+        },
+        "device": None,
+    }
+    if t.device_marks_ns is not None:
+        rec["device"] = {"end_ns": int(t.device_end_ns or 0), "marks_ns": t.device_marks_ns.tolist()}
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def _trace_from_record(rec: dict[str, Any]) -> Trace:
+    host = rec["host"]
+    device = rec.get("device")
+    start = int(host["start_ns"])
+    return Trace(
+        host_start_ns=start,
+        host_end_ns=int(host["end_ns"]),
+        host_marks_ns=np.asarray(host["marks_ns"], dtype=np.int64) + start,
+        device_marks_ns=np.asarray(device["marks_ns"], dtype=np.int64) if device else None,
+        device_end_ns=int(device["end_ns"]) if device else None,
+    )
+
+
+@dataclass
+class BenchmarkResult:
+    """The outcome of :func:`fastprof.benchmark` or :func:`fastprof.benchmark_generate`.
+
+    ``summary`` maps each metric to its statistics (see :mod:`fastprof.stats`) on the host
+    clock; ``device_summary`` the same on the GPU event clock, or None when device timing was
+    unavailable (``device_timing['reason']`` says why).
+    """
+
+    kind: str  # "generate" or "callable"
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    iterations: list[dict[str, Any]]
+    summary: dict[str, dict[str, Any]]
+    device_summary: dict[str, dict[str, Any]] | None
+    device_timing: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_traces(cls, kind: str, traces: Sequence[Trace], *, config: dict[str, Any],
+                    environment: dict[str, Any], device_timing: dict[str, Any],
+                    per_iteration: Sequence[dict[str, Any]] | None = None,
+                    warnings: Sequence[str] = ()) -> "BenchmarkResult":
+        seed = int(config.get("seed", 0))
+        if kind == "generate":
+            batch, prompt = int(config["batch_size"]), int(config["prompt_len"])
+            host = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="host")
+            device = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="device")
+        else:
+            host = _metrics.callable_metrics(traces, clock="host")
+            device = _metrics.callable_metrics(traces, clock="device")
+        assert host is not None
+        summary = {name: _stats.describe(v, seed=seed) for name, v in host.items()}
+        device_summary = None
+        if device is not None and device_timing.get("available"):
+            device_summary = {name: _stats.describe(v, seed=seed) for name, v in device.items()}
+        all_warnings = list(warnings)
+        if len(traces) < _stats.MIN_SAMPLES:
+            all_warnings.append(f"only {len(traces)} measured iteration(s): percentiles and confidence intervals "
+                                f"need at least {_stats.MIN_SAMPLES} (raise the iteration count)")
+        for name in _CHECKED:
+            if name in summary:
+                all_warnings += _stats.stability_warnings(name, summary[name], min_samples=0)
+        extras = list(per_iteration) if per_iteration is not None else [None] * len(traces)
+        return cls(
+            kind=kind, config=dict(config), environment=environment,
+            iterations=[_trace_record(t, x) for t, x in zip(traces, extras)],
+            summary=summary, device_summary=device_summary, device_timing=dict(device_timing),
+            warnings=all_warnings,
+        )
+
+    # ---- access -------------------------------------------------------------------------
+    def traces(self) -> list[Trace]:
+        """The raw per-iteration timestamps, as :class:`fastprof.Trace` objects."""
+        return [_trace_from_record(r) for r in self.iterations]
+
+    def metric(self, name: str, *, clock: str = "host") -> dict[str, Any]:
+        table = self.summary if clock == "host" else self.device_summary
+        if table is None:
+            raise KeyError(f"no {clock} timing in this result: {self.device_timing.get('reason')}")
+        if name not in table:
+            raise KeyError(f"unknown metric {name!r}; this result has: {', '.join(table)}")
+        return table[name]
+
+    # ---- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({
+            "schema_version": self.schema_version,
+            "kind": self.kind,
+            "created": self.created,
+            "environment": self.environment,
+            "config": self.config,
+            "device_timing": self.device_timing,
+            "summary": self.summary,
+            "device_summary": self.device_summary,
+            "warnings": self.warnings,
+            "iterations": self.iterations,
+        })
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the result as JSON, atomically. Returns the path."""
+        write_atomic(path, self.to_json())
+        return Path(path)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchmarkResult":
+        version = d.get("schema_version")
+        if not isinstance(version, int):
+            raise ValueError("not a fastprof result: no integer 'schema_version'")
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"result schema version {version} is newer than this fastprof understands "
+                             f"({SCHEMA_VERSION}); upgrade fastprof to read it")
+        try:
+            return cls(
+                kind=d["kind"], config=d["config"], environment=d["environment"], iterations=d["iterations"],
+                summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
+                warnings=list(d.get("warnings", [])), created=d.get("created", ""), schema_version=version,
+            )
+        except KeyError as exc:
+            raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BenchmarkResult":
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a fastprof result")
+        return cls.from_dict(data)
+
+    # ---- display ------------------------------------------------------------------------
+    def table(self, clock: str = "host"):
+        """A rich Table of the summary on ``clock``."""
+        from rich.table import Table
+
+        data = self.summary if clock == "host" else self.device_summary
+        title = f"fastprof {self.kind} — {clock} clock"
+        t = Table(title=title, title_justify="left")
+        for col in ("metric", "unit", "n", "p50", "p50 95% CI", "mean", "p90", "p99", "cv"):
+            t.add_column(col, justify="left" if col in ("metric", "unit") else "right", no_wrap=True)
+        for name, s in (data or {}).items():
+            unit, scale = _unit(name, s.get("p50"))
+
+            def fmt(v, scale=scale):
+                return "-" if v is None else f"{v * scale:,.3f}" if scale != 1 else f"{v:,.1f}"
+
+            ci = f"{fmt(s['ci95_low'])}-{fmt(s['ci95_high'])}" if s.get("ci95_low") is not None else "-"
+            cv = f"{s['cv']:.1%}" if s.get("cv") is not None else "-"
+            t.add_row(_label(name), unit, str(s["n"]), fmt(s["p50"]), ci, fmt(s["mean"]), fmt(s["p90"]),
+                      fmt(s["p99"]), cv)
+        return t
+
+    def __rich_console__(self, console, options):
+        cfg = ", ".join(f"{k}={v}" for k, v in self.config.items() if not isinstance(v, (dict, list)))
+        yield f"[bold]config[/bold]: {cfg}"
+        yield self.table("host")
+        if self.device_summary is not None:
+            yield self.table("device")
+        else:
+            yield f"[dim]device timing unavailable: {self.device_timing.get('reason')}[/dim]"
+        for w in self.warnings:
+            yield f"[yellow]warning:[/yellow] {w}"
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=130, record=True, file=open(os.devnull, "w"), color_system=None)
+        console.print(self)
+        return console.export_text()
+
+
+def _label(name: str) -> str:
+    if name.endswith("_tokens_per_s"):
+        return name[: -len("_tokens_per_s")]
+    return name[: -len("_s")] if name.endswith("_s") else name
+
+
+def _unit(name: str, typical: float | None) -> tuple[str, float]:
+    """Display unit and scale for a metric, chosen from its median."""
+    if name.endswith("_tokens_per_s"):
+        return "tok/s", 1.0
+    if typical is None or abs(typical) >= 1:
+        return "s", 1.0
+    if abs(typical) >= 1e-3:
+        return "ms", 1e3
+    return "us", 1e6

@@ -1,0 +1,334 @@
+/* A fake GPU driver for fastprof's CPU-only tests.
+ *
+ * It exports the CUDA driver API and HIP runtime entry points the recorder uses, with:
+ *   - a device clock that is either CLOCK_MONOTONIC (default) or a scripted list of
+ *     timestamps consumed one per event record (fake_gpu_script_timestamps);
+ *   - scripted failures: the n-th next call of a named entry point returns a code
+ *     (fake_gpu_fail);
+ *   - call counters and a live-event count, so tests can prove what the hot path does.
+ * Load it through FASTPROF_CUDA_LIBRARY / FASTPROF_HIP_LIBRARY; the tests drive the
+ * control functions (fake_gpu_*) through ctypes on the same loaded copy.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_SCRIPT 65536
+#define MAX_FAILS 16
+#define MAX_COUNTERS 64
+
+typedef struct {
+  int64_t timestamp;
+  int recorded;
+  int magic;
+} fake_event;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int device_count = 1;
+static int initialized = 0;
+static int64_t script[MAX_SCRIPT];
+static int script_len = 0, script_pos = 0;
+static int live_events = 0;
+static struct { char name[64]; int remaining; int code; } fails[MAX_FAILS];
+static struct { char name[64]; long count; } counters[MAX_COUNTERS];
+static int primary_ctx_token = 0x5eed;
+static __thread void* current_ctx = NULL;
+static __thread int current_hip_device = 0;
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Counts the call and returns a scripted failure code for it, or 0. */
+static int enter(const char* name) {
+  int code = 0;
+  pthread_mutex_lock(&lock);
+  int i;
+  for (i = 0; i < MAX_COUNTERS; ++i) {
+    if (counters[i].name[0] == 0) { strncpy(counters[i].name, name, 63); counters[i].count = 1; break; }
+    if (strcmp(counters[i].name, name) == 0) { counters[i].count++; break; }
+  }
+  for (i = 0; i < MAX_FAILS; ++i) {
+    if (fails[i].remaining > 0 && strcmp(fails[i].name, name) == 0) {
+      if (--fails[i].remaining == 0) code = fails[i].code;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  return code;
+}
+
+/* ---- control interface for the tests ---- */
+void fake_gpu_reset(void) {
+  pthread_mutex_lock(&lock);
+  memset(fails, 0, sizeof(fails));
+  memset(counters, 0, sizeof(counters));
+  script_len = script_pos = 0;
+  device_count = 1;
+  pthread_mutex_unlock(&lock);
+}
+void fake_gpu_set_device_count(int n) { device_count = n; }
+/* The next `n` event records take these device timestamps (ns), in order; after them the
+ * device clock falls back to CLOCK_MONOTONIC. */
+void fake_gpu_script_timestamps(const int64_t* ts, int n) {
+  pthread_mutex_lock(&lock);
+  if (n > MAX_SCRIPT) n = MAX_SCRIPT;
+  memcpy(script, ts, sizeof(int64_t) * (size_t)n);
+  script_len = n;
+  script_pos = 0;
+  pthread_mutex_unlock(&lock);
+}
+/* The `nth` next call (1 = the very next) of entry point `name` returns `code`. */
+void fake_gpu_fail(const char* name, int nth, int code) {
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < MAX_FAILS; ++i) {
+    if (fails[i].remaining == 0) {
+      strncpy(fails[i].name, name, 63);
+      fails[i].remaining = nth;
+      fails[i].code = code;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+}
+long fake_gpu_calls(const char* name) {
+  long n = 0;
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < MAX_COUNTERS && counters[i].name[0]; ++i)
+    if (strcmp(counters[i].name, name) == 0) n = counters[i].count;
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+int fake_gpu_live_events(void) { return live_events; }
+
+/* ---- shared implementation ---- */
+static int ev_create(void** out) {
+  fake_event* e = (fake_event*)calloc(1, sizeof(fake_event));
+  if (!e) return 2;
+  e->magic = 0xE7E7;
+  __atomic_add_fetch(&live_events, 1, __ATOMIC_RELAXED);
+  *out = e;
+  return 0;
+}
+static int ev_destroy(void* p) {
+  fake_event* e = (fake_event*)p;
+  if (!e || e->magic != 0xE7E7) return 400;
+  e->magic = 0;
+  free(e);
+  __atomic_sub_fetch(&live_events, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+static int ev_record(void* p) {
+  fake_event* e = (fake_event*)p;
+  if (!e || e->magic != 0xE7E7) return 400;
+  int64_t t;
+  pthread_mutex_lock(&lock);
+  t = script_pos < script_len ? script[script_pos++] : now_ns();
+  pthread_mutex_unlock(&lock);
+  e->timestamp = t;
+  e->recorded = 1;
+  return 0;
+}
+static int ev_elapsed(float* ms, void* a, void* b) {
+  fake_event* ea = (fake_event*)a;
+  fake_event* eb = (fake_event*)b;
+  if (!ea || !eb || ea->magic != 0xE7E7 || eb->magic != 0xE7E7) return 400;
+  if (!ea->recorded || !eb->recorded) return 400;
+  *ms = (float)((double)(eb->timestamp - ea->timestamp) / 1e6);
+  return 0;
+}
+
+static const char* error_name(int code) {
+  switch (code) {
+    case 0: return "CUDA_SUCCESS";
+    case 1: return "CUDA_ERROR_INVALID_VALUE";
+    case 2: return "CUDA_ERROR_OUT_OF_MEMORY";
+    case 3: return "CUDA_ERROR_NOT_INITIALIZED";
+    case 100: return "CUDA_ERROR_NO_DEVICE";
+    case 101: return "CUDA_ERROR_INVALID_DEVICE";
+    case 201: return "CUDA_ERROR_INVALID_CONTEXT";
+    case 400: return "CUDA_ERROR_INVALID_HANDLE";
+    case 600: return "CUDA_ERROR_NOT_READY";
+    case 700: return "CUDA_ERROR_ILLEGAL_ADDRESS";
+    case 999: return "CUDA_ERROR_UNKNOWN";
+    default: return NULL;
+  }
+}
+static const char* error_string(int code) {
+  switch (code) {
+    case 0: return "no error";
+    case 1: return "invalid argument";
+    case 2: return "out of memory";
+    case 3: return "initialization error";
+    case 100: return "no CUDA-capable device is detected";
+    case 101: return "invalid device ordinal";
+    case 201: return "invalid device context";
+    case 400: return "invalid resource handle";
+    case 600: return "device not ready";
+    case 700: return "an illegal memory access was encountered";
+    case 999: return "unknown error";
+    default: return NULL;
+  }
+}
+
+/* ---- CUDA driver API ---- */
+int cuInit(unsigned flags) {
+  (void)flags;
+  int rc = enter("cuInit");
+  if (rc) return rc;
+  initialized = 1;
+  return 0;
+}
+int cuGetErrorName(int code, const char** s) {
+  *s = error_name(code);
+  return *s ? 0 : 1;
+}
+int cuGetErrorString(int code, const char** s) {
+  *s = error_string(code);
+  return *s ? 0 : 1;
+}
+int cuDriverGetVersion(int* v) {
+  int rc = enter("cuDriverGetVersion");
+  if (rc) return rc;
+  *v = 13000;
+  return 0;
+}
+int cuDeviceGet(int* dev, int ordinal) {
+  int rc = enter("cuDeviceGet");
+  if (rc) return rc;
+  if (!initialized) return 3;
+  if (ordinal < 0 || ordinal >= device_count) return 101;
+  *dev = ordinal;
+  return 0;
+}
+int cuDeviceGetName(char* name, int len, int dev) {
+  int rc = enter("cuDeviceGetName");
+  if (rc) return rc;
+  if (dev < 0 || dev >= device_count) return 101;
+  strncpy(name, "Fake GPU", (size_t)len);
+  return 0;
+}
+int cuDevicePrimaryCtxRetain(void** ctx, int dev) {
+  int rc = enter("cuDevicePrimaryCtxRetain");
+  if (rc) return rc;
+  if (dev < 0 || dev >= device_count) return 101;
+  *ctx = (char*)&primary_ctx_token + dev;
+  return 0;
+}
+int cuDevicePrimaryCtxRelease_v2(int dev) {
+  (void)dev;
+  return enter("cuDevicePrimaryCtxRelease");
+}
+int cuCtxGetCurrent(void** ctx) {
+  int rc = enter("cuCtxGetCurrent");
+  if (rc) return rc;
+  *ctx = current_ctx;
+  return 0;
+}
+int cuCtxSetCurrent(void* ctx) {
+  int rc = enter("cuCtxSetCurrent");
+  if (rc) return rc;
+  current_ctx = ctx;
+  return 0;
+}
+int cuCtxSynchronize(void) {
+  int rc = enter("cuCtxSynchronize");
+  if (rc) return rc;
+  return current_ctx ? 0 : 201;
+}
+int cuEventCreate(void** e, unsigned flags) {
+  (void)flags;
+  int rc = enter("cuEventCreate");
+  if (rc) return rc;
+  if (!current_ctx) return 201;
+  return ev_create(e);
+}
+int cuEventDestroy_v2(void* e) {
+  int rc = enter("cuEventDestroy");
+  if (rc) return rc;
+  return ev_destroy(e);
+}
+int cuEventRecord(void* e, void* stream) {
+  (void)stream;
+  int rc = enter("cuEventRecord");
+  if (rc) return rc;
+  return ev_record(e);
+}
+int cuEventSynchronize(void* e) {
+  (void)e;
+  return enter("cuEventSynchronize");
+}
+/* Only the pre-12.8 name is exported, so the loader's fallback is exercised. */
+int cuEventElapsedTime(float* ms, void* a, void* b) {
+  int rc = enter("cuEventElapsedTime");
+  if (rc) return rc;
+  return ev_elapsed(ms, a, b);
+}
+
+/* ---- HIP runtime ---- */
+const char* hipGetErrorName(int code) {
+  const char* s = error_name(code);
+  return s ? s : "hipErrorUnknown";
+}
+const char* hipGetErrorString(int code) {
+  const char* s = error_string(code);
+  return s ? s : "unknown error";
+}
+int hipDriverGetVersion(int* v) {
+  int rc = enter("hipDriverGetVersion");
+  if (rc) return rc;
+  *v = 60443483;
+  return 0;
+}
+int hipSetDevice(int d) {
+  int rc = enter("hipSetDevice");
+  if (rc) return rc;
+  if (d < 0 || d >= device_count) return 101;
+  current_hip_device = d;
+  return 0;
+}
+int hipGetDevice(int* d) {
+  int rc = enter("hipGetDevice");
+  if (rc) return rc;
+  *d = current_hip_device;
+  return 0;
+}
+int hipDeviceGetName(char* name, int len, int dev) {
+  int rc = enter("hipDeviceGetName");
+  if (rc) return rc;
+  if (dev < 0 || dev >= device_count) return 101;
+  strncpy(name, "Fake GPU", (size_t)len);
+  return 0;
+}
+int hipDeviceSynchronize(void) { return enter("hipDeviceSynchronize"); }
+int hipEventCreateWithFlags(void** e, unsigned flags) {
+  (void)flags;
+  int rc = enter("hipEventCreateWithFlags");
+  if (rc) return rc;
+  return ev_create(e);
+}
+int hipEventDestroy(void* e) {
+  int rc = enter("hipEventDestroy");
+  if (rc) return rc;
+  return ev_destroy(e);
+}
+int hipEventRecord(void* e, void* stream) {
+  (void)stream;
+  int rc = enter("hipEventRecord");
+  if (rc) return rc;
+  return ev_record(e);
+}
+int hipEventSynchronize(void* e) {
+  (void)e;
+  return enter("hipEventSynchronize");
+}
+int hipEventElapsedTime(float* ms, void* a, void* b) {
+  int rc = enter("hipEventElapsedTime");
+  if (rc) return rc;
+  return ev_elapsed(ms, a, b);
+}
