@@ -38,6 +38,8 @@ void raise_python(const char* name, Args&&... args) {
 
 }  // namespace
 
+void bind_sampler(pybind11::module_& m);
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastprof native core: the monotonic clock, run-time GPU driver loading and the token recorder.";
 
@@ -133,4 +135,6 @@ CUstream/hipStream_t handle the events are recorded on.
           },
           "Device timestamps of the marks in ns relative to the start event, as a new int64 array "
           "(None without a device). Valid after end().");
+
+  bind_sampler(m);
 }
