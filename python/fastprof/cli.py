@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import fastprof
     from fastprof import hf
 
-    console = Console(stderr=True, quiet=args.quiet)
+    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
     out_console = Console()
     device = _resolve_device(args.device, torch)
     dtype_name = args.dtype if args.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")

@@ -105,7 +105,10 @@ class TokenRecorder(_core.Recorder):
             if backend is None:
                 backend = "hip" if kind in ("hip", "rocm") else (_torch.backend_kind(torch) if torch else "cuda")
             if stream is None:
-                stream = int(torch.cuda.current_stream(ordinal).cuda_stream) if _torch.cuda_ready(torch) else 0
+                # torch's current stream on that device; an ordinal torch does not know is left
+                # for the driver to report (DriverError naming cuDeviceGet).
+                known = _torch.cuda_ready(torch) and ordinal < torch.cuda.device_count()
+                stream = int(torch.cuda.current_stream(ordinal).cuda_stream) if known else 0
         super().__init__(int(capacity), backend if kind is not None else None, ordinal, int(stream or 0))
 
     def end(self) -> Trace:  # type: ignore[override]
