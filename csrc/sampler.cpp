@@ -330,7 +330,11 @@ SamplerOutput Sampler::stop() {
   out.missed_slots = missed_;
   out.devices = infos_;
   if (backend_) {
-    for (size_t i = 0; i < backend_->device_count(); ++i) out.unavailable.push_back(backend_->unavailable(i));
+    out.devices.clear();
+    for (size_t i = 0; i < backend_->device_count(); ++i) {
+      out.devices.push_back(backend_->info(i));  // power_source may have changed while sampling
+      out.unavailable.push_back(backend_->unavailable(i));
+    }
     out.read_errors = backend_->read_errors();
     backend_->close();
     backend_.reset();
