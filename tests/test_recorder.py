@@ -214,3 +214,23 @@ def test_device_info(fake_gpu):
     assert info["name"] == "Fake GPU" and info["driver_version"] == 13000
     with pytest.raises(ValueError, match="unknown device kind"):
         fastprof._core.device_info("tpu", 0)
+
+
+def test_fast_marks_are_builtins_bound_to_the_recorder():
+    rec = TokenRecorder(capacity=2, device=None)
+    assert type(rec.mark).__name__ == "builtin_function_or_method"
+    rec.begin()
+    rec.mark()
+    rec.mark_host()
+    with pytest.raises(CapacityError):
+        rec.mark_host()
+    assert rec.end().n_marks == 2
+
+
+def test_a_kept_mark_function_outlives_its_recorder_safely():
+    rec = TokenRecorder(capacity=2, device=None)
+    mark = rec.mark
+    del rec
+    gc.collect()
+    with pytest.raises(StateError):  # the shared native state is still alive, just not running
+        mark()

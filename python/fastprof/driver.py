@@ -37,7 +37,7 @@ def _make_recorder(capacity: int, device: Any, no_device_reason: str | None = No
 
 
 def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, device: Any = "auto",
-              name: str | None = None, seed: int = 0) -> BenchmarkResult:
+              name: str | None = None, free_memory: bool = False, seed: int = 0) -> BenchmarkResult:
     """Times any callable.
 
     Each iteration synchronises the device, takes the host start time and records a start
@@ -46,7 +46,9 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
     the time between the two events on the current stream.
 
     ``device``: ``"auto"`` (the current CUDA device if torch sees one), ``None``/``"cpu"``, or a
-    device such as ``"cuda:1"``.
+    device such as ``"cuda:1"``. ``free_memory=True`` collects garbage and empties the device cache
+    before each iteration; it is off by default because the idle time it adds lets the GPU lower
+    its clocks, which slows a short call that follows.
     """
     _check_counts(warmup, iterations)
     rec, device_timing = _make_recorder(1, device)
@@ -55,7 +57,8 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
     rec.synchronize()
     traces: list[Trace] = []
     for _ in range(iterations):
-        _torch.free_memory()
+        if free_memory:
+            _torch.free_memory()
         rec.synchronize()
         rec.begin()
         try:
@@ -65,7 +68,7 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
         traces.append(trace)
     env = capture_environment()
     config = {"name": name or getattr(fn, "__name__", "callable"), "warmup": warmup, "iterations": iterations,
-              "seed": seed}
+              "free_memory": free_memory, "seed": seed}
     return BenchmarkResult.from_traces("callable", traces, config=config, environment=env,
                                        device_timing=device_timing, warnings=environment_warnings(env))
 

@@ -110,6 +110,9 @@ class TokenRecorder(_core.Recorder):
                 known = _torch.cuda_ready(torch) and ordinal < torch.cuda.device_count()
                 stream = int(torch.cuda.current_stream(ordinal).cuda_stream) if known else 0
         super().__init__(int(capacity), backend if kind is not None else None, ordinal, int(stream or 0))
+        # The per-token methods as native builtins: instance attributes shadow the (slower)
+        # pybind11 methods of the same names.
+        self.mark, self.mark_host, self.mark_device = self.fast_marks()
 
     def end(self) -> Trace:  # type: ignore[override]
         """End the iteration (one device synchronisation) and return its :class:`Trace`."""
