@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=_positive_int, default=20, help="measured iterations")
     run.add_argument("--dtype", choices=DTYPES, default="auto", help="weights dtype; auto: bfloat16 on GPU, float32 on CPU")
     run.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    run.add_argument("--sample-interval-ms", type=_non_negative_int, default=10, metavar="MS",
+                     help="GPU sampling interval (utilisation, power, energy ...); 0 turns sampling off")
     run.add_argument("--seed", type=_non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="print no progress")
@@ -137,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = fastprof.benchmark_generate(
         model, inputs, max_new_tokens=args.max_new_tokens, warmup=args.warmup, iterations=args.iterations,
         seed=args.seed, progress=None if args.quiet else progress,
+        sample_interval_ms=args.sample_interval_ms or None,
         config={"model": model_name, "dtype": dtype_name},
     )
     out_console.print(result)

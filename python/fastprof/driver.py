@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from fastprof import _torch
+from fastprof import hardware as _hardware
 from fastprof.environment import capture_environment, environment_warnings
 from fastprof.errors import FastprofError, OutputLengthError
 from fastprof.recorder import Trace, TokenRecorder
@@ -36,8 +37,43 @@ def _make_recorder(capacity: int, device: Any, no_device_reason: str | None = No
                  "library": rec.library_path, "clock": "GPU timing events, ns after the start event"}
 
 
+class _Sampling:
+    """The sampler over a whole measurement (one thread for all iterations), or the reason there is none."""
+
+    def __init__(self, device_timing: dict[str, Any], interval_ms: float | None, backend: str) -> None:
+        self.sampler = None
+        self.reason: str | None = None
+        if interval_ms is None:
+            self.reason = "GPU sampling disabled"
+        elif not device_timing.get("available"):
+            self.reason = f"no GPU sampled: {device_timing.get('reason')}"
+        else:
+            from fastprof.sampler import Sampler
+
+            try:
+                self.sampler = Sampler(interval_ms=interval_ms, devices=[int(device_timing["ordinal"])],
+                                       backend=backend)
+            except (ValueError, FastprofError) as exc:
+                self.reason = f"GPU sampler unavailable: {exc}"
+
+    def start(self) -> None:
+        if self.sampler is not None:
+            self.sampler.start()
+
+    def finish(self, traces: Sequence[Trace], tokens: Sequence[int], seed: int) -> dict[str, Any]:
+        if self.sampler is None:
+            return _hardware.unavailable(self.reason or "no sampler")
+        samples = self.sampler.stop()
+        return _hardware.summarize(samples, traces, tokens_per_iteration=tokens, seed=seed)
+
+    def abort(self) -> None:
+        if self.sampler is not None and self.sampler.running:
+            self.sampler.stop()
+
+
 def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, device: Any = "auto",
-              name: str | None = None, free_memory: bool = False, seed: int = 0) -> BenchmarkResult:
+              name: str | None = None, free_memory: bool = False, sample_interval_ms: float | None = 10,
+              sampler_backend: str = "auto", seed: int = 0) -> BenchmarkResult:
     """Times any callable.
 
     Each iteration synchronises the device, takes the host start time and records a start
@@ -49,28 +85,40 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
     device such as ``"cuda:1"``. ``free_memory=True`` collects garbage and empties the device cache
     before each iteration; it is off by default because the idle time it adds lets the GPU lower
     its clocks, which slows a short call that follows.
+
+    On a GPU, a native sampler reads utilisation, memory, power, clocks, temperature and energy
+    every ``sample_interval_ms`` (``None``: off) over all measured iterations; the result's
+    ``hardware`` section attributes each sample to its iteration (see :mod:`fastprof.hardware`).
     """
     _check_counts(warmup, iterations)
     rec, device_timing = _make_recorder(1, device)
     for _ in range(warmup):
         fn()
     rec.synchronize()
+    sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
     traces: list[Trace] = []
-    for _ in range(iterations):
-        if free_memory:
-            _torch.free_memory()
-        rec.synchronize()
-        rec.begin()
-        try:
-            fn()
-        finally:
-            trace = rec.end()
-        traces.append(trace)
+    sampling.start()
+    try:
+        for _ in range(iterations):
+            if free_memory:
+                _torch.free_memory()
+            rec.synchronize()
+            rec.begin()
+            try:
+                fn()
+            finally:
+                trace = rec.end()
+            traces.append(trace)
+    except BaseException:
+        sampling.abort()
+        raise
+    hardware = sampling.finish(traces, [1] * len(traces), seed)
     env = capture_environment()
     config = {"name": name or getattr(fn, "__name__", "callable"), "warmup": warmup, "iterations": iterations,
               "free_memory": free_memory, "seed": seed}
     return BenchmarkResult.from_traces("callable", traces, config=config, environment=env,
-                                       device_timing=device_timing, warnings=environment_warnings(env))
+                                       device_timing=device_timing, hardware=hardware,
+                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
 
 
 def _model_device(model: Any) -> Any:
@@ -82,7 +130,8 @@ def _model_device(model: Any) -> Any:
 
 def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int = 5, iterations: int = 20,
                        generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
-                       config: dict[str, Any] | None = None, seed: int = 0,
+                       config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
+                       sampler_backend: str = "auto", seed: int = 0,
                        progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
@@ -101,6 +150,13 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     ``device``: ``"auto"`` follows the model (GPU timing events when it is on a CUDA/ROCm
     device); ``None`` disables device timing. ``progress(phase, i, n)`` is called after each
     warm-up and measured iteration.
+
+    On a GPU, one native sampler runs over all measured iterations (every ``sample_interval_ms``;
+    ``None``: off, ``sampler_backend``: ``"auto"``, ``"nvml"``, ``"amdsmi"``, ``"xpusmi"``). Each
+    sample is attributed to its iteration and phase (prefill before the first token, decode
+    after) through the shared clock; the result's ``hardware`` section holds the samples,
+    per-iteration utilisation, peak memory, power, energy and joules per token, temperature and
+    throttling, and their statistics. Throttling appears among the warnings.
     """
     from transformers import LogitsProcessorList
 
@@ -161,11 +217,18 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         run_once()
         if progress:
             progress("warmup", i + 1, warmup)
+    sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
     traces: list[Trace] = []
-    for i in range(iterations):
-        traces.append(run_once())
-        if progress:
-            progress("measure", i + 1, iterations)
+    sampling.start()
+    try:
+        for i in range(iterations):
+            traces.append(run_once())
+            if progress:
+                progress("measure", i + 1, iterations)
+    except BaseException:
+        sampling.abort()
+        raise
+    hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
 
     if device_timing["available"]:
         bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
@@ -183,9 +246,11 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         "generate_kwargs": {k: v for k, v in kwargs.items()
                             if k not in ("streamer", "logits_processor") and isinstance(v, (int, float, str, bool))},
     }
+    cfg["sample_interval_ms"] = sample_interval_ms
     cfg.update(config or {})
     return BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env, device_timing=device_timing,
-                                       warnings=environment_warnings(env))
+                                       hardware=hardware,
+                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
 
 
 def summarize_generation(traces: Sequence[Trace], *, batch_size: int, prompt_len: int,

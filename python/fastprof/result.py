@@ -104,6 +104,7 @@ class BenchmarkResult:
     device_summary: dict[str, dict[str, Any]] | None
     device_timing: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    hardware: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -112,6 +113,7 @@ class BenchmarkResult:
     def from_traces(cls, kind: str, traces: Sequence[Trace], *, config: dict[str, Any],
                     environment: dict[str, Any], device_timing: dict[str, Any],
                     per_iteration: Sequence[dict[str, Any]] | None = None,
+                    hardware: dict[str, Any] | None = None,
                     warnings: Sequence[str] = ()) -> "BenchmarkResult":
         seed = int(config.get("seed", 0))
         if kind == "generate":
@@ -138,7 +140,7 @@ class BenchmarkResult:
             kind=kind, config=dict(config), environment=environment,
             iterations=[_trace_record(t, x) for t, x in zip(traces, extras)],
             summary=summary, device_summary=device_summary, device_timing=dict(device_timing),
-            warnings=all_warnings,
+            warnings=all_warnings, hardware=hardware,
         )
 
     # ---- access -------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class BenchmarkResult:
             "summary": self.summary,
             "device_summary": self.device_summary,
             "warnings": self.warnings,
+            "hardware": self.hardware,
             "iterations": self.iterations,
         })
 
@@ -189,7 +192,8 @@ class BenchmarkResult:
             return cls(
                 kind=d["kind"], config=d["config"], environment=d["environment"], iterations=d["iterations"],
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
-                warnings=list(d.get("warnings", [])), created=d.get("created", ""), schema_version=version,
+                warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), created=d.get("created", ""),
+                schema_version=version,
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
@@ -227,6 +231,26 @@ class BenchmarkResult:
                       fmt(s["p99"]), cv)
         return t
 
+    def hardware_table(self):
+        """A rich Table of the per-iteration GPU figures (median and range over iterations)."""
+        from rich.table import Table
+
+        hw = self.hardware or {}
+        devices = ", ".join(d.get("name") or d.get("identifier", "?") for d in hw.get("devices", []))
+        t = Table(title=f"GPU ({hw.get('backend')}, every {hw.get('interval_ms'):g} ms: {devices})",
+                  title_justify="left")
+        for col in ("per iteration", "p50", "min", "max"):
+            t.add_column(col, justify="left" if col == "per iteration" else "right", no_wrap=True)
+        scale = {"memory_peak_bytes": (1 / 2**30, "GiB"), "energy_per_token_j": (1e3, "mJ")}
+        for name, s in (hw.get("summary") or {}).items():
+            if not s.get("n"):
+                continue
+            k, unit = scale.get(name, (1.0, name.rsplit("_", 1)[-1].replace("pct", "%").upper()
+                                       if name.endswith(("_w", "_j", "_c", "_pct")) else ""))
+            label = name.rsplit("_", 1)[0] if unit else name
+            t.add_row(f"{label} [{unit}]", *(f"{s[key] * k:,.2f}" for key in ("p50", "min", "max")))
+        return t
+
     def __rich_console__(self, console, options):
         cfg = ", ".join(f"{k}={v}" for k, v in self.config.items() if not isinstance(v, (dict, list)))
         yield f"[bold]config[/bold]: {cfg}"
@@ -235,6 +259,11 @@ class BenchmarkResult:
             yield self.table("device")
         else:
             yield f"[dim]device timing unavailable: {self.device_timing.get('reason')}[/dim]"
+        hw = self.hardware or {}
+        if hw.get("available"):
+            yield self.hardware_table()
+        elif hw:
+            yield f"[dim]GPU samples unavailable: {hw.get('reason')}[/dim]"
         for w in self.warnings:
             yield f"[yellow]warning:[/yellow] {w}"
 
