@@ -11,6 +11,7 @@ Needs only torch, numpy and nvidia-ml-py.  Run:  python bench/sampler.py [--seco
 from __future__ import annotations
 
 import argparse
+import random
 import multiprocessing as mp
 import time
 
@@ -53,7 +54,7 @@ def workload(torch, a, iters: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--size", type=int, default=4096)
     args = ap.parse_args()
@@ -86,31 +87,50 @@ def main() -> None:
     print(f"  {'energy thread CPU (%)':<28}{100 * r.energy_thread_cpu_ns / 1e9 / wall_s:.2f}")
     print(f"  {'energy readings':<28}{r.energy_mj.size}")
 
-    # 2. Cost to a GPU workload, interleaved.
+    # 2. Cost to a GPU workload: arms interleaved, order shuffled in every round.
     a = torch.randn(args.size, args.size, device="cuda", dtype=torch.float16)
     workload(torch, a, 20)  # warm-up
     ctx = mp.get_context("spawn")
-    times: dict[str, list[float]] = {"none": [], "native 1 ms": [], "pynvml 50 ms (process)": []}
-    for _ in range(args.rounds):
-        times["none"].append(workload(torch, a, args.iters))
-        with Sampler(interval_ms=1, devices=[0], backend="nvml"):
-            times["native 1 ms"].append(workload(torch, a, args.iters))
+    index = int(nvml_id) if nvml_id.isdigit() else _nvml_index(nvml_id)
+    rng = random.Random(0)
+
+    def run_none():
+        return workload(torch, a, args.iters)
+
+    def run_native(ms):
+        def run():
+            with Sampler(interval_ms=ms, devices=[0], backend="nvml"):
+                return workload(torch, a, args.iters)
+        return run
+
+    def run_pynvml():
         stop, counter = ctx.Event(), ctx.Value("l", 0)
-        index = int(nvml_id) if nvml_id.isdigit() else _nvml_index(nvml_id)
         p = ctx.Process(target=pynvml_poller, args=(index, 0.05, stop, counter))
         p.start()
         time.sleep(1.0)  # let the poller import and initialise
-        times["pynvml 50 ms (process)"].append(workload(torch, a, args.iters))
-        stop.set()
-        p.join()
+        try:
+            return workload(torch, a, args.iters)
+        finally:
+            stop.set()
+            p.join()
 
-    base = np.median(times["none"])
+    arms = {"none": run_none, "native 10 ms": run_native(10), "native 1 ms": run_native(1),
+            "pynvml 50 ms (process)": run_pynvml}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for _ in range(args.rounds):
+        order = list(arms)
+        rng.shuffle(order)
+        for k in order:
+            times[k].append(arms[k]())
+
+    base = np.asarray(times["none"])
     print()
-    print(f"fixed workload: {args.iters} x ({args.size}x{args.size} fp16 matmul + sync), {args.rounds} interleaved rounds")
-    print(f"  {'setting':<26}{'median (ms)':>12}{'min (ms)':>10}{'vs none':>10}")
+    print(f"fixed workload: {args.iters} x ({args.size}x{args.size} fp16 matmul + sync), {args.rounds} rounds, "
+          "arms shuffled within each round")
+    print(f"  {'setting':<26}{'median (ms)':>12}{'min (ms)':>10}{'paired ratio p50':>18}")
     for k, v in times.items():
-        med = np.median(v)
-        print(f"  {k:<26}{med * 1e3:>12.1f}{min(v) * 1e3:>10.1f}{(med / base - 1) * 100:>+9.2f}%")
+        ratio = np.median(np.asarray(v) / base)
+        print(f"  {k:<26}{np.median(v) * 1e3:>12.1f}{min(v) * 1e3:>10.1f}{ratio:>18.4f}")
 
 
 def _nvml_index(uuid: str) -> int:

@@ -76,7 +76,13 @@ def test_throttling_is_a_warning():
     assert not summarize(idle, [trace(10, 15, 30)], tokens_per_iteration=[1])["per_iteration"][0]["throttled"]
 
 
-def test_benchmark_samples_the_gpu_over_all_iterations(fake_gpu, fake_nvml):  # noqa: F811
+@pytest.fixture
+def nvml_index_order(monkeypatch):
+    """CUDA ordinal n is NVML index n: the fake NVML knows no real GPU's UUID, even where torch sees one."""
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+
+def test_benchmark_samples_the_gpu_over_all_iterations(fake_gpu, fake_nvml, nvml_index_order):  # noqa: F811
     import time
 
     fake_nvml.set(0, "power_instant_mw", 150_000)
@@ -98,7 +104,7 @@ def test_benchmark_samples_the_gpu_over_all_iterations(fake_gpu, fake_nvml):  # 
     assert back.hardware["summary"]["power_mean_w"]["p50"] == pytest.approx(150.0)
 
 
-def test_sampler_failure_does_not_stop_the_benchmark(fake_gpu, fake_nvml):  # noqa: F811
+def test_sampler_failure_does_not_stop_the_benchmark(fake_gpu, fake_nvml, nvml_index_order):  # noqa: F811
     fake_nvml.fail_init(999)
     r = fastprof.benchmark(lambda: None, warmup=0, iterations=3, device="cuda:0", sample_interval_ms=2)
     assert r.summary["latency_s"]["n"] == 3
@@ -110,7 +116,7 @@ def test_no_gpu_no_sampler():
     assert r.hardware == {"available": False, "reason": "no GPU sampled: device timing disabled (device=None)"}
 
 
-def test_generate_samples_have_prefill_and_decode(tiny_llama, fake_gpu, fake_nvml):  # noqa: F811
+def test_generate_samples_have_prefill_and_decode(tiny_llama, fake_gpu, fake_nvml, nvml_index_order):  # noqa: F811
     from fastprof.hf import random_inputs
 
     r = fastprof.benchmark_generate(tiny_llama, random_inputs(256, 1, 64), max_new_tokens=16, warmup=0,
