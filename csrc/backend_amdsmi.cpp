@@ -130,7 +130,7 @@ class AmdSmiBackend final : public SamplerBackend {
   size_t device_count() const override { return devices_.size(); }
   DeviceInfo info(size_t i) const override { return devices_[i].info; }
 
-  ReadStatus read(size_t i, double* out, std::string&) override {
+  ReadStatus read(size_t i, uint32_t /*due: AMD SMI fields are read every sample*/, double* out, std::string&) override {
     Device& d = devices_[i];
     Buffer b;
     if (!d.skip[kActivity]) {

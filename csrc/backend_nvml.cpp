@@ -201,10 +201,11 @@ class NvmlBackend final : public SamplerBackend {
     return info;
   }
 
-  ReadStatus read(size_t i, double* out, std::string& reason) override {
+  ReadStatus read(size_t i, uint32_t due, double* out, std::string& reason) override {
     Device& d = devices_[i];
     int rc;
-    if (!d.skip[kUtil]) {
+    auto want = [due](int field) { return (due & (1u << field)) != 0; };
+    if (!d.skip[kUtil] && (want(kGpuUtilPct) || want(kMemUtilPct))) {
       nvmlUtilization_t u{};
       rc = util_(d.handle, &u);
       if (!ok(d, kUtil, rc, "nvmlDeviceGetUtilizationRates", reason)) return ReadStatus::Lost;
@@ -213,7 +214,7 @@ class NvmlBackend final : public SamplerBackend {
         out[kMemUtilPct] = u.memory;
       }
     }
-    if (!d.skip[kMemory]) {
+    if (!d.skip[kMemory] && (want(kMemUsedBytes) || want(kMemTotalBytes))) {
       nvmlMemory_t m{};
       rc = memory_(d.handle, &m);
       if (!ok(d, kMemory, rc, "nvmlDeviceGetMemoryInfo", reason)) return ReadStatus::Lost;
@@ -222,7 +223,7 @@ class NvmlBackend final : public SamplerBackend {
         out[kMemTotalBytes] = static_cast<double>(m.total);
       }
     }
-    if (!d.skip[kProcesses]) {
+    if (!d.skip[kProcesses] && want(kProcMemBytes)) {
       unsigned count = kMaxProcesses;
       rc = procs_(d.handle, &count, procs_v1_ ? static_cast<void*>(procs_buf_v1_) : static_cast<void*>(procs_buf_));
       if (rc == NVML_ERROR_INSUFFICIENT_SIZE) {
@@ -242,14 +243,15 @@ class NvmlBackend final : public SamplerBackend {
       }
     }
     double avg_w = std::numeric_limits<double>::quiet_NaN();
-    if (!d.skip[kPowerAverage]) {
+    // The averaged reading doubles as the power reading where instantaneous power is missing.
+    if (!d.skip[kPowerAverage] && (want(kPowerAvgW) || (d.skip[kPowerInstant] && want(kPowerW)))) {
       unsigned mw = 0;
       rc = power_(d.handle, &mw);
       if (!ok(d, kPowerAverage, rc, "nvmlDeviceGetPowerUsage", reason)) return ReadStatus::Lost;
       if (rc == NVML_SUCCESS) avg_w = mw / 1000.0;
       out[kPowerAvgW] = avg_w;
     }
-    if (!d.skip[kPowerInstant]) {
+    if (!d.skip[kPowerInstant] && want(kPowerW)) {
       nvmlFieldValue_t f;
       std::memset(&f, 0, sizeof(f));
       f.fieldId = NVML_FI_DEV_POWER_INSTANT;
@@ -258,26 +260,26 @@ class NvmlBackend final : public SamplerBackend {
       if (!ok(d, kPowerInstant, rc, "nvmlDeviceGetFieldValues(NVML_FI_DEV_POWER_INSTANT)", reason)) return ReadStatus::Lost;
       if (rc == NVML_SUCCESS) out[kPowerW] = field_value(f) / 1000.0;  // mW
     }
-    if (d.skip[kPowerInstant]) out[kPowerW] = avg_w;  // fallback: the averaged reading
-    if (!d.skip[kSmClock]) {
+    if (d.skip[kPowerInstant] && want(kPowerW)) out[kPowerW] = avg_w;  // fallback: the averaged reading
+    if (!d.skip[kSmClock] && want(kSmClockMHz)) {
       unsigned mhz = 0;
       rc = clock_(d.handle, NVML_CLOCK_SM, &mhz);
       if (!ok(d, kSmClock, rc, "nvmlDeviceGetClockInfo(NVML_CLOCK_SM)", reason)) return ReadStatus::Lost;
       if (rc == NVML_SUCCESS) out[kSmClockMHz] = mhz;
     }
-    if (!d.skip[kMemClock]) {
+    if (!d.skip[kMemClock] && want(kMemClockMHz)) {
       unsigned mhz = 0;
       rc = clock_(d.handle, NVML_CLOCK_MEM, &mhz);
       if (!ok(d, kMemClock, rc, "nvmlDeviceGetClockInfo(NVML_CLOCK_MEM)", reason)) return ReadStatus::Lost;
       if (rc == NVML_SUCCESS) out[kMemClockMHz] = mhz;
     }
-    if (!d.skip[kTemperature]) {
+    if (!d.skip[kTemperature] && want(kTemperatureC)) {
       unsigned c = 0;
       rc = temperature_(d.handle, NVML_TEMPERATURE_GPU, &c);
       if (!ok(d, kTemperature, rc, "nvmlDeviceGetTemperature", reason)) return ReadStatus::Lost;
       if (rc == NVML_SUCCESS) out[kTemperatureC] = c;
     }
-    if (!d.skip[kThrottle]) {
+    if (!d.skip[kThrottle] && want(kThrottleReasons)) {
       unsigned long long mask = 0;
       rc = throttle_(d.handle, &mask);
       if (!ok(d, kThrottle, rc, "nvmlDeviceGetCurrentClocksEventReasons", reason)) return ReadStatus::Lost;

@@ -144,7 +144,7 @@ class XpuSmiBackend final : public SamplerBackend {
 
   size_t device_count() const override { return infos_.size(); }
   DeviceInfo info(size_t i) const override { return infos_[i]; }
-  ReadStatus read(size_t, double*, std::string&) override { return ReadStatus::Ok; }
+  ReadStatus read(size_t, uint32_t, double*, std::string&) override { return ReadStatus::Ok; }
   bool has_energy(size_t) const override { return false; }
   ReadStatus read_energy(size_t, double&, bool& got, std::string&) override {
     got = false;

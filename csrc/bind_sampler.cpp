@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 
 #include "sampler.hpp"
 
@@ -75,13 +76,20 @@ void bind_sampler(py::module_& m) {
 Native GPU sampler. Prefer fastprof.sampler.Sampler, which maps CUDA ordinals to NVML devices
 and returns a SamplerResult.
 
-Sampler(backend, devices, interval_ns, max_samples, energy_interval_ns): backend is 'auto',
-'nvml', 'amdsmi' or 'xpusmi'; devices are NVML identifiers (UUID, PCI bus id, index) or, for
-the other backends, indices.
+Sampler(backend, devices, interval_ns, max_samples, energy_interval_ns, field_periods_ns): backend
+is 'auto', 'nvml', 'amdsmi' or 'xpusmi'; devices are NVML identifiers (UUID, PCI bus id, index)
+or, for the other backends, indices; field_periods_ns (one per sampler_fields(), None for the
+defaults) is the least time between two reads of each field.
 )doc")
       .def(py::init([](const std::string& backend, const std::vector<std::string>& devices, int64_t interval_ns,
-                       size_t max_samples, int64_t energy_interval_ns) {
+                       size_t max_samples, int64_t energy_interval_ns,
+                       std::optional<std::vector<int64_t>> field_periods_ns) {
              SamplerConfig c;
+             if (field_periods_ns) {
+               if (field_periods_ns->size() != static_cast<size_t>(kNumFields))
+                 throw std::invalid_argument("field_periods_ns needs one period per sampler field");
+               c.field_period_ns = *field_periods_ns;
+             }
              c.backend = backend;
              c.devices = devices;
              c.interval_ns = interval_ns;
@@ -91,7 +99,8 @@ the other backends, indices.
            }),
            py::arg("backend") = "auto", py::arg("devices") = std::vector<std::string>{"0"},
            py::arg("interval_ns") = 10000000, py::arg("max_samples") = size_t(1) << 18,
-           py::arg("energy_interval_ns") = 100000000)
+           py::arg("energy_interval_ns") = 1000000000, py::arg("field_periods_ns") = py::none())
+      .def_property_readonly("field_periods_ns", [](const Sampler& s) { return s.config().field_period_ns; })
       .def("start", &Sampler::start, py::call_guard<py::gil_scoped_release>(),
            "Start sampling; returns once the library is open (or failed to open: stop() gives the reason).")
       .def(

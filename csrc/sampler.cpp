@@ -196,6 +196,16 @@ static std::unique_ptr<SamplerBackend> open_backend(const SamplerConfig& c, std:
   return nullptr;
 }
 
+std::vector<int64_t> SamplerConfig::default_field_periods() {
+  std::vector<int64_t> p(kNumFields, 0);
+  p[kMemUsedBytes] = p[kMemTotalBytes] = 10000000;  // ~10 us a read on NVML
+  p[kProcMemBytes] = 100000000;                     // ~11 us, and it changes with allocations only
+  p[kPowerAvgW] = 100000000;                        // a 1 s average: kPowerW is the live value
+  p[kMemClockMHz] = 100000000;
+  p[kTemperatureC] = 100000000;
+  return p;
+}
+
 void Sampler::fast_loop() {
   std::string reason;
   std::unique_ptr<SamplerBackend> backend = open_backend(config_, reason);
@@ -227,13 +237,26 @@ void Sampler::fast_loop() {
   const size_t n = backend_->device_count();
   const int64_t interval = config_.interval_ns;
   double values[kNumFields];
+  // Per device and field, when it was last read; a field is due once its period has passed
+  // (less half an interval, so a 10 ms period at 1 ms reads every 10th sample, not every 11th).
+  std::vector<int64_t> last(n * kNumFields, std::numeric_limits<int64_t>::min());
   const int64_t t0 = monotonic_ns();
   int64_t slot = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     for (size_t d = 0; d < n; ++d) {
       std::fill(values, values + kNumFields, kNaN);
+      const int64_t before = monotonic_ns();
+      uint32_t due = 0;
+      for (int f = 0; f < kNumFields; ++f) {
+        int64_t& l = last[d * kNumFields + static_cast<size_t>(f)];
+        const int64_t period = config_.field_period_ns[static_cast<size_t>(f)];
+        if (period <= 0 || l == std::numeric_limits<int64_t>::min() || before - l >= period - interval / 2) {
+          due |= 1u << f;
+          l = before;
+        }
+      }
       std::string why;
-      const ReadStatus st = backend_->read(d, values, why);
+      const ReadStatus st = backend_->read(d, due, values, why);
       const int64_t ts = monotonic_ns();
       if (st == ReadStatus::Lost) {
         fail(why);

@@ -57,7 +57,9 @@ class SamplerBackend {
   virtual size_t device_count() const = 0;
   virtual DeviceInfo info(size_t device) const = 0;
   // Fills out[kNumFields] (preset to NaN). On Lost, `reason` says why.
-  virtual ReadStatus read(size_t device, double* out, std::string& reason) = 0;
+  // Reads the fields whose bit (1 << SampleField) is set in `due` into `out` (others stay NaN).
+  // A backend may fill more than asked.
+  virtual ReadStatus read(size_t device, uint32_t due, double* out, std::string& reason) = 0;
   // Cumulative energy in mJ into `mj`; false when not available (NaN is not stored).
   virtual bool has_energy(size_t device) const = 0;
   virtual ReadStatus read_energy(size_t device, double& mj, bool& ok, std::string& reason) = 0;
@@ -88,7 +90,13 @@ struct SamplerConfig {
   std::vector<std::string> devices;      // NVML: UUID, PCI bus id or index; others: index
   int64_t interval_ns = 10000000;        // 1 ms .. 1 s
   size_t max_samples = size_t(1) << 18;  // rows kept (all devices together)
-  int64_t energy_interval_ns = 100000000;
+  // The cumulative energy counter costs milliseconds a read on NVML and holds the library's lock
+  // meanwhile, delaying the fast reads of the other thread: once a second by default.
+  int64_t energy_interval_ns = 1000000000;
+  // Least time between two reads of each field (0: every sample). Slow-moving or costly fields
+  // are read less often; rows in between carry NaN for them. See default_field_periods().
+  std::vector<int64_t> field_period_ns = default_field_periods();
+  static std::vector<int64_t> default_field_periods();
 };
 
 struct SamplerOutput {

@@ -44,12 +44,12 @@ def test_attribute_iteration_and_phase():
     assert phase.tolist() == [0, 1, 1, 2, 2, 0, 1, 2, 2, 0]
 
 
-def test_energy_from_counter_is_interpolated():
-    # Counter grows 1 mJ per ms (1 W); iteration 10..30 ms -> 20 mJ = 0.02 J, 3 tokens.
-    s = fake_samples(np.arange(0, 40), np.full(40, 1.0), energy_ts_ms=[0, 25, 40], energy_mj=[0, 25, 40])
+def test_energy_from_power_samples():
+    # 1 W throughout; iteration 10..30 ms -> 20 mJ = 0.02 J, 3 tokens.
+    s = fake_samples(np.arange(0, 40), np.full(40, 1.0), energy_ts_ms=[0, 25, 40], energy_mj=[0, 99, 999])
     hw = summarize(s, [trace(10, 15, 30)], tokens_per_iteration=[3])
     row = hw["per_iteration"][0]
-    assert row["energy_method"] == "energy_counter"
+    assert row["energy_method"] == "power_integral"
     assert row["energy_j"] == pytest.approx(0.020)
     assert row["energy_per_token_j"] == pytest.approx(0.020 / 3)
     assert row["samples"] == 21 and row["gpu_util_mean_pct"] == 50.0 and row["temperature_max_c"] == 60.0
@@ -59,12 +59,12 @@ def test_energy_from_counter_is_interpolated():
     assert not hw["warnings"]
 
 
-def test_energy_falls_back_to_power_integral():
-    # 200 W for 20 ms = 4 J, with no energy counter readings.
-    s = fake_samples(np.arange(0, 40), np.full(40, 200.0))
+def test_energy_falls_back_to_the_counter():
+    # Power samples only every 50 ms (none inside the iteration); counter at 1 mJ per ms.
+    s = fake_samples([0, 50], [1.0, 1.0], energy_ts_ms=[0, 25, 40], energy_mj=[0, 25, 40])
     row = summarize(s, [trace(10, 15, 30)], tokens_per_iteration=[4])["per_iteration"][0]
-    assert row["energy_method"] == "power_integral"
-    assert row["energy_j"] == pytest.approx(4.0)
+    assert row["energy_method"] == "energy_counter"
+    assert row["energy_j"] == pytest.approx(0.020)
 
 
 def test_throttling_is_a_warning():

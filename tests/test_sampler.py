@@ -32,7 +32,8 @@ def _run(seconds, **kw) -> SamplerResult:
 def test_fields_and_values_from_the_fake(fake_nvml):
     fake_nvml.set(0, "util_gpu", 77)
     fake_nvml.set(0, "power_instant_mw", 312_500)
-    r = _run(0.2, interval_ms=5, devices=["0"], backend="nvml")
+    # Every field read every sample here; the default periods are tested below.
+    r = _run(0.2, interval_ms=5, devices=["0"], backend="nvml", field_periods_ms={f: 0 for f in FIELDS})
     assert r.reason is None and r.ok
     assert FIELDS == tuple(_core.sampler_fields()) and set(r.fields) == set(FIELDS)
     assert r.timestamps_ns.dtype == np.int64 and r.power_w.dtype == np.float64
@@ -49,6 +50,32 @@ def test_fields_and_values_from_the_fake(fake_nvml):
     assert r.start_ns <= r.timestamps_ns[0] and r.timestamps_ns[-1] <= r.stop_ns
     assert 0 < r.thread_cpu_ns < (r.stop_ns - r.start_ns)
     json.dumps(r.to_dict())  # JSON-ready
+
+
+def test_slow_fields_are_read_on_their_own_period(fake_nvml):
+    mem_calls, temp_calls = fake_nvml.calls("nvmlDeviceGetMemoryInfo"), fake_nvml.calls("nvmlDeviceGetTemperature")
+    r = _run(0.5, interval_ms=2, devices=["0"], backend="nvml")
+    n = r.n_samples
+    assert n >= 100
+    assert np.isfinite(r.gpu_util_pct).all() and np.isfinite(r.power_w).all()  # every sample
+    mem = np.isfinite(r.mem_used_bytes)
+    temp = np.isfinite(r.temperature_c)
+    assert mem[0] and temp[0]  # the first sample reads everything
+    # memory every 10 ms (every 5th sample at 2 ms), temperature every 100 ms
+    assert n / 5 * 0.7 <= mem.sum() <= n / 5 * 1.3 + 1
+    assert 3 <= temp.sum() <= 8
+    assert fake_nvml.calls("nvmlDeviceGetMemoryInfo") - mem_calls == mem.sum()
+    assert fake_nvml.calls("nvmlDeviceGetTemperature") - temp_calls == temp.sum()
+    # The gaps between reads of a slow field follow its period, not the sampling interval.
+    gaps_ms = np.diff(r.timestamps_ns[temp]) / 1e6
+    assert np.all(gaps_ms >= 95)
+
+
+def test_field_periods_are_validated(fake_nvml):
+    with pytest.raises(ValueError, match="unknown sampler field"):
+        Sampler(interval_ms=5, devices=["0"], backend="nvml", field_periods_ms={"bogus": 1})
+    s = Sampler(interval_ms=5, devices=["0"], backend="nvml", field_periods_ms={"temperature_c": 20})
+    assert s.field_periods_ms["temperature_c"] == 20 and s.field_periods_ms["power_w"] == 0
 
 
 def test_interval_accuracy_and_order(fake_nvml):

@@ -42,11 +42,12 @@ def test_readings_agree_with_pynvml(pynvml):
     r = s.result
     assert r.ok, r.reason
     assert r.devices[0]["uuid"] == _uuid(pynvml, handle)
-    assert np.all(r.mem_total_bytes == mem.total)
+    total = r.mem_total_bytes[np.isfinite(r.mem_total_bytes)]  # read every 10 ms
+    assert total.size >= 5 and np.all(total == mem.total)
     assert abs(np.nanmedian(r.mem_used_bytes) - mem.used) < 256 * 2**20
     assert abs(np.nanmedian(r.mem_clock_mhz) - memclk) <= 0.05 * memclk + 10
     assert abs(np.nanmedian(r.sm_clock_mhz) - sm) <= 0.25 * sm + 100  # idle clocks move
-    assert r.energy_mj.size >= 3 and np.all(np.diff(r.energy_mj) >= 0)
+    assert r.energy_mj.size >= 2 and np.all(np.diff(r.energy_mj) >= 0)  # at start and stop at least
     assert np.isfinite(r.power_w).all()
 
 

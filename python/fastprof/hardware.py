@@ -50,8 +50,12 @@ def _nan_stat(fn, values: np.ndarray) -> float | None:
 
 def _energy_between(samples: Any, start_ns: int, end_ns: int, ts: np.ndarray, power: np.ndarray
                     ) -> tuple[float | None, str | None]:
-    """Joules between two instants: from the cumulative energy counter when its readings bracket
-    the window (linear interpolation between readings), else by integrating power samples."""
+    """Joules between two instants: the integral of the power samples inside the window (the
+    sampler's interval resolves a single iteration), else, when fewer than two power samples fall
+    inside, the cumulative energy counter interpolated linearly between its readings."""
+    sel = (ts >= start_ns) & (ts <= end_ns) & np.isfinite(power)
+    if np.count_nonzero(sel) >= 2:
+        return float(_trapezoid(power[sel], ts[sel] * 1e-9)), "power_integral"
     ets = np.asarray(samples.energy_timestamps_ns, dtype=np.int64)
     emj = np.asarray(samples.energy_mj, dtype=np.float64)
     ok = np.isfinite(emj)
@@ -59,9 +63,6 @@ def _energy_between(samples: Any, start_ns: int, end_ns: int, ts: np.ndarray, po
     if ets.size >= 2 and ets[0] <= start_ns and ets[-1] >= end_ns:
         e0, e1 = np.interp([start_ns, end_ns], ets, emj)
         return float(e1 - e0) / 1000.0, "energy_counter"
-    sel = (ts >= start_ns) & (ts <= end_ns) & np.isfinite(power)
-    if np.count_nonzero(sel) >= 2:
-        return float(_trapezoid(power[sel], ts[sel] * 1e-9)), "power_integral"
     return None, None
 
 
@@ -131,6 +132,7 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
     if samples.dropped:
         warnings.append(f"the sampler dropped {samples.dropped} of its oldest samples (buffer full); "
                         "raise max_samples or the interval")
+    counter_total = samples.energy_joules() if hasattr(samples, "energy_joules") else float("nan")
     summary = {}
     for name in HARDWARE_METRICS:
         values = [r[name] for r in per_iteration if r[name] is not None]
@@ -158,6 +160,7 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
             **{k: v for k, v in samples.to_dict()["fields"].items()},
         },
         "energy": samples.to_dict()["energy"],
+        "energy_counter_total_j": counter_total if np.isfinite(counter_total) else None,
         "per_iteration": per_iteration,
         "summary": summary,
         "warnings": warnings,

@@ -1,8 +1,9 @@
 """The GPU sampler: utilisation, memory, power, clocks, temperature and energy over time.
 
 A native thread reads the device counters every ``interval_ms`` on an absolute schedule,
-without the GIL; a second native thread reads the (slow) cumulative energy counter about
-every 100 ms. Timestamps are CLOCK_MONOTONIC nanoseconds, the clock of ``time.perf_counter_ns()``
+without the GIL; a second native thread reads the cumulative energy counter at start, at stop
+and once a second between (on NVML one read takes milliseconds and holds the library's lock,
+delaying the fast reads). Timestamps are CLOCK_MONOTONIC nanoseconds, the clock of ``time.perf_counter_ns()``
 and of :class:`fastprof.TokenRecorder`, so samples line up with token marks directly::
 
     from fastprof.sampler import Sampler
@@ -314,13 +315,21 @@ class Sampler:
         :attr:`SamplerResult.dropped`. Memory is allocated up front: about 100 bytes a row.
     backend:
         ``"auto"`` (NVML, then AMD SMI, then xpu-smi), ``"nvml"``, ``"amdsmi"`` or ``"xpusmi"``.
+    field_periods_ms:
+        Least time between two reads of a field, by name (others keep their defaults). By default
+        the fast fields (utilisation, power, SM clock, throttle reasons) are read every sample,
+        memory every 10 ms and the slow or costly ones (process memory, averaged power, memory
+        clock, temperature) every 100 ms; rows in between hold NaN for them. On an H100 each NVML
+        query costs 2-11 us of CPU, so reading everything every millisecond would cost 4% of a core.
     energy_interval_ms:
-        Cadence of the cumulative energy counter (default 100 ms), read on its own thread
-        once at start, on this cadence and once at stop.
+        Cadence of the cumulative energy counter (default 1000 ms), read on its own thread
+        once at start, on this cadence and once at stop. Per-iteration energy comes from
+        integrating the power samples; the counter gives the total.
     """
 
     def __init__(self, interval_ms: float = 10, devices: Sequence[int | str] | int | str | None = None,
-                 max_samples: int = 1 << 18, backend: str = "auto", energy_interval_ms: float = 100) -> None:
+                 max_samples: int = 1 << 18, backend: str = "auto", energy_interval_ms: float = 1000,
+                 field_periods_ms: dict[str, float] | None = None) -> None:
         if not 1 <= float(interval_ms) <= 1000:
             raise ValueError(f"interval_ms must be between 1 and 1000, got {interval_ms}")
         if backend not in ("auto", "nvml", "amdsmi", "xpusmi"):
@@ -333,8 +342,16 @@ class Sampler:
         self.energy_interval_ms = float(energy_interval_ms)
         self._requested = devices
         self.devices: list[str] = _device_ids(devices, backend)
+        periods = None
+        if field_periods_ms:
+            unknown = set(field_periods_ms) - set(FIELDS)
+            if unknown:
+                raise ValueError(f"unknown sampler field(s) {sorted(unknown)}; fields: {', '.join(FIELDS)}")
+            defaults = dict(zip(FIELDS, _core.Sampler(backend, ["0"]).field_periods_ns))
+            periods = [int(round(field_periods_ms[f] * 1e6)) if f in field_periods_ms else defaults[f] for f in FIELDS]
         self._native = _core.Sampler(backend, self.devices, int(round(self.interval_ms * 1e6)), self.max_samples,
-                                     int(round(self.energy_interval_ms * 1e6)))
+                                     int(round(self.energy_interval_ms * 1e6)), periods)
+        self.field_periods_ms = {f: p / 1e6 for f, p in zip(FIELDS, self._native.field_periods_ns)}
         self.result: SamplerResult | None = None
 
     @property
