@@ -16,6 +16,7 @@ from fastprof import cli
     (["run", "--model", "/no/such/model"], "--model: '/no/such/model' is not a directory"),
     (["run", "--device", "tpu"], "--device"),
     (["run", "--bogus"], "unrecognized arguments"),
+    (["run", "--sample-interval-ms", "5000"], "--sample-interval-ms: must be 1 to 1000"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2

@@ -94,6 +94,8 @@ def _resolve_device(text: str, torch: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.sample_interval_ms > 1000:
+        raise UsageError(f"argument --sample-interval-ms: must be 1 to 1000 (or 0 for off), got {args.sample_interval_ms}")
     if args.model is not None and not Path(args.model).is_dir():
         raise UsageError(f"argument --model: {args.model!r} is not a directory")
     try:
