@@ -35,6 +35,10 @@ DeviceApi::DeviceApi(DeviceKind kind, int ordinal) : kind_(kind), ordinal_(ordin
     sync_event_ = l.fn<decltype(sync_event_)>({"cuEventSynchronize"});
     elapsed_ = l.fn<decltype(elapsed_)>({"cuEventElapsedTime_v2", "cuEventElapsedTime"});
     sync_device_ = l.fn<decltype(sync_device_)>({"cuCtxSynchronize"});
+    cu_module_load_data_ = l.fn<decltype(cu_module_load_data_)>({"cuModuleLoadData"}, false);
+    cu_module_get_function_ = l.fn<decltype(cu_module_get_function_)>({"cuModuleGetFunction"}, false);
+    cu_launch_kernel_ = l.fn<decltype(cu_launch_kernel_)>({"cuLaunchKernel"}, false);
+    cu_module_unload_ = l.fn<decltype(cu_module_unload_)>({"cuModuleUnload"}, false);
 
     check("cuInit", cu_init_(0));
     check("cuDeviceGet", cu_device_get_(&device_, ordinal));
@@ -116,6 +120,48 @@ float DeviceApi::elapsed_ms(Event a, Event b) const {
   float ms = 0.0f;
   check(kind_ == DeviceKind::Cuda ? "cuEventElapsedTime" : "hipEventElapsedTime", elapsed_(&ms, a, b));
   return ms;
+}
+
+void DeviceApi::require_modules() const {
+  if (kind_ != DeviceKind::Cuda)
+    throw std::invalid_argument("kernel modules are only supported on the CUDA driver, not on " +
+                                std::string(kind_name()));
+  const char* missing = !cu_module_load_data_      ? "cuModuleLoadData"
+                        : !cu_module_get_function_ ? "cuModuleGetFunction"
+                        : !cu_launch_kernel_       ? "cuLaunchKernel"
+                        : !cu_module_unload_       ? "cuModuleUnload"
+                                                   : nullptr;
+  if (missing)
+    throw LibraryError(library_path(), "the CUDA driver (libcuda) at " + library_path() + " lacks the entry point " +
+                                           missing + ", needed to load and launch a kernel; is it too old, "
+                                           "or not the right library?");
+}
+
+DeviceApi::Module DeviceApi::load_module(const void* image) {
+  require_modules();
+  bind();
+  void* m = nullptr;
+  check("cuModuleLoadData", cu_module_load_data_(&m, image));
+  return m;
+}
+
+DeviceApi::Function DeviceApi::module_function(Module m, const char* name) {
+  require_modules();
+  void* f = nullptr;
+  check("cuModuleGetFunction", cu_module_get_function_(&f, m, name));
+  return f;
+}
+
+void DeviceApi::launch_single_thread(Function f, Stream s, void** params) {
+  require_modules();
+  check("cuLaunchKernel", cu_launch_kernel_(f, 1, 1, 1, 1, 1, 1, 0, s, params, nullptr));
+}
+
+void DeviceApi::unload_module(Module m) {
+  require_modules();
+  if (!m) return;
+  bind();
+  check("cuModuleUnload", cu_module_unload_(m));
 }
 
 void DeviceApi::fail(const char* call, int code) const {

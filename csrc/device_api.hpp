@@ -43,6 +43,17 @@ class DeviceApi {
   // Milliseconds from a to b, as the driver reports them (float, about 0.5 us resolution).
   float elapsed_ms(Event a, Event b) const;
 
+  // Kernel modules (CUDA driver only). The four entry points are optional at open(): a driver
+  // that lacks one fails here, naming it, and only when a module is used.
+  using Module = void*;
+  using Function = void*;
+  // Loads a module image (PTX text, JIT-compiled by the driver, or a cubin) into the context.
+  Module load_module(const void* image);
+  Function module_function(Module m, const char* name);
+  // Launches `f` as one block of one thread on stream `s`; `params` as cuLaunchKernel takes them.
+  void launch_single_thread(Function f, Stream s, void** params);
+  void unload_module(Module m);
+
   const char* record_name() const { return kind_ == DeviceKind::Cuda ? "cuEventRecord" : "hipEventRecord"; }
   // Throws DriverError for `call` returning `code`, with the driver's own name and description.
   [[noreturn]] void fail(const char* call, int code) const;
@@ -52,6 +63,7 @@ class DeviceApi {
   void check(const char* call, int code) const {
     if (code != 0) fail(call, code);
   }
+  void require_modules() const;
 
   DeviceKind kind_;
   int ordinal_;
@@ -76,6 +88,12 @@ class DeviceApi {
   int (*cu_error_name_)(int, const char**) = nullptr;
   int (*cu_error_string_)(int, const char**) = nullptr;
   int (*cu_device_name_)(char*, int, int) = nullptr;
+  // CUDA only, optional (kernel modules)
+  int (*cu_module_load_data_)(void**, const void*) = nullptr;
+  int (*cu_module_get_function_)(void**, void*, const char*) = nullptr;
+  int (*cu_launch_kernel_)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void*,
+                           void**, void**) = nullptr;
+  int (*cu_module_unload_)(void*) = nullptr;
   // HIP only
   int (*hip_set_device_)(int) = nullptr;
   int (*hip_get_device_)(int*) = nullptr;

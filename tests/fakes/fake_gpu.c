@@ -5,12 +5,19 @@
  *     timestamps consumed one per event record (fake_gpu_script_timestamps);
  *   - scripted failures: the n-th next call of a named entry point returns a code
  *     (fake_gpu_fail);
- *   - call counters and a live-event count, so tests can prove what the hot path does.
+ *   - call counters and a live-event count, so tests can prove what the hot path does;
+ *   - kernel modules (cuModuleLoadData, cuModuleGetFunction, cuLaunchKernel, cuModuleUnload)
+ *     that accept PTX text naming its entry points. A launch of a kernel whose first parameter
+ *     is a u64 (fastprof's spin kernel) keeps the fake device busy for that many ns: the device
+ *     works through a timeline, an event recorded behind the kernel takes the time the kernel
+ *     ends (unless timestamps are scripted) and a synchronisation waits for it.
+ *     Built with -DFAKE_GPU_NO_MODULES, the module entry points are left out.
  * Load it through FASTPROF_CUDA_LIBRARY / FASTPROF_HIP_LIBRARY; the tests drive the
  * control functions (fake_gpu_*) through ctypes on the same loaded copy.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +44,10 @@ static struct { char name[64]; long count; } counters[MAX_COUNTERS];
 static int primary_ctx_token = 0x5eed;
 static __thread void* current_ctx = NULL;
 static __thread int current_hip_device = 0;
+static int64_t busy_until = 0;     /* device timeline: when the last queued kernel ends */
+static int live_modules = 0;
+static uint64_t last_launch_ns = 0;
+static long launches = 0;
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -70,6 +81,9 @@ void fake_gpu_reset(void) {
   memset(counters, 0, sizeof(counters));
   script_len = script_pos = 0;
   device_count = 1;
+  busy_until = 0;
+  last_launch_ns = 0;
+  launches = 0;
   pthread_mutex_unlock(&lock);
 }
 void fake_gpu_set_device_count(int n) { device_count = n; }
@@ -105,6 +119,10 @@ long fake_gpu_calls(const char* name) {
   return n;
 }
 int fake_gpu_live_events(void) { return live_events; }
+int fake_gpu_live_modules(void) { return live_modules; }
+/* The duration parameter of the last kernel launched, and the number of launches. */
+uint64_t fake_gpu_last_launch_ns(void) { return last_launch_ns; }
+long fake_gpu_launches(void) { return launches; }
 
 /* ---- shared implementation ---- */
 static int ev_create(void** out) {
@@ -128,7 +146,12 @@ static int ev_record(void* p) {
   if (!e || e->magic != 0xE7E7) return 400;
   int64_t t;
   pthread_mutex_lock(&lock);
-  t = script_pos < script_len ? script[script_pos++] : now_ns();
+  if (script_pos < script_len) {
+    t = script[script_pos++];
+  } else {
+    t = now_ns();
+    if (busy_until > t) t = busy_until; /* reached once the queued kernels are done */
+  }
   pthread_mutex_unlock(&lock);
   e->timestamp = t;
   e->recorded = 1;
@@ -143,6 +166,20 @@ static int ev_elapsed(float* ms, void* a, void* b) {
   return 0;
 }
 
+/* Waits until the device timeline has caught up with the host clock. */
+static void wait_idle(void) {
+  int64_t until;
+  pthread_mutex_lock(&lock);
+  until = busy_until;
+  pthread_mutex_unlock(&lock);
+  for (;;) {
+    int64_t left = until - now_ns();
+    if (left <= 0) break;
+    struct timespec ts = {(time_t)(left / 1000000000LL), (long)(left % 1000000000LL)};
+    nanosleep(&ts, NULL);
+  }
+}
+
 static const char* error_name(int code) {
   switch (code) {
     case 0: return "CUDA_SUCCESS";
@@ -152,7 +189,10 @@ static const char* error_name(int code) {
     case 100: return "CUDA_ERROR_NO_DEVICE";
     case 101: return "CUDA_ERROR_INVALID_DEVICE";
     case 201: return "CUDA_ERROR_INVALID_CONTEXT";
+    case 218: return "CUDA_ERROR_INVALID_PTX";
+    case 222: return "CUDA_ERROR_UNSUPPORTED_PTX_VERSION";
     case 400: return "CUDA_ERROR_INVALID_HANDLE";
+    case 500: return "CUDA_ERROR_NOT_FOUND";
     case 600: return "CUDA_ERROR_NOT_READY";
     case 700: return "CUDA_ERROR_ILLEGAL_ADDRESS";
     case 999: return "CUDA_ERROR_UNKNOWN";
@@ -168,7 +208,10 @@ static const char* error_string(int code) {
     case 100: return "no CUDA-capable device is detected";
     case 101: return "invalid device ordinal";
     case 201: return "invalid device context";
+    case 218: return "a PTX JIT compilation failed";
+    case 222: return "the provided PTX was compiled with an unsupported toolchain.";
     case 400: return "invalid resource handle";
+    case 500: return "named symbol not found";
     case 600: return "device not ready";
     case 700: return "an illegal memory access was encountered";
     case 999: return "unknown error";
@@ -239,7 +282,9 @@ int cuCtxSetCurrent(void* ctx) {
 int cuCtxSynchronize(void) {
   int rc = enter("cuCtxSynchronize");
   if (rc) return rc;
-  return current_ctx ? 0 : 201;
+  if (!current_ctx) return 201;
+  wait_idle();
+  return 0;
 }
 int cuEventCreate(void** e, unsigned flags) {
   (void)flags;
@@ -261,7 +306,10 @@ int cuEventRecord(void* e, void* stream) {
 }
 int cuEventSynchronize(void* e) {
   (void)e;
-  return enter("cuEventSynchronize");
+  int rc = enter("cuEventSynchronize");
+  if (rc) return rc;
+  wait_idle();
+  return 0;
 }
 /* Only the pre-12.8 name is exported, so the loader's fallback is exercised. */
 int cuEventElapsedTime(float* ms, void* a, void* b) {
@@ -269,6 +317,88 @@ int cuEventElapsedTime(float* ms, void* a, void* b) {
   if (rc) return rc;
   return ev_elapsed(ms, a, b);
 }
+
+#ifndef FAKE_GPU_NO_MODULES
+/* ---- kernel modules ---- */
+typedef struct {
+  int magic;
+  char* image;
+} fake_module;
+typedef struct {
+  int magic;
+  fake_module* module;
+  char name[128];
+} fake_function;
+
+/* PTX text: must declare .version, .target and at least one .entry. */
+int cuModuleLoadData(void** module, const void* image) {
+  int rc = enter("cuModuleLoadData");
+  if (rc) return rc;
+  if (!current_ctx) return 201;
+  if (!module || !image) return 1;
+  const char* text = (const char*)image;
+  if (!strstr(text, ".version") || !strstr(text, ".target") || !strstr(text, ".entry")) return 218;
+  fake_module* m = (fake_module*)calloc(1, sizeof(fake_module));
+  if (!m) return 2;
+  m->magic = 0x30D;
+  m->image = strdup(text);
+  __atomic_add_fetch(&live_modules, 1, __ATOMIC_RELAXED);
+  *module = m;
+  return 0;
+}
+int cuModuleGetFunction(void** fn, void* module, const char* name) {
+  int rc = enter("cuModuleGetFunction");
+  if (rc) return rc;
+  fake_module* m = (fake_module*)module;
+  if (!m || m->magic != 0x30D) return 400;
+  if (!fn || !name || strlen(name) >= 100) return 1;
+  char pattern[128];
+  snprintf(pattern, sizeof(pattern), ".entry %s(", name);
+  if (!strstr(m->image, pattern)) return 500;
+  fake_function* f = (fake_function*)calloc(1, sizeof(fake_function));
+  if (!f) return 2;
+  f->magic = 0xF00;
+  f->module = m;
+  strncpy(f->name, name, sizeof(f->name) - 1);
+  *fn = f;
+  return 0;
+}
+int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                   unsigned shared_bytes, void* stream, void** params, void** extra) {
+  (void)shared_bytes;
+  (void)stream;
+  (void)extra;
+  int rc = enter("cuLaunchKernel");
+  if (rc) return rc;
+  if (!current_ctx) return 201;
+  fake_function* f = (fake_function*)fn;
+  if (!f || f->magic != 0xF00 || !f->module || f->module->magic != 0x30D) return 400;
+  if (!gx || !gy || !gz || !bx || !by || !bz) return 1;
+  if (!params || !params[0]) return 1;
+  uint64_t duration = *(const uint64_t*)params[0];
+  pthread_mutex_lock(&lock);
+  int64_t start = now_ns();
+  if (busy_until > start) start = busy_until;
+  busy_until = start + (int64_t)duration;
+  last_launch_ns = duration;
+  launches++;
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+/* Functions of an unloaded module become invalid handles (their memory is leaked on purpose,
+ * so a stale handle is detected rather than read after free). */
+int cuModuleUnload(void* module) {
+  int rc = enter("cuModuleUnload");
+  if (rc) return rc;
+  fake_module* m = (fake_module*)module;
+  if (!m || m->magic != 0x30D) return 400;
+  m->magic = 0;
+  free(m->image);
+  m->image = NULL;
+  __atomic_sub_fetch(&live_modules, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+#endif
 
 /* ---- HIP runtime ---- */
 const char* hipGetErrorName(int code) {
