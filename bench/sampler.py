@@ -87,6 +87,23 @@ def main() -> None:
     print(f"  {'energy thread CPU (%)':<28}{100 * r.energy_thread_cpu_ns / 1e9 / wall_s:.2f}")
     print(f"  {'energy readings':<28}{r.energy_mj.size}")
 
+    # 1b. Native cost of each field: the sampler at 1 ms reading that field alone.
+    from fastprof.sampler import FIELDS
+
+    print()
+    print("native CPU per read, one field at a time (sampler at 1 ms, 2 s each; energy off)")
+    never = 3_600_000.0
+    groups = {"gpu_util_pct": ["gpu_util_pct", "mem_util_pct"], "mem_used_bytes": ["mem_used_bytes", "mem_total_bytes"]}
+    for name in ("gpu_util_pct", "mem_used_bytes", "proc_mem_bytes", "power_w", "power_avg_w", "sm_clock_mhz",
+                 "mem_clock_mhz", "temperature_c", "throttle_reasons"):
+        on = groups.get(name, [name])
+        periods = {f: (0.0 if f in on else never) for f in FIELDS}
+        with Sampler(interval_ms=1, devices=[0], backend="nvml", field_periods_ms=periods,
+                     energy_interval_ms=never) as fs:
+            time.sleep(2.0)
+        fr = fs.result
+        print(f"  {name:<28}{fr.thread_cpu_ns / max(1, fr.n_samples) / 1e3:>8.1f} us/sample")
+
     # 2. Cost to a GPU workload: arms interleaved, order shuffled in every round.
     a = torch.randn(args.size, args.size, device="cuda", dtype=torch.float16)
     workload(torch, a, 20)  # warm-up
