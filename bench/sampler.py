@@ -99,7 +99,7 @@ def main() -> None:
         on = groups.get(name, [name])
         periods = {f: (0.0 if f in on else never) for f in FIELDS}
         with Sampler(interval_ms=1, devices=[0], backend="nvml", field_periods_ms=periods,
-                     energy_interval_ms=never) as fs:
+                     energy_interval_ms=60_000) as fs:
             time.sleep(2.0)
         fr = fs.result
         print(f"  {name:<28}{fr.thread_cpu_ns / max(1, fr.n_samples) / 1e3:>8.1f} us/sample")
