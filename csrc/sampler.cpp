@@ -201,7 +201,8 @@ static std::unique_ptr<SamplerBackend> open_backend(const SamplerConfig& c, std:
 
 std::vector<int64_t> SamplerConfig::default_field_periods() {
   std::vector<int64_t> p(kNumFields, 0);
-  p[kMemUsedBytes] = p[kMemTotalBytes] = 10000000;  // ~10 us a read on NVML
+  p[kMemUsedBytes] = p[kMemTotalBytes] = 10000000;  // ~15 us a read on NVML (H100)
+  p[kGpuUtilPct] = p[kMemUtilPct] = 10000000;      // the driver averages utilisation over many ms
   p[kProcMemBytes] = 100000000;                     // ~11 us, and it changes with allocations only
   p[kPowerAvgW] = 100000000;                        // a 1 s average: kPowerW is the live value
   p[kMemClockMHz] = 100000000;

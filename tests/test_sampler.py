@@ -57,7 +57,7 @@ def test_slow_fields_are_read_on_their_own_period(fake_nvml):
     r = _run(0.5, interval_ms=2, devices=["0"], backend="nvml")
     n = r.n_samples
     assert n >= 100
-    assert np.isfinite(r.gpu_util_pct).all() and np.isfinite(r.power_w).all()  # every sample
+    assert np.isfinite(r.power_w).all() and np.isfinite(r.throttle_reasons).all()  # every sample
     mem = np.isfinite(r.mem_used_bytes)
     temp = np.isfinite(r.temperature_c)
     assert mem[0] and temp[0]  # the first sample reads everything
@@ -160,7 +160,8 @@ def test_several_devices_and_identifiers(fake_nvml):
     assert [d["uuid"][-1] for d in r.devices] == ["2", "1", "0"]
     for i, expect in enumerate([42, 41, 40]):  # util_gpu is 40 + index
         d = r.for_device(i)
-        assert np.all(d["gpu_util_pct"] == expect)
+        util = d["gpu_util_pct"][np.isfinite(d["gpu_util_pct"])]  # read every 10 ms
+        assert util.size >= 2 and np.all(util == expect)
         assert np.all(np.diff(d["timestamps_ns"]) > 0)
     assert set(np.unique(r.energy_device)) == {0, 1, 2}
 
@@ -189,7 +190,7 @@ def test_missing_library_gives_reason(monkeypatch, tmp_path):
 
 def test_device_lost_stops_cleanly_and_keeps_samples(fake_nvml):
     fake_nvml.lose_after(0, 20)
-    s = Sampler(interval_ms=1, devices=["0"], backend="nvml")
+    s = Sampler(interval_ms=1, devices=["0"], backend="nvml", field_periods_ms={f: 0 for f in FIELDS})
     s.start()
     deadline = time.monotonic() + 5
     while s.sample_count < 20 and time.monotonic() < deadline:
@@ -349,4 +350,5 @@ def test_sampler_maps_ordinals_through_cuda_visible_devices(fake_nvml, monkeypat
     with s:
         time.sleep(0.03)
     assert s.result.devices[0]["uuid"].endswith("2")
-    assert np.all(s.result.gpu_util_pct == 42)
+    util = s.result.gpu_util_pct[np.isfinite(s.result.gpu_util_pct)]
+    assert util.size >= 1 and np.all(util == 42)

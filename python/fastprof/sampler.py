@@ -317,8 +317,9 @@ class Sampler:
         ``"auto"`` (NVML, then AMD SMI, then xpu-smi), ``"nvml"``, ``"amdsmi"`` or ``"xpusmi"``.
     field_periods_ms:
         Least time between two reads of a field, by name (others keep their defaults). By default
-        the fast fields (utilisation, power, SM clock, throttle reasons) are read every sample,
-        memory every 10 ms and the slow or costly ones (process memory, averaged power, memory
+        the fast fields (power, SM clock, throttle reasons) are read every sample, utilisation
+        (which the driver averages over a window of many milliseconds) and memory every 10 ms,
+        and the slow or costly ones (process memory, averaged power, memory
         clock, temperature) every 100 ms; rows in between hold NaN for them. On an H100 each NVML
         query costs 2-11 us of CPU, so reading everything every millisecond would cost 4% of a core.
     energy_interval_ms:
