@@ -7,6 +7,7 @@ Main entry points:
 - :func:`benchmark_generate`: time ``model.generate`` of a transformers model per token.
 - :func:`summarize_generation`: the same metrics for traces from your own decode loop.
 - :class:`BenchmarkResult`: summary statistics, raw data, environment; JSON save and load.
+- :class:`Sampler`: GPU utilisation, memory, power, clocks, temperature and energy from a native thread.
 """
 
 from fastprof._core import clock_resolution_ns, monotonic_ns
@@ -22,6 +23,7 @@ from fastprof.errors import (
 )
 from fastprof.recorder import TokenRecorder, Trace
 from fastprof.result import SCHEMA_VERSION, BenchmarkResult
+from fastprof.sampler import Sampler, SamplerResult
 from fastprof.stats import STAT_KEYS, describe
 
 try:
@@ -40,6 +42,8 @@ __all__ = [
     "OutputLengthError",
     "SCHEMA_VERSION",
     "STAT_KEYS",
+    "Sampler",
+    "SamplerResult",
     "StateError",
     "TokenRecorder",
     "Trace",
