@@ -83,8 +83,7 @@ def table_data(sweep: Sweep, metrics: Sequence[str] = DEFAULT_METRICS, stats: Se
     for run in sweep.runs:
         row = [str(run.index), *(str(run.config.get(k, "-")) for k in keys)]
         if run.result is None:
-            err = run.error or {}
-            row.append(f"failed: {err.get('type', 'Error')}: {err.get('message', '')}")
+            row.append("failed")  # the reason is among the warnings
             row += ["-"] * (len(header) - len(row))
             rows.append(row)
             continue
@@ -357,6 +356,8 @@ def _sweep_chart(sweep: Sweep, axis: str, metrics: Sequence[str], clock: str) ->
             if pts:
                 xs, ys, lo, hi = zip(*pts)
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name if len(groups) > 1 else None)
+        if all(isinstance(v, (int, float)) for v in values):
+            ax.set_xticks(values)
         ax.set_xlabel(axis)
         ax.set_ylabel(f"{_label(metric)} median [{unit}]")
         ax.set_title(f"{_label(metric)} against {axis}")
@@ -446,14 +447,14 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
              f"{_esc(sweep.created)}; schema version {sweep.schema_version}"
              f"{'' if sweep.complete else '; <b>incomplete sweep</b>'}</p>",
              f'<p class="muted">{_esc(_env_line(sweep.environment))}</p>']
-    warnings = all_warnings(sweep)
-    parts.append("<h2>Warnings</h2>")
-    parts += [f'<div class="warn">{_esc(w)}</div>' for w in warnings] or ['<p class="muted">none</p>']
-
     header, rows = table_data(sweep, metrics, stats, clock)
     st = header.index("status")
     parts.append(f"<h2>Configurations ({clock} clock)</h2>")
     parts.append(_html_table(header, rows, left=st + 1, row_class=lambda r: "" if r[st] == "ok" else "failed"))
+
+    warnings = all_warnings(sweep)
+    parts.append("<h2>Warnings</h2>")
+    parts += [f'<div class="warn">{_esc(w)}</div>' for w in warnings] or ['<p class="muted">none</p>']
 
     sweep_charts = []
     for axis, ms in (("batch_size", ("throughput_tokens_per_s", "decode_tokens_per_s")),

@@ -156,6 +156,19 @@ class BenchmarkResult:
             raise KeyError(f"unknown metric {name!r}; this result has: {', '.join(table)}")
         return table[name]
 
+    def to_dataframe(self):
+        """A flat pandas DataFrame: one row per clock x metric, with the configuration's scalar
+        values as columns and the statistics ``n, mean, std, min, p50, p90, p95, p99, max, cv,
+        ci95_low, ci95_high``. ``clock`` is ``host``, ``device`` or ``gpu`` (the sampled hardware
+        figures per iteration). Needs pandas (``pip install 'fastprof[pandas]'``); for a whole
+        sweep see :meth:`fastprof.sweep.Sweep.to_dataframe`."""
+        from fastprof.sweep import Sweep
+
+        sweep = Sweep(environment=self.environment)
+        sweep.add_ok({k: v for k, v in self.config.items() if not isinstance(v, (dict, list))}, self)
+        df = sweep.to_dataframe()
+        return df.drop(columns=["run", "status", "error"])
+
     # ---- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _clean({
