@@ -3,14 +3,16 @@
 Configurations run in the order dtype, attention implementation, compile, batch size, prompt
 length, new tokens (the model is loaded once per dtype and attention implementation). A
 configuration that raises is recorded as failed with its reason and the sweep goes on; the
-results file is rewritten (atomically) after each configuration, so an interruption keeps the
-finished ones.
+results file (a sweep document, see :mod:`fastprof.sweep`) is rewritten atomically after each
+configuration, so an interruption keeps the finished ones. When there is one configuration and it
+ran, the file is that run's plain :class:`fastprof.BenchmarkResult` document instead.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import sys
 from typing import Any, Sequence
 
 from fastprof.sweep import Sweep
@@ -149,10 +151,16 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     except KeyboardInterrupt:
         sweep.complete = False
         sweep.save(args.output)
-        console.print(escape(f"interrupted: {len(sweep.runs)} of {len(combos)} configuration(s) are in {args.output}"))
+        print(f"fastprof: interrupted: {len(sweep.runs)} of {len(combos)} configuration(s) are in {args.output}",
+              file=sys.stderr)
         return 130
     sweep.complete = True
-    sweep.save(args.output)
+    if len(combos) == 1 and sweep.runs[0].result is not None:
+        # One configuration that ran: the plain per-run document (BenchmarkResult JSON), which
+        # report and compare read as a sweep of one.
+        sweep.runs[0].result.save(args.output)
+    else:
+        sweep.save(args.output)
     if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
         out_console.print(sweep.runs[0].result)
     else:
