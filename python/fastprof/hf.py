@@ -14,14 +14,20 @@ Where the timestamps come from, and why:
   would measure nothing the host clock does not.
 
 Both hooks cost one Python call and one native call per token; neither allocates nor
-synchronises.
+synchronises. transformers inspects the signature of every logits processor at every token;
+fastprof's processor carries a ready-made signature so that the inspection costs about 1 us
+rather than about 15 us.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fastprof.recorder import TokenRecorder
+
+_TWO_ARGS = inspect.Signature([inspect.Parameter("input_ids", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                               inspect.Parameter("scores", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
 
 def make_hooks(recorder: TokenRecorder) -> tuple[Any, Any]:
@@ -52,7 +58,19 @@ def make_hooks(recorder: TokenRecorder) -> tuple[Any, Any]:
         """Records a device event behind each step's forward pass; returns scores unchanged."""
 
         def __init__(self) -> None:
-            self._mark = recorder.mark_device
+            mark = recorder.mark_device
+
+            def call(input_ids: Any, scores: Any) -> Any:
+                mark()
+                return scores
+
+            # LogitsProcessorList runs inspect.signature(processor.__call__) for every processor
+            # at every token; on a bound method that costs ~15 us. An instance attribute with a
+            # ready signature answers it in ~1 us. Python's call syntax still uses the class's
+            # __call__ below.
+            call.__signature__ = _TWO_ARGS  # type: ignore[attr-defined]
+            self.__call__ = call  # type: ignore[method-assign]
+            self._mark = mark
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             self._mark()
