@@ -21,6 +21,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+from rich.markup import escape
 
 from fastprof.result import _clean, write_atomic
 
