@@ -390,8 +390,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(rest: Sequence[str]) -> int:
+    import importlib
+
     try:
-        import fastprof.selftest as selftest
+        selftest = importlib.import_module("fastprof.selftest")
     except ModuleNotFoundError as exc:
         if exc.name != "fastprof.selftest":
             raise
