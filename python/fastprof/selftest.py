@@ -267,7 +267,10 @@ def _event_resolution_check(dev: _Device, spin: Any) -> Check:
     rec.begin()
     try:
         if spin is not None:
-            spin.launch(SPIN_PAD_NS, 0)  # the events then reach the GPU in a burst
+            # Longer than submitting every event takes (~1.5 us each), so the events queue up
+            # behind the spin and the GPU timestamps them back to back; with a shorter pad the
+            # differences would only show the host's submission rate.
+            spin.launch(max(SPIN_PAD_NS, n * 5_000), 0)
         for _ in range(n):
             mark()
     finally:
