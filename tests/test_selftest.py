@@ -265,7 +265,9 @@ def test_missing_module_entry_points_fail_only_when_the_kernel_is_used(fake_gpu_
 
 # ---- the command on the fake GPU --------------------------------------------------------------
 
-def test_selftest_gpu_path_on_the_fake(fake_gpu, fake_nvml, tmp_path, capsys):
+def test_selftest_gpu_path_on_the_fake(fake_gpu, fake_nvml, tmp_path, capsys, monkeypatch):
+    # CUDA ordinal n is NVML index n: the fake NVML knows no real GPU's UUID, even where torch sees one.
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     lib = setup_fake(fake_gpu)
     out = tmp_path / "st.json"
     assert run_selftest(["--device", "cuda:0", "--sampler-seconds", "0.5", "-o", str(out)]) == 0

@@ -11,7 +11,7 @@ import glob
 import os
 from typing import Any
 
-from fastprof.environment import capture_environment
+from fastprof.environment import capture_environment, nvml_gpus  # noqa: F401  (nvml_gpus re-exported)
 
 CPU_SYSFS = "/sys/devices/system/cpu"
 
@@ -36,74 +36,6 @@ def cpu_info(root: str = CPU_SYSFS) -> dict[str, Any]:
         "cur_freq_mhz_mean": sum(cur) / len(cur) if cur else None,
         "max_freq_mhz": max(top) if top else None,
     }
-
-
-def _call(fn: Any, *args: Any) -> Any:
-    try:
-        value = fn(*args)
-    except Exception:  # NVMLError_NotSupported, NoPermission, missing symbol ...
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def nvml_gpus() -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
-    """(one dict per GPU, system facts, reason when NVML cannot be used)."""
-    try:
-        import pynvml
-    except ImportError:
-        return [], {}, "nvidia-ml-py is not installed (pip install 'fastprof[nvidia]')"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:
-        return [], {}, f"NVML unavailable: {exc}"
-    try:
-        system: dict[str, Any] = {"driver_version": _call(pynvml.nvmlSystemGetDriverVersion)}
-        cuda = _call(pynvml.nvmlSystemGetCudaDriverVersion)
-        system["cuda_driver_version"] = f"{cuda // 1000}.{(cuda % 1000) // 10}" if isinstance(cuda, int) else None
-        gpus = []
-        count = _call(pynvml.nvmlDeviceGetCount) or 0
-        me = os.getpid()
-        for i in range(count):
-            h = _call(pynvml.nvmlDeviceGetHandleByIndex, i)
-            if h is None:
-                continue
-            mw = lambda v: v / 1000.0 if isinstance(v, (int, float)) else None  # noqa: E731
-            procs = []
-            for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                for p in _call(getattr(pynvml, fn, lambda h: []), h) or []:
-                    pid = getattr(p, "pid", None)
-                    if pid is not None and pid not in [q["pid"] for q in procs]:
-                        procs.append({"pid": int(pid), "used_memory_bytes": getattr(p, "usedGpuMemory", None)})
-            ecc = _call(pynvml.nvmlDeviceGetEccMode, h)
-            persistence = _call(pynvml.nvmlDeviceGetPersistenceMode, h)
-            mem = _call(pynvml.nvmlDeviceGetMemoryInfo, h)
-            clock_sm, clock_mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
-            gpus.append({
-                "index": i,
-                "name": _call(pynvml.nvmlDeviceGetName, h),
-                "uuid": _call(pynvml.nvmlDeviceGetUUID, h),
-                "pci_bus_id": getattr(_call(pynvml.nvmlDeviceGetPciInfo, h), "busId", None),
-                "memory_total_bytes": getattr(mem, "total", None),
-                "memory_used_bytes": getattr(mem, "used", None),
-                "power_limit_w": mw(_call(pynvml.nvmlDeviceGetPowerManagementLimit, h)),
-                "power_default_limit_w": mw(_call(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, h)),
-                "power_enforced_limit_w": mw(_call(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)),
-                "persistence_mode": None if persistence is None else bool(persistence),
-                "ecc_enabled": None if not isinstance(ecc, (list, tuple)) else bool(ecc[0]),
-                "sm_clock_mhz": _call(pynvml.nvmlDeviceGetClockInfo, h, clock_sm),
-                "mem_clock_mhz": _call(pynvml.nvmlDeviceGetClockInfo, h, clock_mem),
-                "sm_clock_max_mhz": _call(pynvml.nvmlDeviceGetMaxClockInfo, h, clock_sm),
-                "mem_clock_max_mhz": _call(pynvml.nvmlDeviceGetMaxClockInfo, h, clock_mem),
-                "temperature_c": _call(pynvml.nvmlDeviceGetTemperature, h, getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
-                "processes": procs,
-                "other_processes": [p for p in procs if p["pid"] != me],
-            })
-        return gpus, system, None
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def warnings(info: dict[str, Any]) -> list[str]:
@@ -132,10 +64,12 @@ def warnings(info: dict[str, Any]) -> list[str]:
 
 def collect(cpu_root: str = CPU_SYSFS) -> dict[str, Any]:
     """Everything ``fastprof env`` shows, as one JSON-ready dict."""
-    env = capture_environment()
+    env = capture_environment(nvml=True)
     cpu = dict(env.get("cpu") or {})
     cpu.update(cpu_info(cpu_root))
-    gpus, system, reason = nvml_gpus()
+    nvidia = dict(env.get("nvidia") or {})
+    gpus, reason = nvidia.pop("gpus", []), nvidia.pop("reason", None)
+    system = nvidia
     info: dict[str, Any] = {
         "hostname": env.get("hostname"),
         "platform": env.get("platform"),

@@ -58,21 +58,67 @@ def _gpus(torch: Any) -> list[dict[str, Any]]:
     return gpus
 
 
-def _nvidia_driver() -> dict[str, Any]:
-    """Driver facts through the official NVML binding (nvidia-ml-py), when installed."""
+def _call(fn: Any, *args: Any) -> Any:
     try:
-        import pynvml  # provided by nvidia-ml-py
+        value = fn(*args)
+    except Exception:  # NVMLError_NotSupported, NoPermission, missing symbol ...
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def nvml_gpus() -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+    """(one dict per GPU, system facts, reason when NVML cannot be used)."""
+    try:
+        import pynvml
     except ImportError:
-        return {}
+        return [], {}, "nvidia-ml-py is not installed (pip install 'fastprof[nvidia]')"
     try:
         pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError and friends
-        return {"nvml_error": str(exc)}
-    try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        return {"driver_version": driver.decode() if isinstance(driver, bytes) else driver}
     except Exception as exc:
-        return {"nvml_error": str(exc)}
+        return [], {}, f"NVML unavailable: {exc}"
+    try:
+        system: dict[str, Any] = {"driver_version": _call(pynvml.nvmlSystemGetDriverVersion)}
+        cuda = _call(pynvml.nvmlSystemGetCudaDriverVersion)
+        system["cuda_driver_version"] = f"{cuda // 1000}.{(cuda % 1000) // 10}" if isinstance(cuda, int) else None
+        gpus = []
+        count = _call(pynvml.nvmlDeviceGetCount) or 0
+        me = os.getpid()
+        for i in range(count):
+            h = _call(pynvml.nvmlDeviceGetHandleByIndex, i)
+            if h is None:
+                continue
+            mw = lambda v: v / 1000.0 if isinstance(v, (int, float)) else None  # noqa: E731
+            procs = []
+            for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                for p in _call(getattr(pynvml, fn, lambda h: []), h) or []:
+                    pid = getattr(p, "pid", None)
+                    if pid is not None and pid not in [q["pid"] for q in procs]:
+                        procs.append({"pid": int(pid), "used_memory_bytes": getattr(p, "usedGpuMemory", None)})
+            ecc = _call(pynvml.nvmlDeviceGetEccMode, h)
+            persistence = _call(pynvml.nvmlDeviceGetPersistenceMode, h)
+            mem = _call(pynvml.nvmlDeviceGetMemoryInfo, h)
+            clock_sm, clock_mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
+            gpus.append({
+                "index": i,
+                "name": _call(pynvml.nvmlDeviceGetName, h),
+                "uuid": _call(pynvml.nvmlDeviceGetUUID, h),
+                "pci_bus_id": getattr(_call(pynvml.nvmlDeviceGetPciInfo, h), "busId", None),
+                "memory_total_bytes": getattr(mem, "total", None),
+                "memory_used_bytes": getattr(mem, "used", None),
+                "power_limit_w": mw(_call(pynvml.nvmlDeviceGetPowerManagementLimit, h)),
+                "power_default_limit_w": mw(_call(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, h)),
+                "power_enforced_limit_w": mw(_call(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)),
+                "persistence_mode": None if persistence is None else bool(persistence),
+                "ecc_enabled": None if not isinstance(ecc, (list, tuple)) else bool(ecc[0]),
+                "sm_clock_mhz": _call(pynvml.nvmlDeviceGetClockInfo, h, clock_sm),
+                "mem_clock_mhz": _call(pynvml.nvmlDeviceGetClockInfo, h, clock_mem),
+                "sm_clock_max_mhz": _call(pynvml.nvmlDeviceGetMaxClockInfo, h, clock_sm),
+                "mem_clock_max_mhz": _call(pynvml.nvmlDeviceGetMaxClockInfo, h, clock_mem),
+                "temperature_c": _call(pynvml.nvmlDeviceGetTemperature, h, getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
+                "processes": procs,
+                "other_processes": [p for p in procs if p["pid"] != me],
+            })
+        return gpus, system, None
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -80,10 +126,13 @@ def _nvidia_driver() -> dict[str, Any]:
             pass
 
 
-def capture_environment() -> dict[str, Any]:
+def capture_environment(nvml: bool | None = None) -> dict[str, Any]:
     """Everything that can change a measurement: host, CPU, GPUs, driver and library versions.
 
     Never imports torch itself: GPU facts come from torch only if the caller already uses it.
+    ``nvml``: also read each NVIDIA GPU's facts through nvidia-ml-py (driver, power limit and
+    default, persistence mode, ECC, current and max clocks, processes) under ``nvidia``; None
+    (default) does so when torch sees a CUDA GPU.
     """
     torch = _torch.loaded()
     env: dict[str, Any] = {
@@ -119,7 +168,12 @@ def capture_environment() -> dict[str, Any]:
             except Exception as exc:  # the measurement goes on without it
                 env["cuda_driver_api_version"] = None
                 env["cuda_driver_error"] = str(exc)
-            env.update(_nvidia_driver())
+    if nvml is None:
+        nvml = bool(env["gpus"]) and torch is not None and _torch.backend_kind(torch) == "cuda"
+    if nvml:
+        gpus, system, reason = nvml_gpus()
+        env["nvidia"] = {**system, "reason": reason, "gpus": gpus}
+        env["driver_version"] = system.get("driver_version")
     env["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     return env
 
