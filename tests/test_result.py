@@ -104,3 +104,16 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
         write_atomic(p, "new")
     assert p.read_text() == "old"
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
+
+
+def test_environment_warnings_cover_gpu_and_cpu_conditions():
+    from fastprof.environment import environment_warnings
+
+    env = {"cpu": {"governor": "powersave"},
+           "nvidia": {"gpus": [{"index": 0, "name": "G", "power_limit_w": 300.0, "power_default_limit_w": 700.0,
+                                "other_processes": [{"pid": 4242}]}]}}
+    w = environment_warnings(env)
+    assert any("powersave" in x for x in w)
+    assert any("4242" in x for x in w)
+    assert any("300 W is below its default 700 W" in x for x in w)
+    assert environment_warnings({"cpu": {"governor": "performance"}}) == []

@@ -179,10 +179,13 @@ def capture_environment(nvml: bool | None = None) -> dict[str, Any]:
 
 
 def environment_warnings(env: dict[str, Any]) -> list[str]:
-    """Conditions that make measurements noisy or not comparable."""
-    warnings = []
+    """Conditions that make measurements noisy or not comparable: another process on a GPU, a
+    power cap below the default, a CPU governor other than performance (the checks of
+    ``fastprof env``, applied to the environment captured with a result)."""
+    from fastprof.envinfo import warnings as env_warnings
+
     governor = (env.get("cpu") or {}).get("governor")
-    if governor and governor != "performance":
-        warnings.append(f"CPU frequency governor is '{governor}', not 'performance': host-side timings "
-                        "(launch overhead, small-model decode) will be noisier and slower")
-    return warnings
+    return env_warnings({
+        "gpus": (env.get("nvidia") or {}).get("gpus") or [],
+        "cpu": {"governors": {governor: 1} if governor else {}},
+    })
