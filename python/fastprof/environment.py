@@ -71,7 +71,7 @@ def nvml_gpus() -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
     try:
         import pynvml
     except ImportError:
-        return [], {}, "nvidia-ml-py is not installed (pip install 'fastprof[nvidia]')"
+        return [], {}, "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
     try:
         pynvml.nvmlInit()
     except Exception as exc:
