@@ -34,6 +34,7 @@ def fake_samples(ts_ms, power_w, energy_ts_ms=(), energy_mj=(), throttle=0.0, ut
         devices=[{"identifier": "0", "name": "Fake"}], unavailable={"0": []}, dropped=0, missed_slots=0,
         read_errors=0, reason=None, backend="nvml", library="x", interval_ms=1.0, start_ns=0, stop_ns=0,
         thread_cpu_ns=0, energy_thread_cpu_ns=0, n_samples=n, to_dict=lambda: to_dict,
+        energy_joules=lambda: float("nan"),
     )
 
 

@@ -48,20 +48,16 @@ def _nan_stat(fn, values: np.ndarray) -> float | None:
     return float(fn(v)) if v.size else None
 
 
-def _energy_between(samples: Any, start_ns: int, end_ns: int, ts: np.ndarray, power: np.ndarray
-                    ) -> tuple[float | None, str | None]:
+def _energy_between(start_ns: int, end_ns: int, ts: np.ndarray, power: np.ndarray, energy_ts: np.ndarray,
+                    energy_mj: np.ndarray) -> tuple[float | None, str | None]:
     """Joules between two instants: the integral of the power samples inside the window (the
     sampler's interval resolves a single iteration), else, when fewer than two power samples fall
     inside, the cumulative energy counter interpolated linearly between its readings."""
     sel = (ts >= start_ns) & (ts <= end_ns) & np.isfinite(power)
     if np.count_nonzero(sel) >= 2:
         return float(_trapezoid(power[sel], ts[sel] * 1e-9)), "power_integral"
-    ets = np.asarray(samples.energy_timestamps_ns, dtype=np.int64)
-    emj = np.asarray(samples.energy_mj, dtype=np.float64)
-    ok = np.isfinite(emj)
-    ets, emj = ets[ok], emj[ok]
-    if ets.size >= 2 and ets[0] <= start_ns and ets[-1] >= end_ns:
-        e0, e1 = np.interp([start_ns, end_ns], ets, emj)
+    if energy_ts.size >= 2 and energy_ts[0] <= start_ns and energy_ts[-1] >= end_ns:
+        e0, e1 = np.interp([start_ns, end_ns], energy_ts, energy_mj)
         return float(e1 - e0) / 1000.0, "energy_counter"
     return None, None
 
@@ -85,6 +81,15 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
     throttle = np.asarray(fields.get("throttle_reasons", nan), dtype=np.float64)
     device = np.asarray(samples.device, dtype=np.int64)
     n_devices = max(1, len(samples.devices))
+    # Per device, once: its power samples and its (finite) energy-counter readings.
+    energy_device = np.asarray(samples.energy_device)
+    energy_ts_all = np.asarray(samples.energy_timestamps_ns, dtype=np.int64)
+    energy_mj_all = np.asarray(samples.energy_mj, dtype=np.float64)
+    per_device = []
+    for d in range(n_devices):
+        dsel = device == d
+        esel = (energy_device == d) & np.isfinite(energy_mj_all)
+        per_device.append((dsel, ts[dsel], power[dsel], energy_ts_all[esel], energy_mj_all[esel]))
 
     per_iteration: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -94,16 +99,16 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
         reasons = throttle[sel]
         bits = np.bitwise_or.reduce(reasons[np.isfinite(reasons)].astype(np.int64)) if np.isfinite(reasons).any() else 0
         energy, method = 0.0, None
-        for d in range(n_devices):
-            dsel = device == d
-            e, m = _energy_between(_DeviceEnergy(samples, d), t.host_start_ns, t.host_end_ns, ts[dsel], power[dsel])
-            if e is None:
-                energy, method = None, None
-                break
-            energy += e
-            method = m
-        power_sum = [np.nanmean(power[sel & (device == d)]) for d in range(n_devices)
-                     if np.isfinite(power[sel & (device == d)]).any()]
+        power_sum = []
+        for dsel, dts, dpower, ets, emj in per_device:
+            p = power[sel & dsel]
+            if np.isfinite(p).any():
+                power_sum.append(np.nanmean(p))
+            if energy is not None:
+                e, method = _energy_between(t.host_start_ns, t.host_end_ns, dts, dpower, ets, emj)
+                energy = None if e is None else energy + e
+        if energy is None:
+            method = None
         tokens = tokens_per_iteration[i] if i < len(tokens_per_iteration) else 0
         row = {
             "samples": int(np.count_nonzero(sel)),
@@ -132,7 +137,8 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
     if samples.dropped:
         warnings.append(f"the sampler dropped {samples.dropped} of its oldest samples (buffer full); "
                         "raise max_samples or the interval")
-    counter_total = samples.energy_joules() if hasattr(samples, "energy_joules") else float("nan")
+    counter_total = samples.energy_joules()
+    raw = samples.to_dict()
     summary = {}
     for name in HARDWARE_METRICS:
         values = [r[name] for r in per_iteration if r[name] is not None]
@@ -157,23 +163,14 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
             "device": device.tolist(),
             "iteration": iteration.tolist(),
             "phase": [PHASES[p] for p in phase.tolist()],
-            **{k: v for k, v in samples.to_dict()["fields"].items()},
+            **raw["fields"],
         },
-        "energy": samples.to_dict()["energy"],
+        "energy": raw["energy"],
         "energy_counter_total_j": counter_total if np.isfinite(counter_total) else None,
         "per_iteration": per_iteration,
         "summary": summary,
         "warnings": warnings,
     }
-
-
-class _DeviceEnergy:
-    """The energy series of one device of a SamplerResult."""
-
-    def __init__(self, samples: Any, device: int) -> None:
-        sel = np.asarray(samples.energy_device) == device
-        self.energy_timestamps_ns = np.asarray(samples.energy_timestamps_ns)[sel]
-        self.energy_mj = np.asarray(samples.energy_mj)[sel]
 
 
 def unavailable(reason: str) -> dict[str, Any]:
