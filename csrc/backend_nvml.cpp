@@ -308,14 +308,7 @@ class NvmlBackend final : public SamplerBackend {
     std::vector<std::string> names;
     for (int g = 0; g < kNumGroups; ++g) {
       if (!devices_[i].skip[g]) continue;
-      std::string list = group_field_names(g);
-      size_t pos = 0;
-      while (pos <= list.size()) {
-        size_t comma = list.find(',', pos);
-        if (comma == std::string::npos) comma = list.size();
-        names.push_back(list.substr(pos, comma - pos));
-        pos = comma + 1;
-      }
+      append_comma_list(group_field_names(g), names);
     }
     return names;
   }

@@ -199,6 +199,16 @@ static std::unique_ptr<SamplerBackend> open_backend(const SamplerConfig& c, std:
   return nullptr;
 }
 
+void append_comma_list(const std::string& list, std::vector<std::string>& out) {
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string::npos) comma = list.size();
+    out.push_back(list.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+}
+
 std::vector<int64_t> SamplerConfig::default_field_periods() {
   std::vector<int64_t> p(kNumFields, 0);
   p[kMemUsedBytes] = p[kMemTotalBytes] = 10000000;  // ~15 us a read on NVML (H100)

@@ -36,6 +36,10 @@ enum SampleField : int {
 
 const char* sample_field_name(int field);
 
+// Appends the comma-separated names of `list` ("a,b") to `out`: backends describe each group of
+// fields read by one library call this way.
+void append_comma_list(const std::string& list, std::vector<std::string>& out);
+
 struct DeviceInfo {
   std::string identifier;    // as given (UUID, PCI bus id or index)
   std::string name;          // product name, when the library reports it
