@@ -173,7 +173,7 @@ def make_arms(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int) -
     from transformers.generation.streamers import BaseStreamer
 
     import fastprof
-    from fastprof.hf import make_hooks
+    from fastprof.capture.hf import make_hooks
 
     rec = fastprof.TokenRecorder(capacity=wl.new_tokens + 1, device="cuda" if wl.cuda else None)
     streamer, processor = make_hooks(rec)
@@ -186,7 +186,7 @@ def make_arms(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int) -
         def run() -> dict:
             sampler, reason = None, None
             if wl.cuda:
-                from fastprof.sampler import Sampler
+                from fastprof.capture.sampler import Sampler
 
                 try:
                     sampler = Sampler(interval_ms=interval_ms, devices=[torch.cuda.current_device()], backend="nvml")
@@ -286,7 +286,7 @@ def direct_cost(wl: Workload, calls: int, repeats: int = 5) -> dict[str, Any]:
     from transformers import LogitsProcessorList
 
     import fastprof
-    from fastprof.hf import make_hooks
+    from fastprof.capture.hf import make_hooks
 
     dev = wl.inputs["input_ids"].device
     vocab = int(wl.model.config.vocab_size)
@@ -467,7 +467,7 @@ def run_workload(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int
 def build_model(args: argparse.Namespace, cuda: bool):
     import torch
 
-    from fastprof.hf import build_default_model
+    from fastprof.capture.hf import build_default_model
 
     overrides = dict(MODEL_SMOKE if args.smoke else MODEL_1B)
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -575,14 +575,14 @@ def main() -> int:
     from transformers import CompileConfig
 
     import fastprof
-    from fastprof.hf import random_inputs
+    from fastprof.capture.hf import random_inputs
 
     cuda = torch.cuda.is_available() and not args.smoke
     mp_ctx = mp.get_context("spawn")
     nvml_index = 0
     if cuda:
         try:
-            from fastprof.sampler import cuda_visible_to_nvml
+            from fastprof.capture.sampler import cuda_visible_to_nvml
 
             ident = cuda_visible_to_nvml([torch.cuda.current_device()])[0]
             if ident.isdigit():
@@ -640,7 +640,7 @@ def main() -> int:
 
     output = args.output or (os.path.join(os.environ["OUT"], "observer_effect.json") if os.environ.get("OUT") else None)
     if output:
-        from fastprof.result import write_atomic
+        from fastprof.results.result import write_atomic
 
         report["output"] = output
         write_atomic(output, json.dumps(report, indent=1, default=str) + "\n")

@@ -61,7 +61,7 @@ def main() -> None:
 
     import torch
 
-    from fastprof.sampler import Sampler, cuda_visible_to_nvml
+    from fastprof.capture.sampler import Sampler, cuda_visible_to_nvml
 
     nvml_id = cuda_visible_to_nvml([0])[0]
 
@@ -88,7 +88,7 @@ def main() -> None:
     print(f"  {'energy readings':<28}{r.energy_mj.size}")
 
     # 1b. Native cost of each field: the sampler at 1 ms reading that field alone.
-    from fastprof.sampler import FIELDS
+    from fastprof.capture.sampler import FIELDS
 
     print()
     print("native CPU per read, one field at a time (sampler at 1 ms, 2 s each; energy off)")

@@ -6,11 +6,12 @@
 #include <cstring>
 #include <optional>
 
+#include "bind_common.hpp"
 #include "sampler.hpp"
 
 namespace py = pybind11;
-using namespace fastprof;
 
+namespace fastprof::bind {
 namespace {
 
 template <typename T>
@@ -121,3 +122,5 @@ defaults) is the least time between two reads of each field.
       .def_property_readonly("backend", [](const Sampler& s) { return s.config().backend; })
       .def_property_readonly("devices", [](const Sampler& s) { return s.config().devices; });
 }
+
+}  // namespace fastprof::bind

@@ -1,3 +1,4 @@
+// Implementation of device_api.hpp (what it owns is written there).
 #include "device_api.hpp"
 
 #include "dynlib.hpp"

@@ -1,3 +1,4 @@
+// Implementation of dynlib.hpp (what it owns is written there).
 #include "dynlib.hpp"
 
 #include <dlfcn.h>

@@ -1,3 +1,4 @@
+// Implementation of recorder.hpp (what it owns is written there).
 #include "recorder.hpp"
 
 #include <cmath>

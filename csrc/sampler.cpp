@@ -1,3 +1,4 @@
+// Implementation of sampler.hpp (what it owns is written there).
 #include "sampler.hpp"
 
 #include <ctime>

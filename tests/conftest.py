@@ -88,7 +88,7 @@ def tiny_llama():
     """A tiny random Llama (2 layers, hidden 64) on the CPU, through the real generate."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from fastprof.hf import build_default_model
+    from fastprof.capture.hf import build_default_model
 
     return build_default_model(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)

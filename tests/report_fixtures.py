@@ -8,7 +8,7 @@ import pytest
 
 import fastprof
 from fastprof import Trace
-from fastprof.sweep import Sweep
+from fastprof.results.sweep import Sweep
 from sampler_fixtures import fake_nvml_path  # noqa: F401
 
 MS = 1_000_000
@@ -19,8 +19,8 @@ def gpu_sweep_doc(tiny_llama, fake_gpu_path, fake_nvml_path):  # noqa: F811
     """Batch size 1, 2 x prompt 8, 16 measured on the fake GPU (samples every 2 ms), and one failed
     configuration; built once, as a document."""
     from conftest import FakeGpu
-    from fastprof.environment import capture_environment
-    from fastprof.hf import random_inputs
+    from fastprof.capture.environment import capture_environment
+    from fastprof.capture.hf import random_inputs
     from sampler_fixtures import FakeNvml
 
     with pytest.MonkeyPatch.context() as mp:
@@ -79,7 +79,7 @@ def synthetic_result(gap_ms, *, iterations=12, tokens=16, jitter=0.02, seed=0, b
 
 
 def synthetic_sweep(gap_ms_by_batch, **kwargs):
-    from fastprof.environment import capture_environment
+    from fastprof.capture.environment import capture_environment
 
     seed = kwargs.pop("seed", 0)
     sweep = Sweep(environment=capture_environment(), parameters={"batch_size": sorted(gap_ms_by_batch)})

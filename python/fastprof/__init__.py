@@ -8,11 +8,19 @@ Main entry points:
 - :func:`summarize_generation`: the same metrics for traces from your own decode loop.
 - :class:`BenchmarkResult`: summary statistics, raw data, environment; JSON save and load.
 - :class:`Sampler`: GPU utilisation, memory, power, clocks, temperature and energy from a native thread.
+
+The package is layered (enforced by import-linter, see ``[tool.importlinter]`` in pyproject.toml),
+top to bottom: :mod:`fastprof.cli`; :mod:`fastprof.report` and :mod:`fastprof.measure`;
+:mod:`fastprof.results`; :mod:`fastprof.analysis`; :mod:`fastprof.capture`. Each package's
+docstring says what lives there and what it may import.
 """
 
 from fastprof._core import clock_resolution_ns, monotonic_ns
-from fastprof.driver import benchmark, benchmark_generate, summarize_generation
-from fastprof.environment import capture_environment
+from fastprof._version import __version__
+from fastprof.analysis.stats import STAT_KEYS, describe
+from fastprof.capture.environment import capture_environment
+from fastprof.capture.recorder import TokenRecorder, Trace
+from fastprof.capture.sampler import Sampler, SamplerResult
 from fastprof.errors import (
     CapacityError,
     DriverError,
@@ -21,19 +29,11 @@ from fastprof.errors import (
     OutputLengthError,
     StateError,
 )
-from fastprof.recorder import TokenRecorder, Trace
-from fastprof.result import SCHEMA_VERSION, BenchmarkResult
-from fastprof.sampler import Sampler, SamplerResult
-from fastprof.stats import STAT_KEYS, describe
-
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("fastprof")
-except Exception:  # pragma: no cover - running from a source tree without metadata
-    __version__ = "0+unknown"
+from fastprof.measure.driver import benchmark, benchmark_generate, summarize_generation
+from fastprof.results.result import SCHEMA_VERSION, BenchmarkResult
 
 __all__ = [
+    "__version__",
     "BenchmarkResult",
     "CapacityError",
     "DriverError",

@@ -1,0 +1,81 @@
+"""Generation metrics from per-token traces.
+
+For one iteration with start ``s``, token marks ``t_1 .. t_N`` and end ``e`` (all on one clock):
+
+- ``e2e_latency_s`` = e - s
+- ``ttft_s`` (time to first token) = t_1 - s
+- ``itl_s`` (inter-token latency) = the N-1 gaps t_{i+1} - t_i: the full distribution, pooled over
+  iterations. The end timestamp is not a token, so it adds no gap.
+- ``tpot_s`` (time per output token) = (t_N - t_1) / (N - 1)
+- ``decode_tokens_per_s`` = batch * (N - 1) / (t_N - t_1)
+- ``prefill_tokens_per_s`` = batch * prompt_len / ttft
+- ``throughput_tokens_per_s`` = batch * N / e2e
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from fastprof.capture.recorder import Trace
+
+GENERATE_METRICS = (
+    "e2e_latency_s",
+    "ttft_s",
+    "itl_s",
+    "tpot_s",
+    "decode_tokens_per_s",
+    "prefill_tokens_per_s",
+    "throughput_tokens_per_s",
+)
+CALLABLE_METRICS = ("latency_s",)
+
+
+def clock_view(trace: Trace, clock: str) -> tuple[float, np.ndarray, float] | None:
+    """(start, marks, end) in seconds relative to the start, on ``clock`` ('host' or 'device');
+    None when that clock was not recorded."""
+    if clock == "host":
+        marks = (trace.host_marks_ns - trace.host_start_ns).astype(np.float64) * 1e-9
+        return 0.0, marks, (trace.host_end_ns - trace.host_start_ns) * 1e-9
+    if trace.device_marks_ns is None or trace.device_end_ns is None:
+        return None
+    return 0.0, trace.device_marks_ns.astype(np.float64) * 1e-9, trace.device_end_ns * 1e-9
+
+
+def generation_metrics(traces: Sequence[Trace], *, batch_size: int, prompt_len: int,
+                       clock: str = "host") -> dict[str, np.ndarray] | None:
+    """Per-metric samples over ``traces``: one value per iteration, except ``itl_s`` which holds
+    every gap of every iteration. None when ``clock`` is missing from any trace."""
+    out: dict[str, list[float]] = {name: [] for name in GENERATE_METRICS}
+    for trace in traces:
+        view = clock_view(trace, clock)
+        if view is None:
+            return None
+        start, marks, end = view
+        n = marks.size
+        e2e = end - start
+        out["e2e_latency_s"].append(e2e)
+        out["throughput_tokens_per_s"].append(batch_size * n / e2e if e2e > 0 else np.nan)
+        if n == 0:
+            continue
+        ttft = marks[0] - start
+        out["ttft_s"].append(ttft)
+        out["prefill_tokens_per_s"].append(batch_size * prompt_len / ttft if ttft > 0 else np.nan)
+        if n >= 2:
+            out["itl_s"].extend(np.diff(marks).tolist())
+            decode = marks[-1] - marks[0]
+            out["tpot_s"].append(decode / (n - 1))
+            out["decode_tokens_per_s"].append(batch_size * (n - 1) / decode if decode > 0 else np.nan)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def callable_metrics(traces: Sequence[Trace], *, clock: str = "host") -> dict[str, np.ndarray] | None:
+    """``latency_s`` per iteration of a timed callable."""
+    values = []
+    for trace in traces:
+        view = clock_view(trace, clock)
+        if view is None:
+            return None
+        values.append(view[2] - view[0])
+    return {"latency_s": np.asarray(values, dtype=np.float64)}

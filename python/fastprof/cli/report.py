@@ -1,0 +1,59 @@
+"""``fastprof report``: a results file as tables; HTML, CSV and Markdown reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from fastprof.cli._common import Formatter, UsageError, comma_list, load_results
+
+
+def add_parser(sub: Any) -> None:
+    from fastprof.report import DEFAULT_METRICS
+
+    rep = sub.add_parser(
+        "report",
+        help="show a results file as tables; write HTML, CSV or Markdown reports",
+        description=(
+            "Show a results file of 'fastprof run' (or a saved BenchmarkResult) as a table: one row per\n"
+            "configuration, medians with their unit. On request, write a self-contained HTML report (charts\n"
+            "of per-token latency, ITL histogram and CDF, GPU counters over time shaded by prefill and decode,\n"
+            "throughput against batch size and prompt length, the environment and every warning), a CSV file\n"
+            "(one row per configuration x clock x metric with every statistic) or a Markdown table.\n\n"
+            "example:\n"
+            "  fastprof report fastprof-results.json --html report.html --csv results.csv"
+        ),
+        formatter_class=Formatter,
+    )
+    rep.add_argument("results", metavar="RESULTS.json", help="results file")
+    rep.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    rep.add_argument("--csv", metavar="FILE", help="write every statistic as CSV")
+    rep.add_argument("--markdown", "--md", metavar="FILE", help="write the table as Markdown")
+    rep.add_argument("--metric", type=comma_list(str), default=list(DEFAULT_METRICS), metavar="NAME[,...]",
+                     help="metrics in the table")
+    rep.add_argument("--stat", type=comma_list(str), default=["p50"], metavar="STAT[,...]",
+                     help="statistics per metric (n, mean, std, min, p50, p90, p95, p99, max, cv)")
+    rep.add_argument("--clock", choices=("host", "device"), default="host", help="clock of the table")
+    rep.add_argument("--details", action="store_true", help="also print every configuration's full tables")
+
+
+def main(args: argparse.Namespace) -> int:
+    from fastprof import report as reports
+
+    sweep = load_results(args.results)
+    try:
+        reports.check_metrics(sweep, args.metric, args.clock)
+        reports.check_stats(args.stat)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    reports.print_console(sweep, metrics=args.metric, stats=args.stat, clock=args.clock, details=args.details,
+                         source=args.results)
+    for path, writer in ((args.html, reports.write_html), (args.csv, reports.write_csv),
+                         (args.markdown, reports.write_markdown)):
+        if path:
+            writer(sweep, path, metrics=args.metric, stats=args.stat, clock=args.clock, source=args.results)
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+

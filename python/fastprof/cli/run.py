@@ -1,0 +1,129 @@
+"""``fastprof run``: benchmark generate over a sweep of configurations, write the results file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fastprof.cli._common import (
+    Formatter,
+    UsageError,
+    choice,
+    comma_list,
+    name,
+    non_negative_int,
+    positive_int,
+)
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+COMPILE_MODES = ("off", "on")
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="benchmark model.generate per token over a sweep of configurations (a built-in small model by default)",
+        description=(
+            "Benchmark transformers' generate with per-token timing: time to first token, inter-token latency\n"
+            "distribution, throughput, with confidence intervals. Without --model, a small Llama-architecture\n"
+            "model with random weights is built from a config (nothing is downloaded). Runs on the GPU when\n"
+            "there is one, else on the CPU.\n\n"
+            "Sweeps: --batch-size, --prompt-len, --max-new-tokens, --dtype, --attn-implementation and --compile\n"
+            "take comma lists; every combination is one configuration. A configuration that fails (out of\n"
+            "memory, an unsupported attention implementation, any error) is recorded as failed with its reason\n"
+            "and the sweep goes on. The results file holds every configuration and is rewritten after each\n"
+            "one, so Ctrl-C keeps the finished ones. Exit code: 0 when every configuration ran, 1 when any\n"
+            "failed, 2 for bad input, 130 when interrupted.\n\n"
+            "example:\n"
+            "  fastprof run --batch-size 1,4,16 --prompt-len 128,1024 --attn-implementation eager,sdpa"
+        ),
+        formatter_class=Formatter,
+    )
+    run.add_argument("--model", metavar="DIR", help="local model directory (from save_pretrained); default: built-in")
+    run.add_argument("--batch-size", type=comma_list(positive_int), default=[1], metavar="N[,N...]",
+                     help="sequences per generate call")
+    run.add_argument("--prompt-len", type=comma_list(positive_int), default=[128], metavar="N[,N...]",
+                     help="prompt tokens per sequence (random ids)")
+    run.add_argument("--max-new-tokens", type=comma_list(positive_int), default=[64], metavar="N[,N...]",
+                     help="tokens generated per sequence")
+    run.add_argument("--dtype", type=comma_list(choice(DTYPES)), default=["auto"], metavar="DTYPE[,...]",
+                     help=f"weights dtype, of {', '.join(DTYPES)}; auto: bfloat16 on GPU, float32 on CPU")
+    run.add_argument("--attn-implementation", type=comma_list(name), default=["auto"], metavar="NAME[,...]",
+                     help="attention implementation passed to the model (eager, sdpa, flash_attention_2, ...); "
+                          "auto: the model's default")
+    run.add_argument("--compile", type=comma_list(choice(COMPILE_MODES)), default=["off"], metavar="off,on",
+                     help="on: static KV cache and transformers' torch.compile of the forward pass "
+                          "(mode reduce-overhead, fullgraph); transformers compiles on GPUs only")
+    run.add_argument("--warmup", type=non_negative_int, default=5, help="untimed iterations first, per configuration")
+    run.add_argument("--iterations", type=positive_int, default=20, help="measured iterations per configuration")
+    run.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    run.add_argument("--sample-interval-ms", type=non_negative_int, default=10, metavar="MS",
+                     help="GPU sampling interval (utilisation, power, energy ...); 0 turns sampling off")
+    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
+    run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _resolve_device(text: str, torch: Any) -> str:
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UsageError(f"argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {text!r}")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("argument --device: CUDA was asked for but torch sees no GPU")
+        if index and int(index) >= torch.cuda.device_count():
+            raise UsageError(f"argument --device: {text} does not exist ({torch.cuda.device_count()} GPU(s))")
+    return text
+
+
+def main(args: argparse.Namespace) -> int:
+    from fastprof.measure import runner
+
+    argv = getattr(args, "argv", None)
+    if args.sample_interval_ms > 1000:
+        raise UsageError(f"argument --sample-interval-ms: must be 1 to 1000 (or 0 for off), got {args.sample_interval_ms}")
+    if args.model is not None and not Path(args.model).is_dir():
+        raise UsageError(f"argument --model: {args.model!r} is not a directory")
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"'fastprof run' needs torch and transformers ({exc.name} is missing): "
+                         "pip install 'fastprof[hf]'") from None
+    import torch
+
+    device = _resolve_device(args.device, torch)
+    try:
+        outcome = runner.run_sweep(args, device=device,
+                                   command=["fastprof", *(argv if argv is not None else sys.argv[1:])])
+    except runner.ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    _print_outcome(outcome, args)
+    return outcome.exit_code
+
+
+def _print_outcome(outcome: Any, args: argparse.Namespace) -> None:
+    """The finished sweep's tables on stdout, then where it was written and what failed."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from fastprof.report import print_console
+
+    sweep = outcome.sweep
+    if outcome.exit_code == 130:
+        return
+    out_console = Console()
+    if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
+        out_console.print(sweep.runs[0].result)
+    else:
+        print_console(sweep, console=out_console)
+    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
+    console.print(escape(f"results written to {args.output}"))
+    if outcome.failed:
+        console.print(f"[red]{outcome.failed} of {outcome.total} configuration(s) failed[/red]")
+
+

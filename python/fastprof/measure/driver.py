@@ -1,0 +1,270 @@
+"""The measurement driver: warm-up, timed iterations, output validation, memory clean-up."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import fastprof._torch as _torch
+from fastprof.analysis import hardware as _hardware
+from fastprof.capture.environment import capture_environment, environment_warnings
+from fastprof.capture.recorder import TokenRecorder, Trace
+from fastprof.errors import FastprofError, OutputLengthError
+from fastprof.results.result import BenchmarkResult
+
+
+def _check_counts(warmup: int, iterations: int) -> None:
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+
+
+def _make_recorder(capacity: int, device: Any, no_device_reason: str | None = None
+                   ) -> tuple[TokenRecorder, dict[str, Any]]:
+    """A recorder for ``device``; host-only, with the reason recorded, when there is no GPU
+    or its driver cannot be used."""
+    if device == "auto":
+        device = "cuda" if _torch.cuda_ready(_torch.loaded()) else None
+        no_device_reason = no_device_reason or "no GPU in use (torch is not loaded or sees no CUDA/ROCm device)"
+    if device is None or str(device) == "cpu":
+        reason = no_device_reason or f"device timing disabled (device={device!r})"
+        return TokenRecorder(capacity, device=None), {"available": False, "reason": reason}
+    try:
+        rec = TokenRecorder(capacity, device=device)
+    except FastprofError as exc:
+        return TokenRecorder(capacity, device=None), {"available": False, "reason": str(exc)}
+    return rec, {"available": True, "reason": None, "backend": rec.device_kind, "ordinal": rec.device_ordinal,
+                 "library": rec.library_path, "clock": "GPU timing events, ns after the start event"}
+
+
+class _Sampling:
+    """The sampler over a whole measurement (one thread for all iterations), or the reason there is none."""
+
+    def __init__(self, device_timing: dict[str, Any], interval_ms: float | None, backend: str) -> None:
+        self.sampler = None
+        self.reason: str | None = None
+        if interval_ms is None:
+            self.reason = "GPU sampling disabled"
+        elif not device_timing.get("available"):
+            self.reason = f"no GPU sampled: {device_timing.get('reason')}"
+        else:
+            from fastprof.capture.sampler import Sampler
+
+            try:
+                self.sampler = Sampler(interval_ms=interval_ms, devices=[int(device_timing["ordinal"])],
+                                       backend=backend)
+            except (ValueError, FastprofError) as exc:
+                self.reason = f"GPU sampler unavailable: {exc}"
+
+    def start(self) -> None:
+        if self.sampler is not None:
+            self.sampler.start()
+
+    def finish(self, traces: Sequence[Trace], tokens: Sequence[int], seed: int) -> dict[str, Any]:
+        if self.sampler is None:
+            return _hardware.unavailable(self.reason or "no sampler")
+        samples = self.sampler.stop()
+        return _hardware.summarize(samples, traces, tokens_per_iteration=tokens, seed=seed)
+
+    def abort(self) -> None:
+        if self.sampler is not None and self.sampler.running:
+            self.sampler.stop()
+
+
+def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, device: Any = "auto",
+              name: str | None = None, free_memory: bool = False, sample_interval_ms: float | None = 10,
+              sampler_backend: str = "auto", seed: int = 0) -> BenchmarkResult:
+    """Times any callable.
+
+    Each iteration synchronises the device, takes the host start time and records a start
+    event, calls ``fn()``, records an end event, synchronises the device and takes the host end
+    time. The host clock therefore includes all device work ``fn`` queued; the device clock is
+    the time between the two events on the current stream.
+
+    ``device``: ``"auto"`` (the current CUDA device if torch sees one), ``None``/``"cpu"``, or a
+    device such as ``"cuda:1"``. ``free_memory=True`` collects garbage and empties the device cache
+    before each iteration; it is off by default because the idle time it adds lets the GPU lower
+    its clocks, which slows a short call that follows.
+
+    On a GPU, a native sampler reads utilisation, memory, power, clocks, temperature and energy
+    every ``sample_interval_ms`` (``None``: off) over all measured iterations; the result's
+    ``hardware`` section attributes each sample to its iteration (see :mod:`fastprof.analysis.hardware`).
+    """
+    _check_counts(warmup, iterations)
+    rec, device_timing = _make_recorder(1, device)
+    for _ in range(warmup):
+        fn()
+    rec.synchronize()
+    sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
+    traces: list[Trace] = []
+    sampling.start()
+    try:
+        for _ in range(iterations):
+            if free_memory:
+                _torch.free_memory()
+            rec.synchronize()
+            rec.begin()
+            try:
+                fn()
+            finally:
+                trace = rec.end()
+            traces.append(trace)
+    except BaseException:
+        sampling.abort()
+        raise
+    hardware = sampling.finish(traces, [1] * len(traces), seed)
+    env = capture_environment()
+    config = {"name": name or getattr(fn, "__name__", "callable"), "warmup": warmup, "iterations": iterations,
+              "free_memory": free_memory, "seed": seed}
+    return BenchmarkResult.from_traces("callable", traces, config=config, environment=env,
+                                       device_timing=device_timing, hardware=hardware,
+                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
+
+
+def _model_device(model: Any) -> Any:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return getattr(model, "device", None)
+
+
+def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int = 5, iterations: int = 20,
+                       generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
+                       config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
+                       sampler_backend: str = "auto", seed: int = 0,
+                       progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
+    """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
+
+    ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
+    tokenizer's output, or a tensor of input ids. Greedy decoding is used unless
+    ``generate_kwargs`` says otherwise; ``min_new_tokens`` is forced to ``max_new_tokens`` so
+    an end-of-sequence token cannot cut an iteration short.
+
+    Per token, the host clock is read when the token reaches the host and a GPU event is
+    recorded right behind the step's forward pass (see :mod:`fastprof.capture.hf`). Each iteration
+    is checked to have produced ``max_new_tokens`` tokens: a mismatch raises
+    :class:`fastprof.OutputLengthError` naming both counts, and that iteration is not recorded.
+    Between iterations, outside the timed region, Python garbage and the device's cached memory
+    are freed; compiled graphs are kept.
+
+    ``device``: ``"auto"`` follows the model (GPU timing events when it is on a CUDA/ROCm
+    device); ``None`` disables device timing. ``progress(phase, i, n)`` is called after each
+    warm-up and measured iteration.
+
+    On a GPU, one native sampler runs over all measured iterations (every ``sample_interval_ms``;
+    ``None``: off, ``sampler_backend``: ``"auto"``, ``"nvml"``, ``"amdsmi"``, ``"xpusmi"``). Each
+    sample is attributed to its iteration and phase (prefill before the first token, decode
+    after) through the shared clock; the result's ``hardware`` section holds the samples,
+    per-iteration utilisation, peak memory, power, energy and joules per token, temperature and
+    throttling, and their statistics. Throttling appears among the warnings.
+    """
+    from transformers import LogitsProcessorList
+
+    from fastprof.capture.hf import make_hooks
+
+    _check_counts(warmup, iterations)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not isinstance(inputs, dict) and hasattr(inputs, "shape"):
+        inputs = {"input_ids": inputs}
+    inputs = dict(inputs)
+    input_ids = inputs["input_ids"]
+    batch_size, prompt_len = int(input_ids.shape[0]), int(input_ids.shape[-1])
+
+    model_device = _model_device(model)
+    no_device_reason = None
+    if device == "auto":
+        on_gpu = getattr(model_device, "type", None) == "cuda"
+        device = model_device if on_gpu else None
+        no_device_reason = None if on_gpu else f"the model is on {model_device}, not a GPU"
+    # One spare slot: a surplus token shows up as a count mismatch, not a capacity error.
+    rec, device_timing = _make_recorder(max_new_tokens + 1, device, no_device_reason)
+    streamer, processor = make_hooks(rec)
+
+    kwargs = {"do_sample": False}
+    kwargs.update(generate_kwargs or {})
+    user_processors = kwargs.pop("logits_processor", None) or []
+    if "streamer" in kwargs:
+        raise ValueError("generate_kwargs may not contain 'streamer': fastprof attaches its own")
+    kwargs.update(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, streamer=streamer,
+                  logits_processor=LogitsProcessorList([*user_processors, processor]))
+    gen_config = getattr(model, "generation_config", None)
+    if "pad_token_id" not in kwargs and gen_config is not None and gen_config.pad_token_id is None:
+        eos = gen_config.eos_token_id
+        kwargs["pad_token_id"] = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else 0
+
+    import torch
+
+    def run_once() -> Trace:
+        streamer.reset()
+        _torch.free_memory()
+        _torch.synchronize()
+        rec.begin()
+        try:
+            with torch.inference_mode():
+                out = model.generate(**inputs, **kwargs)
+        finally:
+            trace = rec.end()
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        produced = int(sequences.shape[-1]) - prompt_len
+        if produced != max_new_tokens:
+            raise OutputLengthError(max_new_tokens, produced, "generate returned sequences of the wrong length")
+        if trace.n_marks != max_new_tokens:
+            raise OutputLengthError(max_new_tokens, trace.n_marks, "the streamer saw a different number of tokens")
+        return trace
+
+    for i in range(warmup):
+        run_once()
+        if progress:
+            progress("warmup", i + 1, warmup)
+    sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
+    traces: list[Trace] = []
+    sampling.start()
+    try:
+        for i in range(iterations):
+            traces.append(run_once())
+            if progress:
+                progress("measure", i + 1, iterations)
+    except BaseException:
+        sampling.abort()
+        raise
+    hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
+
+    if device_timing["available"]:
+        bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
+        if bad:
+            device_timing = {"available": False,
+                             "reason": f"the logits processor was not called once per token (iterations {bad}); "
+                                       "this decoding strategy bypasses logits processors"}
+
+    env = capture_environment()
+    cfg = {
+        "model": getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__,
+        "batch_size": batch_size, "prompt_len": prompt_len, "max_new_tokens": max_new_tokens,
+        "warmup": warmup, "iterations": iterations, "device": str(model_device),
+        "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""), "seed": seed,
+        "generate_kwargs": {k: v for k, v in kwargs.items()
+                            if k not in ("streamer", "logits_processor") and isinstance(v, (int, float, str, bool))},
+    }
+    cfg["sample_interval_ms"] = sample_interval_ms
+    cfg.update(config or {})
+    return BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env, device_timing=device_timing,
+                                       hardware=hardware,
+                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
+
+
+def summarize_generation(traces: Sequence[Trace], *, batch_size: int, prompt_len: int,
+                         config: dict[str, Any] | None = None, seed: int = 0) -> BenchmarkResult:
+    """Turns traces from a hand-written decode loop (one :meth:`TokenRecorder.mark` per token)
+    into the same metrics and statistics as :func:`benchmark_generate`."""
+    if not traces:
+        raise ValueError("no traces to summarize")
+    has_device = all(t.device_marks_ns is not None and t.device_marks_ns.size == t.n_marks for t in traces)
+    device_timing = {"available": has_device,
+                     "reason": None if has_device else "the traces carry no complete device timestamps"}
+    env = capture_environment()
+    cfg = {"batch_size": batch_size, "prompt_len": prompt_len, "iterations": len(traces), "seed": seed,
+           "max_new_tokens": max(t.n_marks for t in traces)}
+    cfg.update(config or {})
+    return BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env, device_timing=device_timing,
+                                       warnings=environment_warnings(env))

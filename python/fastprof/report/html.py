@@ -1,0 +1,331 @@
+"""The HTML report of a results file: one self-contained page.
+
+Charts are PNG images embedded as base64 (matplotlib, Agg backend), styles are inline, there is
+no script and nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from fastprof.report.tables import (
+    DEFAULT_METRICS,
+    _env_line,
+    _metric_unit,
+    all_warnings,
+    available_metrics,
+    table_data,
+)
+from fastprof.results.io import write_atomic
+from fastprof.results.sweep import Run, Sweep
+from fastprof.results.units import display_unit, metric_label
+
+
+# ---- charts ---------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> str:
+    """The figure as an <img> with a base64 PNG, and the figure closed."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="chart" src="data:image/png;base64,{data}">'
+
+
+def _token_latency_chart(run: Run) -> str | None:
+    plt = _plt()
+    traces = run.result.traces()
+    if not traces or not any(t.n_marks for t in traces):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    all_vals = []
+    for i, t in enumerate(traces):
+        if not t.n_marks:
+            continue
+        marks = (t.host_marks_ns - t.host_start_ns).astype(np.float64)
+        lat = np.diff(np.concatenate([[0.0], marks])) * 1e-6
+        all_vals.append(lat)
+        ax.plot(np.arange(1, lat.size + 1), lat, lw=0.8, alpha=0.6, marker="." if lat.size < 40 else None,
+                label=f"iteration {i}" if len(traces) <= 8 else None)
+    flat = np.concatenate(all_vals)
+    if flat.size and flat.min() > 0 and flat.max() / flat.min() > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel("token (1 = time to first token, then inter-token gaps)")
+    ax.set_ylabel("latency [ms]")
+    ax.set_title("per-token latency, every measured iteration (host clock)")
+    ax.grid(alpha=0.3)
+    if len(traces) <= 8:
+        ax.legend(fontsize=7, ncol=4)
+    return _png(fig)
+
+
+def _itl_chart(run: Run) -> str | None:
+    plt = _plt()
+    gaps = [np.diff(t.host_marks_ns).astype(np.float64) * 1e-6 for t in run.result.traces() if t.n_marks >= 2]
+    if not gaps:
+        return None
+    itl = np.concatenate(gaps)
+    fig, (h, c) = plt.subplots(1, 2, figsize=(9, 3.2))
+    h.hist(itl, bins=min(60, max(10, itl.size // 5)), color="#4c72b0")
+    h.set_xlabel("inter-token latency [ms]")
+    h.set_ylabel("tokens")
+    h.set_title(f"ITL histogram ({itl.size} gaps)")
+    xs = np.sort(itl)
+    c.plot(xs, np.arange(1, xs.size + 1) / xs.size, color="#4c72b0")
+    c.set_xlabel("inter-token latency [ms]")
+    c.set_ylabel("fraction of tokens")
+    c.set_title("ITL CDF")
+    for q, style in ((50, "--"), (99, ":")):
+        v = float(np.percentile(itl, q))
+        for ax in (h, c):
+            ax.axvline(v, color="#c44e52", ls=style, lw=1, label=f"p{q} {v:.3g} ms")
+    c.legend(fontsize=7)
+    for ax in (h, c):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+_GPU_SERIES = (("gpu_util_pct", "GPU utilisation [%]", 1.0), ("power_w", "power [W]", 1.0),
+               ("mem_used_bytes", "memory used [GiB]", 1 / 2**30), ("sm_clock_mhz", "SM clock [MHz]", 1.0),
+               ("mem_clock_mhz", "memory clock [MHz]", 1.0), ("temperature_c", "temperature [C]", 1.0))
+
+
+def _gpu_timeline_chart(run: Run) -> str | None:
+    hw = run.result.hardware or {}
+    samples = hw.get("samples") or {}
+    ts = np.asarray(samples.get("timestamps_ns") or [], dtype=np.int64)
+    if not hw.get("available") or ts.size == 0:
+        return None
+    series = []
+    for key, label, scale in _GPU_SERIES:
+        values = samples.get(key)
+        if values is None:
+            continue
+        arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64) * scale
+        if np.isfinite(arr).any():
+            series.append((label, arr))
+    if not series:
+        return None
+    plt = _plt()
+    traces = run.result.traces()
+    t0 = min([t.host_start_ns for t in traces] + [int(ts.min())])
+    x = (ts - t0) * 1e-9
+    device = np.asarray(samples.get("device") or [0] * ts.size)
+    fig, axes = plt.subplots(len(series), 1, figsize=(9, 1.7 * len(series) + 0.6), sharex=True, squeeze=False)
+    marks = np.concatenate([(t.host_marks_ns - t0) * 1e-9 for t in traces]) if traces else np.array([])
+    for ax, (label, arr) in zip(axes[:, 0], series):
+        for t in traces:
+            s, e = (t.host_start_ns - t0) * 1e-9, (t.host_end_ns - t0) * 1e-9
+            f = (t.host_marks_ns[0] - t0) * 1e-9 if t.n_marks else e
+            ax.axvspan(s, f, color="#dd8452", alpha=0.25, lw=0)
+            ax.axvspan(f, e, color="#4c72b0", alpha=0.12, lw=0)
+        for d in sorted(set(device.tolist())):
+            sel = (device == d) & np.isfinite(arr)
+            ax.plot(x[sel], arr[sel], lw=1, marker="." if sel.sum() < 60 else None, ms=3,
+                    label=f"device {d}" if len(set(device.tolist())) > 1 else None)
+        if marks.size:
+            ax.vlines(marks, 0.93, 1.0, transform=ax.get_xaxis_transform(), color="k", lw=0.4, alpha=0.5)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    from matplotlib.patches import Patch
+
+    axes[0, 0].legend(handles=[Patch(color="#dd8452", alpha=0.5, label="prefill"),
+                               Patch(color="#4c72b0", alpha=0.3, label="decode"),
+                               Patch(color="k", label="token marks (top ticks)")], fontsize=7, ncol=3, loc="lower right")
+    axes[0, 0].set_title(f"GPU counters every {hw.get('interval_ms')} ms ({hw.get('backend')}), shaded by phase")
+    axes[-1, 0].set_xlabel("time since the first measured iteration started [s] (CLOCK_MONOTONIC)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _sweep_chart(sweep: Sweep, axis: str, metrics: Sequence[str], clock: str) -> str | None:
+    """Median (with its 95% interval) of ``metrics`` against ``axis``, one line per combination of
+    the other varying keys; None unless ``axis`` takes two values or more among the runs that worked."""
+    runs = [r for r in sweep.ok_runs if axis in r.config]
+    values = sorted({r.config[axis] for r in runs}, key=lambda v: (str(type(v)), v))
+    if len(values) < 2:
+        return None
+    others = [k for k in sweep.varying_keys if k != axis]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), squeeze=False)
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(" ".join(f"{k}={r.config.get(k)}" for k in others) or "all", []).append(r)
+    for ax, metric in zip(axes[0], metrics):
+        unit, scale = _metric_unit(sweep, metric, clock)
+        for name, group in groups.items():
+            pts = []
+            for r in sorted(group, key=lambda r: r.config[axis]):
+                table = r.result.summary if clock == "host" else r.result.device_summary
+                s = (table or {}).get(metric) or {}
+                if s.get("p50") is not None:
+                    lo, hi = s.get("ci95_low"), s.get("ci95_high")
+                    pts.append((r.config[axis], s["p50"] * scale,
+                                (s["p50"] - lo) * scale if lo is not None else 0.0,
+                                (hi - s["p50"]) * scale if hi is not None else 0.0))
+            if pts:
+                xs, ys, lo, hi = zip(*pts)
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name if len(groups) > 1 else None)
+        if all(isinstance(v, (int, float)) for v in values):
+            ax.set_xticks(values)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"{metric_label(metric)} median [{unit}]")
+        ax.set_title(f"{metric_label(metric)} against {axis}")
+        ax.grid(alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---- HTML -----------------------------------------------------------------------------------
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td.l,th.l{text-align:left}
+tr.failed td{color:#a00}
+.warn{background:#fff6e0;border-left:4px solid #e0a000;padding:.4em .8em;margin:.3em 0}
+.muted{color:#666;font-size:.9em}
+img{max-width:100%;height:auto;display:block;margin:.5em 0}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+
+def _esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, row_class: Any = None) -> str:
+    out = ["<table><tr>" + "".join(f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>'
+                                   for i, h in enumerate(header)) + "</tr>"]
+    for row in rows:
+        cls = row_class(row) if row_class else ""
+        out.append(f'<tr class="{cls}">' + "".join(f'<td class="{"l" if i < left else ""}">{_esc(c)}</td>'
+                                                  for i, c in enumerate(row)) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        for i, x in enumerate(d):
+            out += _flatten(x, f"{prefix}[{i}]")
+    else:
+        out.append((prefix, json.dumps(d) if isinstance(d, (list, bool)) or d is None else str(d)))
+    return out
+
+
+def _run_stats_table(run: Run) -> str:
+    header = ["clock", "metric", "n", "p50", "95% CI of p50", "mean", "p90", "p99", "max", "cv"]
+    rows = []
+    for clock, table in (("host", run.result.summary), ("device", run.result.device_summary)):
+        for metric, s in (table or {}).items():
+            unit, scale = display_unit(metric, s.get("p50"))
+
+            def f(v: Any, scale: float = scale) -> str:
+                return "-" if v is None else f"{v * scale:,.3f}"
+
+            ci = f"{f(s.get('ci95_low'))} - {f(s.get('ci95_high'))}" if s.get("ci95_low") is not None else "-"
+            rows.append([clock, f"{metric} [{unit}]", str(s.get("n")), f(s.get("p50")), ci, f(s.get("mean")),
+                         f(s.get("p90")), f(s.get("p99")), f(s.get("max")),
+                         "-" if s.get("cv") is None else f"{s['cv']:.1%}"])
+    hw = run.result.hardware or {}
+    for metric, s in (hw.get("summary") or {}).items() if hw.get("available") else ():
+        if s.get("n"):
+            rows.append(["gpu", metric, str(s["n"]), *(f"{s.get(k):,.3f}" if s.get(k) is not None else "-"
+                                                       for k in ("p50",)), "-",
+                         *(f"{s.get(k):,.3f}" if s.get(k) is not None else "-" for k in ("mean", "p90", "p99", "max")),
+                         "-" if s.get("cv") is None else f"{s['cv']:.1%}"])
+    return _html_table(header, rows, left=2)
+
+
+def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats: Sequence[str] = ("p50",),
+                clock: str = "host", source: str | None = None) -> str:
+    """The whole report as one HTML document (no scripts, no external resources)."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>fastprof report{': ' + _esc(source) if source else ''}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>fastprof report{': <code>' + _esc(source) + '</code>' if source else ''}</h1>",
+             f'<p class="muted">{len(sweep.runs)} configuration(s), {len(sweep.ok_runs)} ok; created '
+             f"{_esc(sweep.created)}; schema version {sweep.schema_version}"
+             f"{'' if sweep.complete else '; <b>incomplete sweep</b>'}</p>",
+             f'<p class="muted">{_esc(_env_line(sweep.environment))}</p>']
+    header, rows = table_data(sweep, metrics, stats, clock)
+    st = header.index("status")
+    parts.append(f"<h2>Configurations ({clock} clock)</h2>")
+    parts.append(_html_table(header, rows, left=st + 1, row_class=lambda r: "" if r[st] == "ok" else "failed"))
+
+    warnings = all_warnings(sweep)
+    parts.append("<h2>Warnings</h2>")
+    parts += [f'<div class="warn">{_esc(w)}</div>' for w in warnings] or ['<p class="muted">none</p>']
+
+    sweep_charts = []
+    for axis, ms in (("batch_size", ("throughput_tokens_per_s", "decode_tokens_per_s")),
+                     ("prompt_len", ("throughput_tokens_per_s", "prefill_tokens_per_s", "ttft_s"))):
+        ms = [m for m in ms if m in available_metrics(sweep, clock)]
+        chart = _sweep_chart(sweep, axis, ms, clock) if ms else None
+        if chart:
+            sweep_charts.append(f"<h3>against {_esc(axis)}</h3>{chart}")
+    if sweep_charts:
+        parts.append("<h2>Throughput across the sweep</h2>")
+        parts.append('<p class="muted">medians with their 95% bootstrap intervals</p>')
+        parts += sweep_charts
+
+    keys = sweep.varying_keys
+    for run in sweep.runs:
+        parts.append(f"<h2>Configuration {run.index}: {_esc(run.label(keys) if keys else run.label())}</h2>")
+        parts.append('<p class="muted">' + _esc(", ".join(f"{k}={v}" for k, v in run.config.items())) + "</p>")
+        if run.result is None:
+            err = run.error or {}
+            parts.append(f'<div class="warn">failed: {_esc(err.get("type"))}: {_esc(err.get("message"))}</div>')
+            continue
+        dt = run.result.device_timing
+        if not dt.get("available"):
+            parts.append(f'<p class="muted">device timing unavailable: {_esc(dt.get("reason"))}</p>')
+        parts.append(_run_stats_table(run))
+        for chart in (_token_latency_chart(run), _itl_chart(run)):
+            if chart:
+                parts.append(chart)
+        hw = run.result.hardware or {}
+        gpu = _gpu_timeline_chart(run)
+        if gpu:
+            parts.append(gpu)
+        elif hw:
+            parts.append(f'<p class="muted">GPU samples unavailable: {_esc(hw.get("reason"))}</p>')
+        for w in run.result.warnings:
+            parts.append(f'<div class="warn">{_esc(w)}</div>')
+
+    parts.append("<h2>Environment</h2>")
+    parts.append(_html_table(["key", "value"], _flatten(sweep.environment), left=2))
+    if sweep.command:
+        parts.append(f'<p class="muted">command: <code>{_esc(" ".join(sweep.command))}</code></p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_html(sweep: Sweep, path: str, **kwargs: Any) -> None:
+    write_atomic(path, html_report(sweep, **kwargs))
+

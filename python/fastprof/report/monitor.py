@@ -1,0 +1,34 @@
+"""``fastprof monitor`` on the console: what ran, and its GPUs' summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_console(doc: dict[str, Any], console: Any) -> None:
+    """The summary of a ``fastprof monitor`` timeline document."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    secs = (doc["end_ns"] - doc["start_ns"]) / 1e9
+    console.print(f"[bold]fastprof monitor[/bold]: {escape(' '.join(doc['command']))} exited with {doc['exit_code']} "
+                  f"after {secs:.2f} s", highlight=False)
+    if not doc["available"]:
+        console.print(f"no GPU samples: {escape(str(doc['reason']))}", highlight=False)
+        return
+    t = Table(title=f"GPU every {doc['interval_ms']:g} ms", title_justify="left")
+    for col in ("device", "samples", "util mean/max [%]", "power mean/max [W]", "memory max [GiB]",
+                "SM clock mean [MHz]", "temp max [C]", "energy [J]"):
+        t.add_column(col, justify="left" if col == "device" else "right")
+    for s in doc["summary"]:
+        def mm(f: str, k: str = "mean", scale: float = 1.0) -> str:
+            v = s.get(f)
+            return "-" if not v else f"{v[k] * scale:,.1f}"
+
+        t.add_row(f"{s['device']} {s.get('name') or ''}".strip(), str(s["samples"]),
+                  f"{mm('gpu_util_pct')} / {mm('gpu_util_pct', 'max')}", f"{mm('power_w')} / {mm('power_w', 'max')}",
+                  mm("mem_used_bytes", "max", 1 / 2**30), mm("sm_clock_mhz"), mm("temperature_c", "max"),
+                  "-" if s.get("energy_j") is None else f"{s['energy_j']:,.2f}")
+    console.print(t)
+    if doc["reason"]:
+        console.print(f"[yellow]note:[/yellow] {escape(str(doc['reason']))}", highlight=False)

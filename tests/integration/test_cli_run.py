@@ -1,0 +1,169 @@
+"""fastprof run sweeps: every combination, failures recorded, results kept on Ctrl-C."""
+
+import json
+import subprocess
+import sys
+
+import fastprof
+import fastprof.measure.driver
+import pytest
+from fastprof import cli
+from fastprof.results.sweep import load, validate
+
+FAST = ["--prompt-len", "4", "--max-new-tokens", "3", "--warmup", "0", "--iterations", "2", "-q"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_llama, tmp_path_factory):
+    d = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_llama.save_pretrained(d)
+    return str(d)
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fastprof: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--batch-size", ","], "--batch-size: empty list"),
+    (["run", "--prompt-len", "8,,16"], "--prompt-len: empty item"),
+    (["run", "--max-new-tokens", "4,x"], "--max-new-tokens: expected a positive integer, got 'x'"),
+    (["run", "--dtype", "float32,int3"], "--dtype: invalid choice: 'int3'"),
+    (["run", "--compile", "maybe"], "--compile: invalid choice: 'maybe'"),
+    (["run", "--attn-implementation", "sdpa;rm"], "--attn-implementation: not a valid name"),
+])
+def test_bad_sweep_values(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_sweep_every_combination_and_failures(model_dir, tmp_path, capsys):
+    out = tmp_path / "s.json"
+    rc = cli.main(["run", "--model", model_dir, "--batch-size", "1,2", "--attn-implementation", "eager,bogus",
+                   *FAST, "-o", str(out)])
+    assert rc == 1  # some configurations failed
+    doc = json.loads(out.read_text())
+    validate(doc)
+    assert doc["kind"] == "sweep" and doc["complete"] is True
+    assert doc["parameters"]["batch_size"] == [1, 2]
+    assert doc["parameters"]["attn_implementation"] == ["eager", "bogus"]
+    runs = doc["runs"]
+    assert [(r["config"]["attn_implementation"], r["config"]["batch_size"], r["status"]) for r in runs] == [
+        ("eager", 1, "ok"), ("eager", 2, "ok"), ("bogus", 1, "failed"), ("bogus", 2, "failed")]
+    assert "bogus" in runs[2]["error"]["message"] and runs[2]["result"] is None
+    assert runs[1]["result"]["config"]["batch_size"] == 2
+    assert runs[1]["result"]["summary"]["itl_s"]["n"] == 2 * 2
+    assert "environment" in doc and "environment" not in runs[0]["result"]
+    text = " ".join(capsys.readouterr().out.split())
+    assert "failed" in text and "batch_size" in text
+
+
+def test_any_exception_fails_one_configuration_only(model_dir, tmp_path, monkeypatch):
+    real = fastprof.benchmark_generate
+    calls = []
+
+    def flaky(model, inputs, **kwargs):
+        calls.append(kwargs["config"]["batch_size"])
+        if kwargs["config"]["batch_size"] == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return real(model, inputs, **kwargs)
+
+    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", flaky)
+    out = tmp_path / "s.json"
+    assert cli.main(["run", "--model", model_dir, "--batch-size", "1,2,3", *FAST, "-o", str(out)]) == 1
+    sweep = load(out)
+    assert calls == [1, 2, 3]
+    assert [r.status for r in sweep.runs] == ["ok", "failed", "ok"]
+    assert sweep.runs[1].error == {"type": "RuntimeError", "message": "CUDA out of memory. Tried to allocate 80.00 GiB"}
+
+
+def test_ctrl_c_keeps_finished_configurations(model_dir, tmp_path, monkeypatch, capsys):
+    real = fastprof.benchmark_generate
+    seen = []
+
+    def interrupted_on_second(model, inputs, **kwargs):
+        seen.append(kwargs["config"]["batch_size"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(model, inputs, **kwargs)
+
+    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", interrupted_on_second)
+    out = tmp_path / "s.json"
+    assert cli.main(["run", "--model", model_dir, "--batch-size", "1,2,3", *FAST, "-o", str(out)]) == 130
+    assert seen == [1, 2]
+    doc = json.loads(out.read_text())
+    validate(doc)
+    assert doc["complete"] is False
+    assert [(r["config"]["batch_size"], r["status"]) for r in doc["runs"]] == [(1, "ok")]
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # no temporary file left
+
+
+def test_results_file_is_written_after_each_configuration(model_dir, tmp_path, monkeypatch):
+    real = fastprof.benchmark_generate
+    out = tmp_path / "s.json"
+    on_disk = []
+
+    def spy(model, inputs, **kwargs):
+        on_disk.append(len(json.loads(out.read_text())["runs"]) if out.exists() else None)
+        return real(model, inputs, **kwargs)
+
+    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", spy)
+    assert cli.main(["run", "--model", model_dir, "--max-new-tokens", "2,3", "--prompt-len", "4", "--warmup", "0",
+                     "--iterations", "2", "-q", "-o", str(out)]) == 0
+    assert on_disk == [None, 1]
+
+
+def test_compile_on_uses_a_static_cache(model_dir, tmp_path):
+    out = tmp_path / "s.json"
+    # On the CPU: transformers compiles on GPUs only, and the run must say so.
+    assert cli.main(["run", "--model", model_dir, "--compile", "off,on", "--device", "cpu", *FAST,
+                     "-o", str(out)]) == 0
+    off, on = load(out).runs
+    assert off.config["compile"] == "off" and on.config["compile"] == "on"
+    assert "cache_implementation" not in off.result.config["generate_kwargs"]
+    assert on.result.config["generate_kwargs"]["cache_implementation"] == "static"
+    assert any("compiles the forward pass on GPUs only" in w for w in on.result.warnings)  # this is a CPU
+
+
+def test_attn_implementation_reaches_the_model(model_dir, tmp_path):
+    out = tmp_path / "s.json"
+    assert cli.main(["run", "--model", model_dir, "--attn-implementation", "eager,sdpa", "--dtype", "float32",
+                     *FAST, "-o", str(out)]) == 0
+    runs = load(out).runs
+    assert [r.config["attn_implementation"] for r in runs] == ["eager", "sdpa"]
+    assert [r.result.config["attn_implementation"] for r in runs] == ["eager", "sdpa"]
+
+
+@pytest.mark.parametrize("command, options", [
+    ([], ["run", "report", "compare", "env", "monitor", "selftest"]),
+    (["run"], ["--batch-size", "--attn-implementation", "--compile", "comma", "Ctrl-C"]),
+    (["report"], ["--html", "--csv", "--markdown", "--metric"]),
+    (["compare"], ["--fail-on-regression", "Mann-Whitney", "--alpha", "--ignore"]),
+    (["env"], ["--json", "governor"]),
+    (["monitor"], ["--interval-ms", "--output", "-- CMD"]),
+])
+def test_help(command, options):
+    p = subprocess.run([sys.executable, "-m", "fastprof.cli", *command, "--help"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    for opt in options:
+        assert opt in p.stdout, (opt, p.stdout)
+
+
+def test_selftest_is_a_command_like_the_others(monkeypatch, capsys):
+    from fastprof.cli import selftest as selftest_cli
+
+    seen = {}
+
+    def main(args):
+        seen["args"] = (args.device, args.sampler_seconds, args.strict)
+        return 7
+
+    monkeypatch.setattr(selftest_cli, "main", main)
+    assert cli.main(["selftest", "--device", "cpu", "--sampler-seconds", "0.5", "--strict"]) == 7
+    assert seen == {"args": ("cpu", 0.5, True)}
+    assert cli.main(["selftest", "--nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments: --nope" in err

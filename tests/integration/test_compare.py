@@ -1,0 +1,112 @@
+"""fastprof compare: ratios of medians, bootstrap intervals, Mann-Whitney U, the CI gate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fastprof import cli
+from fastprof.analysis.compare import bootstrap_ratio, compare_metric
+from fastprof.report.compare import compare_sweeps
+from report_fixtures import synthetic_result, synthetic_sweep
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fastprof: error: "), err
+    return err
+
+
+def test_slower_itl_is_a_significant_regression():
+    a = synthetic_sweep({1: 10.0, 4: 20.0}, seed=0)
+    b = synthetic_sweep({1: 12.0, 4: 20.0}, seed=100)  # batch 1: 20% slower tokens; batch 4 unchanged
+    c = compare_sweeps(a, b, metrics=["itl_s", "decode_tokens_per_s"])
+    rows = {(r.config, r.metric): r for r in c.rows}
+    slow = rows[("bs=1", "itl_s")]
+    assert slow.ratio == pytest.approx(1.2, rel=0.02)
+    assert slow.ci_low > 1.1 and slow.ci_high < 1.3
+    assert slow.p_value < 1e-6 and slow.verdict == "regression" and slow.worse_pct == pytest.approx(20, abs=2)
+    tput = rows[("bs=1", "decode_tokens_per_s")]
+    assert tput.ratio == pytest.approx(1 / 1.2, rel=0.03) and tput.verdict == "regression"  # lower throughput
+    assert tput.worse_pct > 0 and tput.change_pct < 0
+    same = rows[("bs=4", "itl_s")]
+    assert same.ci_low < 1 < same.ci_high and same.verdict == "no significant change"
+
+
+def test_faster_is_an_improvement():
+    row = compare_metric(np.full(50, 10.0) + np.linspace(0, 0.1, 50), np.full(50, 8.0) + np.linspace(0, 0.1, 50),
+                         "ttft_s")
+    assert row.verdict == "improvement" and row.worse_pct < 0
+    row = compare_metric(np.linspace(100, 101, 30), np.linspace(120, 121, 30), "throughput_tokens_per_s")
+    assert row.verdict == "improvement"
+
+
+def test_bootstrap_ratio_brackets_the_true_ratio():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(10, 0.5, 200), rng.normal(15, 0.5, 200)
+    lo, hi = bootstrap_ratio(a, b, seed=3)
+    assert lo < 1.5 < hi and hi - lo < 0.1
+    assert bootstrap_ratio(a, b, seed=3) == (lo, hi)  # seeded
+
+
+def test_identical_distributions_are_not_flagged():
+    a = synthetic_sweep({1: 10.0}, seed=0, jitter=0.05)
+    b = synthetic_sweep({1: 10.0}, seed=7, jitter=0.05)
+    c = compare_sweeps(a, b)
+    assert c.rows and all(r.verdict == "no significant change" for r in c.rows if r.metric == "itl_s")
+
+
+def test_cli_gate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich's width: no truncated cells
+    a = synthetic_sweep({1: 10.0, 2: 11.0}, seed=0).save(tmp_path / "a.json")
+    b = synthetic_sweep({1: 12.0, 2: 11.0}, seed=50).save(tmp_path / "b.json")
+    assert cli.main(["compare", str(a), str(b), "--metric", "itl_s,tpot_s"]) == 0  # no gate asked
+    out = " ".join(capsys.readouterr().out.split())
+    assert "regression" in out and "1.2" in out
+    assert cli.main(["compare", str(a), str(b), "--fail-on-regression", "5", "--json", str(tmp_path / "c.json")]) == 1
+    captured = capsys.readouterr()
+    assert "REGRESSION > 5%" in " ".join(captured.out.split()) and "significant regression" in captured.err
+    doc = json.loads((tmp_path / "c.json").read_text())
+    regress = [r for r in doc["comparisons"][0]["rows"] if r["verdict"] == "regression"]
+    assert {r["config"] for r in regress} == {"bs=1"}
+    assert cli.main(["compare", str(a), str(b), "--fail-on-regression", "50"]) == 0  # 20% is within 50%
+    assert cli.main(["compare", str(a), str(a), "--fail-on-regression", "0"]) == 0
+
+
+def test_compare_a_single_result_file_with_a_sweep(tmp_path):
+    a = synthetic_result(10.0, seed=1).save(tmp_path / "one.json")  # a plain BenchmarkResult file
+    b = synthetic_sweep({1: 10.5, 2: 10.0}, seed=9).save(tmp_path / "s.json")
+    assert cli.main(["compare", str(a), str(b), "--metric", "itl_s"]) == 0
+
+
+def test_ignore_keys_to_match(tmp_path, capsys):
+    a = synthetic_sweep({1: 10.0, 2: 10.0}).save(tmp_path / "a.json")
+    b = synthetic_sweep({1: 10.0, 2: 10.0}, config={"model": "other"}).save(tmp_path / "b.json")
+    assert cli.main(["compare", str(a), str(b)]) == 2
+    assert "no configuration" in one_error_line(capsys)
+    assert cli.main(["compare", str(a), str(b), "--ignore", "model"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--metric", "itl_s,bogus_s"], "unknown metric(s) 'bogus_s'"),
+    (["--alpha", "2"], "--alpha"),
+    (["--fail-on-regression", "-1"], "--fail-on-regression"),
+])
+def test_compare_bad_options(tmp_path, capsys, extra, message):
+    a = synthetic_sweep({1: 10.0}).save(tmp_path / "a.json")
+    assert cli.main(["compare", str(a), str(a), *extra]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_compare_bad_files(tmp_path, capsys):
+    a = synthetic_sweep({1: 10.0}).save(tmp_path / "a.json")
+    truncated = tmp_path / "t.json"
+    truncated.write_text(a.read_text()[:200])
+    assert cli.main(["compare", str(a), str(truncated)]) == 2
+    assert "not valid JSON" in one_error_line(capsys)
+    assert cli.main(["compare", str(a)]) == 2
+    assert "at least two" in one_error_line(capsys)
+    foreign = tmp_path / "f.json"
+    foreign.write_text(json.dumps({"results": [1, 2]}))
+    assert cli.main(["compare", str(foreign), str(a)]) == 2
+    assert "not a fastprof results file" in one_error_line(capsys)
