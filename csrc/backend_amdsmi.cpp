@@ -197,6 +197,7 @@ class AmdSmiBackend final : public SamplerBackend {
     std::vector<std::string> names;
     names.push_back("proc_mem_bytes");
     names.push_back("throttle_reasons");
+    append_comma_list(gpm_field_names(), names);
     for (int g = 0; g < kNumGroups; ++g) {
       if (!devices_[i].skip[g]) continue;
       append_comma_list(group_names[g], names);

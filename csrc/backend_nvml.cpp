@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <climits>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -76,6 +77,52 @@ struct nvmlFieldValue_t {
   nvmlValue_t value;
 };
 
+// GPM (GPU performance monitoring, Hopper and newer). nvmlGpmSample_t is an opaque pointer.
+using nvmlGpmSample_t = void*;
+constexpr unsigned NVML_GPM_SUPPORT_VERSION = 1;
+constexpr unsigned NVML_GPM_METRICS_GET_VERSION = 1;
+
+struct nvmlGpmSupport_t {
+  unsigned int version;            // IN: NVML_GPM_SUPPORT_VERSION
+  unsigned int isSupportedDevice;  // OUT
+};
+
+struct nvmlGpmMetric_t {
+  unsigned int metricId;  // IN: NVML_GPM_METRIC_*
+  int nvmlReturn;         // OUT: status of this metric; value is valid only when 0
+  double value;           // OUT
+  struct {
+    char* shortName;
+    char* longName;
+    char* unit;
+  } metricInfo;  // OUT
+};
+
+// nvml.h sizes metrics[] by NVML_GPM_METRIC_MAX, which has grown between releases (98, 210, 333,
+// 477) under the same version 1; NVML reads numMetrics entries. A larger array is harmless.
+constexpr size_t kGpmMetricSlots = 512;
+
+struct nvmlGpmMetricsGet_t {
+  unsigned int version;     // IN: NVML_GPM_METRICS_GET_VERSION
+  unsigned int numMetrics;  // IN: entries of metrics[] to fill
+  nvmlGpmSample_t sample1;  // IN: the earlier sample
+  nvmlGpmSample_t sample2;  // IN: the later sample
+  nvmlGpmMetric_t metrics[kGpmMetricSlots];
+};
+
+// The GPM metric read into each GPM field, in field order (nvmlGpmMetricId_t values of nvml.h).
+// nvml.h has no separate BF16 metric: BF16 and FP16 tensor-core MMA both count as HMMA.
+constexpr unsigned kGpmMetricIds[kNumGpmFields] = {
+    10,  // NVML_GPM_METRIC_DRAM_BW_UTIL       -> dram_bw_util_pct
+    2,   // NVML_GPM_METRIC_SM_UTIL            -> sm_active_pct
+    3,   // NVML_GPM_METRIC_SM_OCCUPANCY       -> sm_occupancy_pct
+    5,   // NVML_GPM_METRIC_ANY_TENSOR_UTIL    -> tensor_active_pct
+    7,   // NVML_GPM_METRIC_HMMA_TENSOR_UTIL   -> tensor_hmma_active_pct
+    13,  // NVML_GPM_METRIC_FP16_UTIL          -> fp16_active_pct
+};
+
+static_assert(sizeof(nvmlGpmMetric_t) == 40, "nvmlGpmMetric_t layout");
+static_assert(offsetof(nvmlGpmMetricsGet_t, metrics) == 24, "nvmlGpmMetricsGet_t layout");
 static_assert(sizeof(nvmlFieldValue_t) == 40, "nvmlFieldValue_t layout");
 static_assert(sizeof(nvmlProcessInfo_v2_t) == 24, "nvmlProcessInfo_t layout");
 static_assert(sizeof(nvmlMemory_t) == 24, "nvmlMemory_t layout");
@@ -105,6 +152,7 @@ enum Group : int {
   kTemperature,
   kThrottle,
   kEnergy,
+  kGpm,
   kNumGroups
 };
 
@@ -120,6 +168,7 @@ const char* group_field_names(int g) {
     case kTemperature: return "temperature_c";
     case kThrottle: return "throttle_reasons";
     case kEnergy: return "energy_mj";
+    case kGpm: return gpm_field_names();
   }
   return "?";
 }
@@ -156,6 +205,12 @@ class NvmlBackend final : public SamplerBackend {
     temperature_ = l.fn<decltype(temperature_)>({"nvmlDeviceGetTemperature"}, false);
     throttle_ = l.fn<decltype(throttle_)>({"nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"}, false);
     energy_ = l.fn<decltype(energy_)>({"nvmlDeviceGetTotalEnergyConsumption"}, false);
+    gpm_query_ = l.fn<decltype(gpm_query_)>({"nvmlGpmQueryDeviceSupport"}, false);
+    gpm_alloc_ = l.fn<decltype(gpm_alloc_)>({"nvmlGpmSampleAlloc"}, false);
+    gpm_free_ = l.fn<decltype(gpm_free_)>({"nvmlGpmSampleFree"}, false);
+    gpm_get_ = l.fn<decltype(gpm_get_)>({"nvmlGpmSampleGet"}, false);
+    gpm_metrics_ = l.fn<decltype(gpm_metrics_)>({"nvmlGpmMetricsGet"}, false);
+    const bool gpm_symbols = gpm_query_ && gpm_alloc_ && gpm_free_ && gpm_get_ && gpm_metrics_;
 
     if (int rc = init_()) throw std::runtime_error("nvmlInit_v2 failed: " + describe(rc) + " (NVML at " + l.path() + ")");
     initialized_ = true;
@@ -185,8 +240,9 @@ class NvmlBackend final : public SamplerBackend {
       const bool fn_present[kNumGroups] = {util_ != nullptr,        memory_ != nullptr, procs_ != nullptr,
                                            field_values_ != nullptr, power_ != nullptr,  clock_ != nullptr,
                                            clock_ != nullptr,        temperature_ != nullptr, throttle_ != nullptr,
-                                           energy_ != nullptr};
+                                           energy_ != nullptr,      gpm_symbols};
       for (int g = 0; g < kNumGroups; ++g) d.skip[g] = !fn_present[g];
+      if (!d.skip[kGpm]) open_gpm(d);
       d.info.power_source = !d.skip[kPowerInstant] ? "instant" : (!d.skip[kPowerAverage] ? "average" : "");
       devices_.push_back(std::move(d));
     }
@@ -285,6 +341,9 @@ class NvmlBackend final : public SamplerBackend {
       if (!ok(d, kThrottle, rc, "nvmlDeviceGetCurrentClocksEventReasons", reason)) return ReadStatus::Lost;
       if (rc == NVML_SUCCESS) out[kThrottleReasons] = static_cast<double>(mask);
     }
+    bool gpm_due = false;
+    for (int f = kFirstGpmField; f < kNumFields; ++f) gpm_due = gpm_due || want(f);
+    if (!d.skip[kGpm] && gpm_due && !read_gpm(d, out, reason)) return ReadStatus::Lost;
     return ReadStatus::Ok;
   }
 
@@ -306,16 +365,26 @@ class NvmlBackend final : public SamplerBackend {
 
   std::vector<std::string> unavailable(size_t i) const override {
     std::vector<std::string> names;
+    const Device& d = devices_[i];
     for (int g = 0; g < kNumGroups; ++g) {
-      if (!devices_[i].skip[g]) continue;
+      if (!d.skip[g]) continue;
       append_comma_list(group_field_names(g), names);
     }
+    if (!d.skip[kGpm])
+      for (int k = 0; k < kNumGpmFields; ++k)
+        if (d.gpm_metric_unsupported[k]) names.push_back(sample_field_name(kFirstGpmField + k));
     return names;
   }
 
   uint64_t read_errors() const override { return errors_; }
 
   void close() noexcept override {
+    for (Device& d : devices_) {
+      for (nvmlGpmSample_t& smp : d.gpm_samples) {
+        if (smp && gpm_free_) gpm_free_(smp);
+        smp = nullptr;
+      }
+    }
     if (initialized_ && shutdown_) shutdown_();
     initialized_ = false;
   }
@@ -327,7 +396,77 @@ class NvmlBackend final : public SamplerBackend {
     nvmlDevice_t handle = nullptr;
     DeviceInfo info;
     bool skip[kNumGroups] = {};
+    // GPM: two sample buffers used in turn; gpm_samples[gpm_current] receives the next sample,
+    // the other holds the previous one when gpm_have_previous.
+    nvmlGpmSample_t gpm_samples[2] = {nullptr, nullptr};
+    int gpm_current = 0;
+    bool gpm_have_previous = false;
+    bool gpm_metric_unsupported[kNumGpmFields] = {};
   };
+
+  // GPM needs the device's support flag and two sample buffers; without them the GPM fields
+  // are unavailable on this device (the other fields are unaffected).
+  void open_gpm(Device& d) {
+    nvmlGpmSupport_t support{};
+    support.version = NVML_GPM_SUPPORT_VERSION;
+    if (gpm_query_(d.handle, &support) != NVML_SUCCESS || !support.isSupportedDevice) {
+      d.skip[kGpm] = true;
+      return;
+    }
+    for (nvmlGpmSample_t& smp : d.gpm_samples) {
+      if (gpm_alloc_(&smp) != NVML_SUCCESS || smp == nullptr) {
+        smp = nullptr;
+        d.skip[kGpm] = true;
+      }
+    }
+  }
+
+  // Takes a GPM sample and, when there is a previous one, fills the GPM fields with the metrics
+  // of the window between the two. False when the device was lost.
+  bool read_gpm(Device& d, double* out, std::string& reason) {
+    nvmlGpmSample_t current = d.gpm_samples[d.gpm_current];
+    int rc = gpm_get_(d.handle, current);
+    if (!ok(d, kGpm, rc, "nvmlGpmSampleGet", reason)) return false;
+    if (rc != NVML_SUCCESS) {
+      d.gpm_have_previous = false;  // the next window starts at the next good sample
+      return true;
+    }
+    if (d.gpm_have_previous) {
+      nvmlGpmMetricsGet_t& mg = gpm_request_;
+      mg.version = NVML_GPM_METRICS_GET_VERSION;
+      mg.sample1 = d.gpm_samples[1 - d.gpm_current];
+      mg.sample2 = current;
+      int field_of[kNumGpmFields];
+      unsigned n = 0;
+      for (int k = 0; k < kNumGpmFields; ++k) {
+        if (d.gpm_metric_unsupported[k]) continue;
+        std::memset(&mg.metrics[n], 0, sizeof(nvmlGpmMetric_t));
+        mg.metrics[n].metricId = kGpmMetricIds[k];
+        field_of[n++] = k;
+      }
+      mg.numMetrics = n;
+      if (n > 0) {
+        rc = gpm_metrics_(&mg);
+        if (!ok(d, kGpm, rc, "nvmlGpmMetricsGet", reason)) return false;
+        if (rc == NVML_SUCCESS) {
+          for (unsigned j = 0; j < n; ++j) {
+            const int k = field_of[j];
+            const int mrc = mg.metrics[j].nvmlReturn;
+            if (mrc == NVML_SUCCESS) {
+              out[kFirstGpmField + k] = mg.metrics[j].value;
+            } else if (mrc == NVML_ERROR_NOT_SUPPORTED) {
+              d.gpm_metric_unsupported[k] = true;  // this metric only, from now on
+            } else {
+              ++errors_;
+            }
+          }
+        }
+      }
+    }
+    d.gpm_have_previous = true;
+    d.gpm_current = 1 - d.gpm_current;
+    return true;
+  }
 
   std::string describe(int rc) const {
     const char* s = error_string_ ? error_string_(rc) : nullptr;
@@ -339,7 +478,7 @@ class NvmlBackend final : public SamplerBackend {
   bool ok(Device& d, int group, int rc, const char* call, std::string& reason) {
     if (rc == NVML_SUCCESS) return true;
     if (rc == NVML_ERROR_NOT_SUPPORTED || rc == NVML_ERROR_FUNCTION_NOT_FOUND ||
-        (rc == NVML_ERROR_NO_PERMISSION && group == kProcesses)) {
+        (rc == NVML_ERROR_NO_PERMISSION && (group == kProcesses || group == kGpm))) {
       d.skip[group] = true;
       return true;
     }
@@ -359,6 +498,7 @@ class NvmlBackend final : public SamplerBackend {
   bool procs_v1_ = false;
   nvmlProcessInfo_v2_t procs_buf_[kMaxProcesses];
   nvmlProcessInfo_v1_t procs_buf_v1_[kMaxProcesses];
+  nvmlGpmMetricsGet_t gpm_request_{};  // only the fast thread reads GPM
 
   int (*init_)() = nullptr;
   int (*shutdown_)() = nullptr;
@@ -377,6 +517,11 @@ class NvmlBackend final : public SamplerBackend {
   int (*temperature_)(nvmlDevice_t, unsigned, unsigned*) = nullptr;
   int (*throttle_)(nvmlDevice_t, unsigned long long*) = nullptr;
   int (*energy_)(nvmlDevice_t, unsigned long long*) = nullptr;
+  int (*gpm_query_)(nvmlDevice_t, nvmlGpmSupport_t*) = nullptr;
+  int (*gpm_alloc_)(nvmlGpmSample_t*) = nullptr;
+  int (*gpm_free_)(nvmlGpmSample_t) = nullptr;
+  int (*gpm_get_)(nvmlDevice_t, nvmlGpmSample_t) = nullptr;
+  int (*gpm_metrics_)(nvmlGpmMetricsGet_t*) = nullptr;
 };
 
 }  // namespace

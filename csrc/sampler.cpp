@@ -44,8 +44,14 @@ const char* sample_field_name(int field) {
   static const char* names[kNumFields] = {
       "gpu_util_pct", "mem_util_pct",  "mem_used_bytes", "mem_total_bytes", "proc_mem_bytes",   "power_w",
       "power_avg_w",  "sm_clock_mhz",  "mem_clock_mhz",  "temperature_c",   "throttle_reasons",
+      "dram_bw_util_pct", "sm_active_pct", "sm_occupancy_pct", "tensor_active_pct", "tensor_hmma_active_pct",
+      "fp16_active_pct",
   };
   return (field >= 0 && field < kNumFields) ? names[field] : "?";
+}
+
+const char* gpm_field_names() {
+  return "dram_bw_util_pct,sm_active_pct,sm_occupancy_pct,tensor_active_pct,tensor_hmma_active_pct,fp16_active_pct";
 }
 
 // ---- SampleRing ----
@@ -218,6 +224,9 @@ std::vector<int64_t> SamplerConfig::default_field_periods() {
   p[kPowerAvgW] = 100000000;                        // a 1 s average: kPowerW is the live value
   p[kMemClockMHz] = 100000000;
   p[kTemperatureC] = 100000000;
+  // One GPM sample costs tens of microseconds (about 55 us through nvidia-ml-py on an H100) and
+  // its metrics are averages over the window between two samples: every 20 ms.
+  for (int f = kFirstGpmField; f < kNumFields; ++f) p[static_cast<size_t>(f)] = 20000000;
   return p;
 }
 

@@ -1,6 +1,7 @@
 // The GPU sampler: a native thread that reads device counters (utilisation, memory, power,
-// clocks, temperature, throttle reasons) on an absolute schedule, and a second thread that
-// reads the slow cumulative energy counter on its own cadence.
+// clocks, temperature, throttle reasons and, on NVIDIA Hopper and newer, the GPU performance
+// counters of NVML's GPM interface) on an absolute schedule, and a second thread that reads the
+// slow cumulative energy counter on its own cadence.
 //
 // Neither thread touches Python. Samples go to a ring buffer allocated up front; when it is
 // full the oldest rows are dropped and counted. Errors never leave the threads as exceptions:
@@ -31,8 +32,23 @@ enum SampleField : int {
   kMemClockMHz,        // memory clock
   kTemperatureC,       // GPU die temperature
   kThrottleReasons,    // NVML clocks-event (throttle) reasons bitmask, as a double
+  // GPU performance counters (NVML GPM, Hopper and newer), each the average over the window
+  // since the previous GPM sample of the device (NaN in the first row: no window yet).
+  kDramBwUtilPct,      // DRAM bandwidth used, % of the theoretical maximum (NVML_GPM_METRIC_DRAM_BW_UTIL)
+  kSmActivePct,        // % of SMs busy (NVML_GPM_METRIC_SM_UTIL)
+  kSmOccupancyPct,     // resident warps, % of the theoretical maximum (NVML_GPM_METRIC_SM_OCCUPANCY)
+  kTensorActivePct,    // % of time the SMs ran any tensor-core operation (NVML_GPM_METRIC_ANY_TENSOR_UTIL)
+  kTensorHmmaActivePct,  // % of time on half-precision (FP16 and BF16) tensor-core MMA (NVML_GPM_METRIC_HMMA_TENSOR_UTIL)
+  kFp16ActivePct,      // % of time on non-tensor FP16 math (NVML_GPM_METRIC_FP16_UTIL)
   kNumFields
 };
+
+constexpr int kFirstGpmField = kDramBwUtilPct;
+constexpr int kNumGpmFields = kNumFields - kFirstGpmField;
+static_assert(kNumFields <= 32, "the sampler's due mask is 32 bits");
+
+// The GPM field names, comma-separated: backends without GPM list them as unavailable.
+const char* gpm_field_names();
 
 const char* sample_field_name(int field);
 

@@ -9,13 +9,13 @@ import pytest
 FAKES = Path(__file__).parent / "fakes"
 
 
-def _build(tmp_path_factory, source: str, name: str) -> Path:
+def _build(tmp_path_factory, source: str, name: str, defines: tuple[str, ...] = ()) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build the fake GPU libraries")
     out = tmp_path_factory.mktemp("fakes") / name
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-o", str(out), str(FAKES / source), "-lpthread"],
-                   check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", *(f"-D{d}" for d in defines), "-o", str(out),
+                    str(FAKES / source), "-lpthread"], check=True)
     return out
 
 

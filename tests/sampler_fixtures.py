@@ -15,6 +15,12 @@ def fake_nvml_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fake_nvml_no_gpm_path(tmp_path_factory) -> Path:
+    """The fake NVML of a driver without the GPM entry points."""
+    return _build(tmp_path_factory, "fake_nvml.c", "libfakenvml_nogpm.so", defines=("FAKE_NVML_NO_GPM",))
+
+
+@pytest.fixture(scope="session")
 def fake_amdsmi_path(tmp_path_factory) -> Path:
     return _build(tmp_path_factory, "fake_amdsmi.c", "libfakeamdsmi.so")
 
@@ -33,6 +39,10 @@ class FakeNvml:
         lib.fake_nvml_set.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_double]
         lib.fake_nvml_init_calls.restype = ctypes.c_long
         lib.fake_nvml_shutdown_calls.restype = ctypes.c_long
+        lib.fake_nvml_gpm_set.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_double]
+        for name in ("fake_nvml_gpm_live_samples", "fake_nvml_gpm_bad_pairs", "fake_nvml_gpm_metrics_calls",
+                     "fake_nvml_gpm_last_num_metrics"):
+            getattr(lib, name).restype = ctypes.c_long
 
     def reset(self):
         self.lib.fake_nvml_reset()
@@ -63,6 +73,29 @@ class FakeNvml:
 
     def shutdown_calls(self) -> int:
         return int(self.lib.fake_nvml_shutdown_calls())
+
+    # GPM: metric ids are nvml.h's NVML_GPM_METRIC_* values (DRAM_BW_UTIL = 10, SM_UTIL = 2, ...).
+    def gpm_set(self, device: int, metric: int, value: float):
+        self.lib.fake_nvml_gpm_set(device, metric, float(value))
+
+    def gpm_unsupported(self, device: int, metric: int):
+        self.lib.fake_nvml_gpm_unsupported(device, metric)
+
+    def gpm_elapsed(self, device: int, metric: int):
+        """The metric reports the length of the window between its two samples, in ms."""
+        self.lib.fake_nvml_gpm_elapsed(device, metric)
+
+    def gpm_live_samples(self) -> int:
+        return int(self.lib.fake_nvml_gpm_live_samples())
+
+    def gpm_bad_pairs(self) -> int:
+        return int(self.lib.fake_nvml_gpm_bad_pairs())
+
+    def gpm_metrics_calls(self) -> int:
+        return int(self.lib.fake_nvml_gpm_metrics_calls())
+
+    def gpm_last_num_metrics(self) -> int:
+        return int(self.lib.fake_nvml_gpm_last_num_metrics())
 
 
 @pytest.fixture

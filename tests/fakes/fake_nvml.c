@@ -4,11 +4,17 @@
  * (fake_nvml_unsupported) or slow (fake_nvml_delay_us), nvmlInit_v2 can fail
  * (fake_nvml_fail_init) and a device can be lost after N utilisation reads
  * (fake_nvml_lose_after). Call counters let tests prove what the sampler reads.
+ * GPM (the GPU performance counters): devices support it unless fake_nvml_set(dev, "gpm_supported", 0);
+ * metrics return scripted values (fake_nvml_gpm_set), can be made unsupported one by one
+ * (fake_nvml_gpm_unsupported) or report the window between the two samples in ms
+ * (fake_nvml_gpm_elapsed); live sample buffers and non-consecutive sample pairs are counted.
+ * Built with -DFAKE_NVML_NO_GPM the library has no GPM entry points at all (an older driver).
  * Load it through FASTPROF_NVML_LIBRARY; the tests drive fake_nvml_* through ctypes.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -38,6 +44,10 @@ typedef struct {
   int index;
   double util_gpu, util_mem, mem_total, mem_used, proc_mem, power_instant_mw, power_mw;
   double sm_clock, mem_clock, temperature, throttle, energy_mj;
+  double gpm_supported;
+  double gpm_value[128];   /* scripted metric values by NVML_GPM_METRIC_* id (< 128) */
+  int gpm_mode[128];       /* 0: scripted value, 1: NOT_SUPPORTED, 2: window length in ms */
+  long gpm_seq;            /* samples taken on this device */
   long lose_after; /* utilisation reads before the device is lost; -1: never */
   long util_reads;
   int lost;
@@ -64,8 +74,12 @@ static void defaults(void) {
     d->sm_clock = 1980; d->mem_clock = 2619; d->temperature = 45 + i; d->throttle = 4;
     d->energy_mj = 1000000.0 * (i + 1);
     d->lose_after = -1;
+    d->gpm_supported = 1;
+    for (int m = 0; m < 128; ++m) d->gpm_value[m] = m + 0.5 + i; /* metric id + 0.5 (+ device index) */
   }
 }
+
+static long gpm_live = 0, gpm_bad_pairs = 0, gpm_metrics_calls_n = 0, gpm_last_num_metrics = 0;
 
 static int initialized_defaults = 0;
 static void ensure(void) {
@@ -106,8 +120,23 @@ void fake_nvml_reset(void) {
   memset(unsupported, 0, sizeof(unsupported));
   memset(delays, 0, sizeof(delays));
   memset(counters, 0, sizeof(counters));
+  gpm_bad_pairs = gpm_metrics_calls_n = gpm_last_num_metrics = 0;
   pthread_mutex_unlock(&lock);
 }
+/* GPM control: a metric's value, NOT_SUPPORTED, or the window between the samples in ms. */
+void fake_nvml_gpm_set(int dev, int metric, double v) {
+  ensure();
+  pthread_mutex_lock(&lock);
+  devs[dev].gpm_mode[metric] = 0; devs[dev].gpm_value[metric] = v;
+  pthread_mutex_unlock(&lock);
+}
+void fake_nvml_gpm_unsupported(int dev, int metric) { ensure(); devs[dev].gpm_mode[metric] = 1; }
+void fake_nvml_gpm_elapsed(int dev, int metric) { ensure(); devs[dev].gpm_mode[metric] = 2; }
+long fake_nvml_gpm_live_samples(void) { return gpm_live; }
+/* nvmlGpmMetricsGet calls whose two samples were not consecutive samples of one device. */
+long fake_nvml_gpm_bad_pairs(void) { return gpm_bad_pairs; }
+long fake_nvml_gpm_metrics_calls(void) { return gpm_metrics_calls_n; }
+long fake_nvml_gpm_last_num_metrics(void) { return gpm_last_num_metrics; }
 void fake_nvml_set_device_count(int n) { device_count = n; }
 void fake_nvml_fail_init(int code) { init_error = code; }
 long fake_nvml_init_calls(void) { return init_calls; }
@@ -134,7 +163,7 @@ long fake_nvml_calls(const char* name) {
   return c;
 }
 /* Sets a value: util_gpu, util_mem, mem_total, mem_used, proc_mem, power_instant_mw, power_mw,
- * sm_clock, mem_clock, temperature, throttle, energy_mj. Returns -1 for an unknown name. */
+ * sm_clock, mem_clock, temperature, throttle, energy_mj, gpm_supported. Returns -1 for an unknown name. */
 int fake_nvml_set(int dev, const char* what, double v) {
   ensure();
   fake_dev* d = &devs[dev];
@@ -151,6 +180,7 @@ int fake_nvml_set(int dev, const char* what, double v) {
   else if (!strcmp(what, "temperature")) p = &d->temperature;
   else if (!strcmp(what, "throttle")) p = &d->throttle;
   else if (!strcmp(what, "energy_mj")) p = &d->energy_mj;
+  else if (!strcmp(what, "gpm_supported")) p = &d->gpm_supported;
   if (!p) return -1;
   pthread_mutex_lock(&lock);
   *p = v;
@@ -291,3 +321,75 @@ int nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long* mj) 
   pthread_mutex_unlock(&lock);
   return 0;
 }
+
+/* ---- GPM ---- */
+#ifndef FAKE_NVML_NO_GPM
+typedef struct { fake_dev* dev; long seq; struct timespec t; } gpm_sample;
+typedef struct { unsigned version, isSupportedDevice; } gpm_support_t;
+typedef struct {
+  unsigned metricId;
+  int nvmlReturn;
+  double value;
+  struct { char *shortName, *longName, *unit; } metricInfo;
+} gpm_metric_t;
+typedef struct {
+  unsigned version, numMetrics;
+  gpm_sample *sample1, *sample2;
+  gpm_metric_t metrics[98]; /* NVML_GPM_METRIC_MAX of the first GPM release */
+} gpm_metrics_get_t;
+
+int nvmlGpmQueryDeviceSupport(nvmlDevice_t d, gpm_support_t* s) {
+  int rc = enter("nvmlGpmQueryDeviceSupport", d);
+  if (rc) return rc;
+  if (!s || s->version != 1) return 25; /* NVML_ERROR_ARGUMENT_VERSION_MISMATCH */
+  s->isSupportedDevice = d->gpm_supported != 0;
+  return 0;
+}
+int nvmlGpmSampleAlloc(gpm_sample** out) {
+  int rc = enter("nvmlGpmSampleAlloc", NULL);
+  if (rc) return rc;
+  *out = calloc(1, sizeof(gpm_sample));
+  pthread_mutex_lock(&lock); gpm_live++; pthread_mutex_unlock(&lock);
+  return 0;
+}
+int nvmlGpmSampleFree(gpm_sample* s) {
+  enter("nvmlGpmSampleFree", NULL);
+  if (!s) return 2;
+  free(s);
+  pthread_mutex_lock(&lock); gpm_live--; pthread_mutex_unlock(&lock);
+  return 0;
+}
+int nvmlGpmSampleGet(nvmlDevice_t d, gpm_sample* s) {
+  int rc = enter("nvmlGpmSampleGet", d);
+  if (rc) return rc;
+  if (!s) return 2;
+  pthread_mutex_lock(&lock);
+  s->dev = d;
+  s->seq = ++d->gpm_seq;
+  clock_gettime(CLOCK_MONOTONIC, &s->t);
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+int nvmlGpmMetricsGet(gpm_metrics_get_t* mg) {
+  int rc = enter("nvmlGpmMetricsGet", mg && mg->sample2 ? mg->sample2->dev : NULL);
+  if (rc) return rc;
+  if (!mg || mg->version != 1) return 25;
+  if (!mg->sample1 || !mg->sample2 || mg->numMetrics > 98 || !mg->sample1->dev ||
+      mg->sample1->dev != mg->sample2->dev || mg->sample2->seq <= mg->sample1->seq)
+    return 2; /* NVML_ERROR_INVALID_ARGUMENT */
+  fake_dev* d = mg->sample2->dev;
+  pthread_mutex_lock(&lock);
+  gpm_metrics_calls_n++;
+  gpm_last_num_metrics = mg->numMetrics;
+  if (mg->sample2->seq != mg->sample1->seq + 1) gpm_bad_pairs++;
+  double ms = (mg->sample2->t.tv_sec - mg->sample1->t.tv_sec) * 1e3 + (mg->sample2->t.tv_nsec - mg->sample1->t.tv_nsec) / 1e6;
+  for (unsigned i = 0; i < mg->numMetrics; ++i) {
+    unsigned id = mg->metrics[i].metricId;
+    int mode = id < 128 ? d->gpm_mode[id] : 1;
+    mg->metrics[i].nvmlReturn = mode == 1 ? 3 : 0;
+    mg->metrics[i].value = mode == 0 ? d->gpm_value[id] : mode == 2 ? ms : 0.0;
+  }
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+#endif

@@ -1,4 +1,6 @@
-"""The GPU sampler: utilisation, memory, power, clocks, temperature and energy over time.
+"""The GPU sampler: utilisation, memory, power, clocks, temperature, energy and, on NVIDIA Hopper
+and newer, the GPU performance counters (DRAM bandwidth, SM activity and occupancy, tensor pipes)
+over time.
 
 A native thread reads the device counters every ``interval_ms`` on an absolute schedule,
 without the GIL; a second native thread reads the cumulative energy counter at start, at stop
@@ -17,6 +19,19 @@ Backends: ``"nvml"`` (NVIDIA, libnvidia-ml.so.1), ``"amdsmi"`` (AMD, libamd_smi.
 ``"xpusmi"`` (Intel, the ``xpu-smi dump`` tool, one row a second at best) or ``"auto"``.
 Sampling never raises from the thread: a missing library, a failed initialisation or a
 lost device ends sampling and is reported in :attr:`SamplerResult.reason`.
+
+GPU performance counters (:data:`GPM_FIELDS`) come from NVML's GPM interface (Hopper and newer,
+driver 520+): the sampler takes a GPM sample of each device every 20 ms by default (one costs
+tens of microseconds) and each row's value is the average over the window since that device's
+previous GPM sample, so the first GPM row holds NaN. On a GPU or driver without GPM these fields
+are listed in :attr:`SamplerResult.unavailable`, like any field the device cannot report.
+
+- ``dram_bw_util_pct``: DRAM bandwidth used, % of the theoretical maximum
+- ``sm_active_pct``: % of SMs busy; ``sm_occupancy_pct``: resident warps, % of the maximum
+- ``tensor_active_pct``: % of time the SMs ran any tensor-core operation
+- ``tensor_hmma_active_pct``: half-precision tensor-core MMA (FP16 and BF16; NVML has no
+  separate BF16 counter)
+- ``fp16_active_pct``: non-tensor FP16 math
 """
 
 from __future__ import annotations
@@ -34,6 +49,11 @@ import fastprof._torch as _torch
 from fastprof._native import _core
 
 FIELDS: tuple[str, ...] = tuple(_core.sampler_fields())
+
+#: The GPU performance counter fields (NVML GPM), each the average over the window between two
+#: consecutive GPM samples of its device.
+GPM_FIELDS: tuple[str, ...] = ("dram_bw_util_pct", "sm_active_pct", "sm_occupancy_pct", "tensor_active_pct",
+                               "tensor_hmma_active_pct", "fp16_active_pct")
 
 
 @dataclass
@@ -323,6 +343,8 @@ class Sampler:
         and the slow or costly ones (process memory, averaged power, memory
         clock, temperature) every 100 ms; rows in between hold NaN for them. On an H100 each NVML
         query costs 2-11 us of CPU, so reading everything every millisecond would cost 4% of a core.
+        The GPM fields (:data:`GPM_FIELDS`) are read together, every 20 ms by default, whenever
+        any of them is due; their window is the time since the previous GPM read.
     energy_interval_ms:
         Cadence of the cumulative energy counter (default 1000 ms), read on its own thread
         once at start, on this cadence and once at stop. Per-iteration energy comes from
