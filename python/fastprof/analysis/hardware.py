@@ -4,6 +4,12 @@ The sampler and the recorder read the same clock (CLOCK_MONOTONIC ns), so a samp
 iteration ``i`` when it falls between that iteration's host start and end, and to its prefill
 phase when it comes before the first token reached the host, else to its decode phase.
 Samples between iterations belong to none (phase ``"idle"``).
+
+The GPU performance counters (NVML GPM: ``dram_bw_util_pct``, ``sm_active_pct``, ...) are averages
+over the window since the device's previous GPM sample (20 ms by default), not instantaneous
+readings. Their per-iteration means weight each window by the time it shares with the iteration
+(``dram_bw_util_mean_pct``), or with the iteration's decode phase (``dram_bw_util_decode_mean_pct``),
+so a window that straddles an iteration's start counts only for its part inside.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 
 from fastprof.analysis import stats as _stats
 from fastprof.capture.recorder import Trace
+from fastprof.capture.sampler import GPM_FIELDS
 
 #: Clock event reasons that mean the GPU ran slower than asked: software power cap (0x4),
 #: hardware slowdown (0x8), software thermal (0x20 on older drivers is sync boost, not counted),
@@ -21,8 +28,21 @@ from fastprof.capture.recorder import Trace
 THROTTLE_MASK = 0x4 | 0x8 | 0x40 | 0x80 | 0x100
 THERMAL_MASK = 0x40 | 0x80
 
+# GPU performance counter fields (NVML GPM); each has two per-iteration figures: the mean over the
+# whole iteration and over its decode phase.
+
+
+def gpm_metric_names(field: str) -> tuple[str, str]:
+    """(iteration mean, decode-phase mean) per-iteration names of a GPM field:
+    ``dram_bw_util_pct`` -> ``dram_bw_util_mean_pct``, ``dram_bw_util_decode_mean_pct``."""
+    base = field[: -len("_pct")]
+    return f"{base}_mean_pct", f"{base}_decode_mean_pct"
+
+
+GPM_METRICS = tuple(name for f in GPM_FIELDS for name in gpm_metric_names(f))
+
 HARDWARE_METRICS = ("gpu_util_mean_pct", "gpu_util_max_pct", "memory_peak_bytes", "power_mean_w", "energy_j",
-                    "energy_per_token_j", "temperature_max_c")
+                    "energy_per_token_j", "temperature_max_c", *GPM_METRICS)
 
 PHASES = ("idle", "prefill", "decode")
 
@@ -62,6 +82,39 @@ def _energy_between(start_ns: int, end_ns: int, ts: np.ndarray, power: np.ndarra
     return None, None
 
 
+def gpm_windows(timestamps_ns: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(window starts, window ends, values) of one device's GPM series: each finite value covers the
+    time since the previous finite value's row; the first covers as long as the median window
+    (the row before it, the device's first GPM sample, holds no value)."""
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    end, v = ts[ok], v[ok]
+    if end.size == 0:
+        return end, end, v
+    start = np.empty_like(end)
+    start[1:] = end[:-1]
+    if end.size > 1:
+        start[0] = end[0] - int(np.median(np.diff(end)))
+    else:  # a single window: its length is unknown, bounded by the device's first row
+        earlier = ts[ts < end[0]]
+        start[0] = earlier[0] if earlier.size else end[0]
+    return start, end, v
+
+
+def window_mean(start_ns: np.ndarray, end_ns: np.ndarray, values: np.ndarray, a: int, b: int) -> float | None:
+    """Mean of window averages over [a, b], each weighted by its overlap with [a, b]; None when no
+    window overlaps."""
+    if values.size == 0 or b <= a:
+        return None
+    overlap = np.minimum(end_ns, b) - np.maximum(start_ns, a)
+    w = np.clip(overlap, 0, None).astype(np.float64)
+    total = w.sum()
+    if total <= 0:
+        return None
+    return float(np.dot(w, values) / total)
+
+
 def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Sequence[int], seed: int = 0
               ) -> dict[str, Any]:
     """The ``hardware`` section of a result: the samples with their iteration and phase, per-iteration
@@ -86,10 +139,16 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
     energy_ts_all = np.asarray(samples.energy_timestamps_ns, dtype=np.int64)
     energy_mj_all = np.asarray(samples.energy_mj, dtype=np.float64)
     per_device = []
+    gpm: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for d in range(n_devices):
         dsel = device == d
         esel = (energy_device == d) & np.isfinite(energy_mj_all)
         per_device.append((dsel, ts[dsel], power[dsel], energy_ts_all[esel], energy_mj_all[esel]))
+        for f in GPM_FIELDS:
+            if f in fields:
+                series = gpm_windows(ts[dsel], np.asarray(fields[f], dtype=np.float64)[dsel])
+                if series[2].size:
+                    gpm.setdefault(f, []).append(series)
 
     per_iteration: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -123,6 +182,14 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
             "throttle_reasons": int(bits),
             "throttled": bool(int(bits) & THROTTLE_MASK),
         }
+        first = int(t.host_marks_ns[0]) if t.n_marks else t.host_end_ns
+        for f in GPM_FIELDS:
+            whole, decode = gpm_metric_names(f)
+            # Several devices: the highest, like utilisation.
+            means = [window_mean(*w, t.host_start_ns, t.host_end_ns) for w in gpm.get(f, [])]
+            dmeans = [window_mean(*w, first, t.host_end_ns) for w in gpm.get(f, [])]
+            row[whole] = max((m for m in means if m is not None), default=None)
+            row[decode] = max((m for m in dmeans if m is not None), default=None)
         per_iteration.append(row)
         if row["throttled"]:
             throttled_iters.append(i)

@@ -230,8 +230,12 @@ class BenchmarkResult:
         for col in ("per iteration", "p50", "min", "max"):
             t.add_column(col, justify="left" if col == "per iteration" else "right", no_wrap=True)
         scale = {"memory_peak_bytes": (1 / 2**30, "GiB"), "energy_per_token_j": (1e3, "mJ")}
-        for name, s in (hw.get("summary") or {}).items():
+        summary = hw.get("summary") or {}
+        for name, s in summary.items():
             if not s.get("n"):
+                continue
+            # GPU performance counters: the decode-phase mean where there is one, else the iteration's.
+            if name.endswith("_mean_pct") and (summary.get(name[: -len("_mean_pct")] + "_decode_mean_pct") or {}).get("n"):
                 continue
             k, unit = scale.get(name, (1.0, name.rsplit("_", 1)[-1].replace("pct", "%").upper()
                                        if name.endswith(("_w", "_j", "_c", "_pct")) else ""))
