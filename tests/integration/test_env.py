@@ -43,6 +43,8 @@ def fake_pynvml(gpus, driver="550.54.15", cuda=12040):
     m.nvmlDeviceGetEccMode = lambda h: get(h, "ecc")
     m.nvmlDeviceGetClockInfo = lambda h, c: get(h, "clocks")[c]
     m.nvmlDeviceGetMaxClockInfo = lambda h, c: get(h, "max_clocks")[c]
+    m.nvmlDeviceGetMemoryBusWidth = lambda h: get(h, "bus_width")
+    m.nvmlDeviceGetCudaComputeCapability = lambda h: get(h, "cc")
     m.nvmlDeviceGetTemperature = lambda h, s: get(h, "temp")
     m.nvmlDeviceGetComputeRunningProcesses = lambda h: [types.SimpleNamespace(pid=p, usedGpuMemory=1 << 20)
                                                         for p in get(h, "pids")]
@@ -52,7 +54,7 @@ def fake_pynvml(gpus, driver="550.54.15", cuda=12040):
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1234", "bus": "00000000:18:00.0", "limit_mw": 700000,
         "default_mw": 700000, "persistence": 1, "ecc": (1, 1), "clocks": {1: 1980, 2: 2619},
-        "max_clocks": {1: 1980, 2: 2619}, "temp": 41, "pids": []}
+        "max_clocks": {1: 1980, 2: 2619}, "temp": 41, "pids": [], "bus_width": 5120, "cc": (9, 0)}
 
 
 @pytest.fixture
@@ -79,6 +81,7 @@ def test_gpu_facts_and_no_warnings(monkeypatch, sysfs):
     assert g["power_limit_w"] == 700 and g["power_default_limit_w"] == 700
     assert g["persistence_mode"] is True and g["ecc_enabled"] is True
     assert (g["sm_clock_mhz"], g["sm_clock_max_mhz"], g["mem_clock_mhz"]) == (1980, 1980, 2619)
+    assert g["memory_bus_width_bits"] == 5120 and g["capability"] == "9.0" and g["mem_clock_max_mhz"] == 2619
     assert info["nvidia"]["driver_version"] == "550.54.15" and info["nvidia"]["cuda_driver_version"] == "12.4"
     assert info["cpu"]["governors"] == {"performance": 2}
     assert info["cpu"]["cur_freq_mhz_mean"] == 2400 and info["cpu"]["max_freq_mhz"] == 3500
@@ -88,7 +91,8 @@ def test_gpu_facts_and_no_warnings(monkeypatch, sysfs):
 
 def test_warnings_that_spoil_measurements(monkeypatch, sysfs):
     capped = dict(H100, limit_mw=400000, pids=[os.getpid(), 4242])
-    unsupported = {k: v for k, v in H100.items() if k not in ("limit_mw", "persistence", "ecc", "temp")}
+    unsupported = {k: v for k, v in H100.items() if k not in ("limit_mw", "persistence", "ecc", "temp", "bus_width",
+                                                               "cc")}
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([capped, unsupported]))
     info = envinfo.collect(cpu_root=sysfs(["powersave", "performance", "powersave"]))
     w = " | ".join(info["warnings"])
@@ -97,6 +101,7 @@ def test_warnings_that_spoil_measurements(monkeypatch, sysfs):
     assert "'powersave' on 2 CPU(s)" in w
     assert len(info["warnings"]) == 3
     assert info["gpus"][1]["power_limit_w"] is None and info["gpus"][1]["persistence_mode"] is None
+    assert info["gpus"][1]["memory_bus_width_bits"] is None and info["gpus"][1]["capability"] is None
 
 
 def test_without_pynvml(monkeypatch, sysfs):

@@ -75,6 +75,16 @@ def _call(fn: Any, *args: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _missing(*_: Any) -> None:
+    raise NotImplementedError  # an nvidia-ml-py without this entry point
+
+
+def _capability(value: Any) -> str | None:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return f"{int(value[0])}.{int(value[1])}"
+    return None
+
+
 def nvml_gpus() -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
     """(one dict per GPU, system facts, reason when NVML cannot be used)."""
     try:
@@ -123,6 +133,9 @@ def nvml_gpus() -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
                 "mem_clock_mhz": _call(pynvml.nvmlDeviceGetClockInfo, h, clock_mem),
                 "sm_clock_max_mhz": _call(pynvml.nvmlDeviceGetMaxClockInfo, h, clock_sm),
                 "mem_clock_max_mhz": _call(pynvml.nvmlDeviceGetMaxClockInfo, h, clock_mem),
+                # Peak memory bandwidth = bus width / 8 x max memory clock x 2 (see fastprof.analysis.roofline).
+                "memory_bus_width_bits": _call(getattr(pynvml, "nvmlDeviceGetMemoryBusWidth", _missing), h),
+                "capability": _capability(_call(getattr(pynvml, "nvmlDeviceGetCudaComputeCapability", _missing), h)),
                 "temperature_c": _call(pynvml.nvmlDeviceGetTemperature, h, getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
                 "processes": procs,
                 "other_processes": [p for p in procs if p["pid"] != me],
@@ -141,7 +154,8 @@ def capture_environment(nvml: bool | None = None) -> dict[str, Any]:
     Never imports torch itself: GPU facts come from torch only if the caller already uses it.
     ``nvml``: also read each NVIDIA GPU's facts through nvidia-ml-py (driver, power limit and
     default, persistence mode, ECC, current and max clocks, processes) under ``nvidia``; None
-    (default) does so when torch sees a CUDA GPU.
+    (default) does so when torch sees a CUDA GPU. The memory bus width, max clocks, SM count and
+    compute capability recorded here give the GPU's peaks (:func:`fastprof.analysis.roofline.gpu_facts`).
     """
     torch = _torch.loaded()
     env: dict[str, Any] = {
