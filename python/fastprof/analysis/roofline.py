@@ -131,7 +131,7 @@ def gpu_peaks(gpu: Mapping[str, Any]) -> dict[str, Any]:
 
 def gpu_facts(environment: Mapping[str, Any], ordinal: int = 0) -> dict[str, Any]:
     """The facts :func:`gpu_peaks` needs for CUDA device ``ordinal``, from a captured environment
-    (:func:`fastprof.environment.capture_environment`): SM count and compute capability as torch
+    (:func:`fastprof.capture.environment.capture_environment`): SM count and compute capability as torch
     reports them, bus width and max clocks from NVML (matched by UUID, else by index)."""
     torch_gpus = environment.get("gpus") or []
     nvml_gpus = (environment.get("nvidia") or {}).get("gpus") or []

@@ -26,13 +26,13 @@ def hopper(torch_cuda):
 
 def _peaks():
     from fastprof.analysis.roofline import gpu_facts, gpu_peaks
-    from fastprof.environment import capture_environment
+    from fastprof.capture.environment import capture_environment
 
     return gpu_peaks(gpu_facts(capture_environment(nvml=True), 0))
 
 
 def test_gpm_fields_present_on_hopper(hopper):
-    from fastprof.sampler import GPM_FIELDS, Sampler
+    from fastprof.capture.sampler import GPM_FIELDS, Sampler
 
     with Sampler(interval_ms=5, devices=[0], backend="nvml") as s:
         time.sleep(0.5)
@@ -56,7 +56,7 @@ def test_gpm_dram_utilisation_on_a_copy_agrees_with_bytes_over_time(hopper):
     the windows that lie wholly inside the copy loop agrees with (read + written bytes) / time /
     peak bandwidth within 15%."""
     torch = hopper
-    from fastprof.sampler import Sampler
+    from fastprof.capture.sampler import Sampler
 
     peak = _peaks()["peak_bandwidth_bytes_per_s"]
     assert peak, "NVML gave no memory bus width or max memory clock"
