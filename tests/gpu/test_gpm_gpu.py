@@ -102,3 +102,27 @@ def test_h100_peak_bandwidth(torch_cuda):
     peaks = _peaks()
     assert peaks["peak_bandwidth_bytes_per_s"] == pytest.approx(3.35e12, rel=0.10)
     assert peaks["peak_tensor_flops"] == pytest.approx(989.4e12, rel=0.10)
+
+
+def test_roofline_and_verdict_of_a_real_decode(torch_cuda):
+    """The built-in model decoding in bf16: the result carries the GPU's peaks, an MBU between 0 and 1
+    (a step cannot read its bytes faster than the peak) and a verdict; on Hopper the DRAM counter
+    sits beside the MBU."""
+    torch = torch_cuda
+    import fastprof
+    from fastprof.capture.hf import build_default_model, random_inputs
+
+    model = build_default_model(dtype=torch.bfloat16, device="cuda")
+    r = fastprof.benchmark_generate(model, random_inputs(32000, 1, 64, device="cuda"), max_new_tokens=64, warmup=2,
+                                    iterations=5)
+    roof = r.roofline
+    assert roof["available"], roof
+    assert roof["gpu"]["peak_bandwidth_bytes_per_s"] > 1e11
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert roof["weight_bytes_per_step"] <= weights
+    assert 0 < roof["mbu"] < 1.0
+    assert roof["ideal_step_s"] < roof["itl_s"]
+    assert r.verdict["verdict"] in ("host-overhead-bound", "memory-bound", "compute-bound")
+    if torch.cuda.get_device_capability(0)[0] >= 9:
+        assert roof["measured_dram_util_pct"] is not None
+    print(r.verdict["text"])

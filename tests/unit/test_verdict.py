@@ -98,6 +98,6 @@ def test_every_verdict_is_known():
         assert verdict(r, k, c)["verdict"] in V.VERDICTS
 
 
-@pytest.mark.parametrize("value, text", [(0.6, "60%"), (0.09, "9.0%"), (0.0, "0%")])
+@pytest.mark.parametrize("value, text", [(0.6, "60%"), (0.09, "9.0%"), (0.0, "0%"), (0.0003, "0.03%")])
 def test_percent_format(value, text):
     assert V._pct(value) == text

@@ -147,9 +147,12 @@ def gpu_facts(environment: Mapping[str, Any], ordinal: int = 0) -> dict[str, Any
     if ng is None and (len(nvml_gpus) == 1 or not tg):
         ng = nvml_gpus[0] if len(nvml_gpus) == 1 else next((g for g in nvml_gpus if g.get("index") == ordinal), None)
     ng = ng or {}
+    # torch reports ROCm devices with CUDA-like capabilities (gfx90a as 9.0): trust NVML's, else
+    # torch's only on a CUDA build.
+    hip = (environment.get("versions") or {}).get("torch_hip")
     return {
         "name": ng.get("name") or tg.get("name"),
-        "capability": tg.get("capability") or ng.get("capability"),
+        "capability": ng.get("capability") or (None if hip else tg.get("capability")),
         "multiprocessors": tg.get("multiprocessors"),
         "sm_clock_max_mhz": ng.get("sm_clock_max_mhz"),
         "mem_clock_max_mhz": ng.get("mem_clock_max_mhz"),

@@ -64,7 +64,9 @@ def _num(d: Mapping[str, Any] | None, key: str) -> float | None:
 
 
 def _pct(x: float) -> str:
-    return f"{x:.0%}" if x >= 0.095 or x == 0 else f"{x:.1%}"
+    if x >= 0.095 or x == 0:
+        return f"{x:.0%}"
+    return f"{x:.1%}" if x >= 0.0095 else f"{x:.2%}"
 
 
 def _ms(s: float) -> str:

@@ -17,10 +17,13 @@ def add_parser(sub: Any) -> None:
         help="show a results file as tables; write HTML, CSV or Markdown reports",
         description=(
             "Show a results file of 'fastprof run' (or a saved BenchmarkResult) as a table: one row per\n"
-            "configuration, medians with their unit. On request, write a self-contained HTML report (charts\n"
-            "of per-token latency, ITL histogram and CDF, GPU counters over time shaded by prefill and decode,\n"
-            "throughput against batch size and prompt length, the environment and every warning), a CSV file\n"
-            "(one row per configuration x clock x metric with every statistic) or a Markdown table.\n\n"
+            "configuration, medians with their unit, and for each configuration the verdict on why decode\n"
+            "takes as long as it does (host-overhead-, memory- or compute-bound, with its numbers). On\n"
+            "request, write a self-contained HTML report (charts of per-token latency, ITL histogram and CDF,\n"
+            "GPU counters over time shaded by prefill and decode, the decode step's roofline position and\n"
+            "bandwidth against the peak, throughput against batch size and prompt length, the environment\n"
+            "and every warning), a CSV file (one row per configuration x clock x metric with every\n"
+            "statistic) or a Markdown table.\n\n"
             "example:\n"
             "  fastprof report fastprof-results.json --html report.html --csv results.csv"
         ),

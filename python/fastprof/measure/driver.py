@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 import fastprof._torch as _torch
 from fastprof.analysis import hardware as _hardware
+from fastprof.analysis import roofline as _roofline
 from fastprof.capture.environment import capture_environment, environment_warnings
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
@@ -132,7 +133,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
                        config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
                        sampler_backend: str = "auto", seed: int = 0,
-                       progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
+                       progress: Callable[[str, int, int], None] | None = None,
+                       weight_bytes: float | None = None) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -157,6 +159,12 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     after) through the shared clock; the result's ``hardware`` section holds the samples,
     per-iteration utilisation, peak memory, power, energy and joules per token, temperature and
     throttling, and their statistics. Throttling appears among the warnings.
+
+    The result's ``roofline`` compares what each decode step must read (the weights' real bytes,
+    or ``weight_bytes`` when given, plus the KV cache) and compute with the GPU's peak bandwidth
+    and tensor FLOP/s (from NVML and a table by compute capability): MBU, MFU and the ideal step
+    time; ``verdict`` says whether decode is host-overhead-, memory- or compute-bound and why
+    (see :mod:`fastprof.analysis.roofline`, :mod:`fastprof.analysis.verdict`).
     """
     from transformers import LogitsProcessorList
 
@@ -248,9 +256,61 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     }
     cfg["sample_interval_ms"] = sample_interval_ms
     cfg.update(config or {})
-    return BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env, device_timing=device_timing,
-                                       hardware=hardware,
-                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
+    result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env,
+                                         device_timing=device_timing, hardware=hardware,
+                                         warnings=environment_warnings(env) + hardware.get("warnings", []))
+    gpu = None
+    if getattr(model_device, "type", None) == "cuda":
+        gpu = _roofline.gpu_peaks(_roofline.gpu_facts(env, int(getattr(model_device, "index", None) or 0)))
+    result.diagnose(model=model_facts(model, weight_bytes=weight_bytes), gpu=gpu)
+    return result
+
+
+def model_facts(model: Any, *, weight_bytes: float | None = None) -> dict[str, Any] | None:
+    """The facts the roofline needs about a transformers model: its config's shape (layers, heads,
+    KV heads, head dimension, vocabulary), the parameter count, whether the input embedding is tied
+    to the output layer, and the bytes the weights really occupy: the storage of every parameter and
+    every non-boolean buffer (quantised weights are often buffers), unless ``weight_bytes`` is given.
+    None when the model has no usable config."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "parameters"):
+        return None
+    params = list(model.parameters())
+    if not params:
+        return None
+    n_params = sum(int(p.numel()) for p in params)
+    if weight_bytes is None:
+        weight_bytes = sum(int(p.numel()) * int(p.element_size()) for p in params)
+        weight_bytes += sum(int(b.numel()) * int(b.element_size()) for b in model.buffers()
+                            if str(b.dtype) != "torch.bool")  # masks are not weights
+    floating = [p for p in params if p.dtype.is_floating_point]
+    element = int(floating[0].element_size()) if floating else 2
+    dtype = getattr(model, "dtype", None)
+    kv_element = element
+    try:
+        import torch
+
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            kv_element = int(torch.empty((), dtype=dtype).element_size())
+    except ImportError:
+        pass
+    tied, emb_params, emb_bytes = None, None, None
+    try:
+        emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+        if emb is not None and getattr(emb, "weight", None) is not None:
+            emb_params = int(emb.weight.numel())
+            emb_bytes = emb_params * int(emb.weight.element_size())
+            tied = out is not None and getattr(out, "weight", None) is not None and \
+                emb.weight.data_ptr() == out.weight.data_ptr()
+    except (AttributeError, NotImplementedError):
+        pass
+    try:
+        return _roofline.model_facts_from_config(
+            config, params=n_params, weight_bytes=float(weight_bytes), bytes_per_element=float(kv_element),
+            kv_bytes_per_element=float(kv_element), tie_embeddings=tied, input_embedding_params=emb_params,
+            input_embedding_bytes=emb_bytes)
+    except (ValueError, TypeError):
+        return None
 
 
 def summarize_generation(traces: Sequence[Trace], *, batch_size: int, prompt_len: int,

@@ -101,7 +101,8 @@ def _itl_chart(run: Run) -> str | None:
     return _png(fig)
 
 
-_GPU_SERIES = (("gpu_util_pct", "GPU utilisation [%]", 1.0), ("power_w", "power [W]", 1.0),
+_GPU_SERIES = (("gpu_util_pct", "GPU utilisation [%]", 1.0), ("dram_bw_util_pct", "DRAM bandwidth [%] (GPM)", 1.0),
+               ("tensor_active_pct", "tensor pipes active [%] (GPM)", 1.0), ("power_w", "power [W]", 1.0),
                ("mem_used_bytes", "memory used [GiB]", 1 / 2**30), ("sm_clock_mhz", "SM clock [MHz]", 1.0),
                ("mem_clock_mhz", "memory clock [MHz]", 1.0), ("temperature_c", "temperature [C]", 1.0))
 
@@ -152,6 +153,79 @@ def _gpu_timeline_chart(run: Run) -> str | None:
     axes[-1, 0].set_xlabel("time since the first measured iteration started [s] (CLOCK_MONOTONIC)")
     fig.tight_layout()
     return _png(fig)
+
+
+def _roofline_chart(run: Run) -> str | None:
+    """The decode step on the GPU's roofline (FLOP/s against FLOPs per byte, both logarithmic) and
+    its bandwidth against the peak: over the whole step, over GPU busy time, as the DRAM counters
+    measured it."""
+    roof = run.result.roofline or {}
+    gpu = roof.get("gpu") or {}
+    bw, peak = gpu.get("peak_bandwidth_bytes_per_s"), gpu.get("peak_tensor_flops")
+    intensity = roof.get("arithmetic_intensity_flops_per_byte")
+    if not roof.get("available") or not bw or not intensity or roof.get("itl_s") is None:
+        return None
+    plt = _plt()
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    lo = min(intensity, (peak or bw) / bw) / 20
+    hi = max(intensity, (peak / bw) if peak else intensity) * 20
+    x = np.geomspace(lo, hi, 200)
+    ax.plot(x, np.minimum(bw * x, peak) if peak else bw * x, color="k", lw=1.5,
+            label=f"roof: {bw / 1e12:.2f} TB/s" + (f", {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+    ax.scatter([intensity], [roof["achieved_flops"]], color="#c44e52", zorder=3, label="decode step (whole step)")
+    busy = roof.get("gpu_busy_s_per_step")
+    if busy:
+        ax.scatter([intensity], [roof["flops_per_step"] / busy], color="#4c72b0", marker="s", zorder=3,
+                   label="decode step (GPU busy time)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity [FLOPs per byte]")
+    ax.set_ylabel("FLOP/s")
+    ax.set_title("roofline position")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    rows = [("peak", bw, "#999999"), ("achieved (whole step)", roof["bytes_per_step"] / roof["itl_s"], "#c44e52")]
+    if busy:
+        rows.append(("achieved (GPU busy)", roof["bytes_per_step"] / busy, "#4c72b0"))
+    if roof.get("measured_dram_util_pct") is not None:
+        rows.append(("DRAM counters (GPM)", roof["measured_dram_util_pct"] / 100.0 * bw, "#55a868"))
+    labels, values, colors = zip(*rows)
+    ys = np.arange(len(values))[::-1]
+    bars.barh(ys, np.asarray(values) / 1e9, color=colors)
+    for y, v in zip(ys, values):
+        bars.text(v / 1e9, y, f" {v / bw:.0%}", va="center", fontsize=8)
+    bars.set_yticks(ys)
+    bars.set_yticklabels(labels, fontsize=8)
+    bars.set_xlabel("memory bandwidth [GB/s]")
+    bars.set_title(f"ideal step {roof['ideal_step_s'] * 1e3:.3f} ms vs ITL {roof['itl_s'] * 1e3:.3f} ms")
+    bars.set_xlim(0, max(values) / 1e9 * 1.2)
+    bars.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _roofline_table(roof: dict[str, Any]) -> str:
+    def num(v: Any, scale: float = 1.0, fmt: str = "{:,.3f}") -> str:
+        return "-" if v is None else fmt.format(v * scale)
+
+    gpu = roof.get("gpu") or {}
+    rows = [
+        ["bytes per decode step [MB]", num(roof.get("bytes_per_step"), 1e-6, "{:,.1f}")],
+        ["  weights [MB]", num(roof.get("weight_bytes_per_step"), 1e-6, "{:,.1f}")],
+        ["  KV cache, mean over steps [MB]", num(roof.get("kv_cache_bytes_mean"), 1e-6, "{:,.2f}")],
+        ["FLOPs per token [GFLOP]", num(roof.get("flops_per_token"), 1e-9)],
+        ["arithmetic intensity [FLOPs/byte]", num(roof.get("arithmetic_intensity_flops_per_byte"), 1, "{:,.2f}")],
+        ["peak bandwidth [TB/s]", num(gpu.get("peak_bandwidth_bytes_per_s"), 1e-12)],
+        ["peak dense tensor FLOP/s [TFLOP/s]", num(gpu.get("peak_tensor_flops"), 1e-12, "{:,.0f}")],
+        ["ITL, mean [ms]", num(roof.get("itl_s"), 1e3)],
+        ["ideal step at full bandwidth [ms]", num(roof.get("ideal_step_s"), 1e3)],
+        ["MBU (whole step)", num(roof.get("mbu"), 100, "{:.1f}%")],
+        ["MBU (GPU busy time)", num(roof.get("mbu_busy"), 100, "{:.1f}%")],
+        ["DRAM bandwidth, GPU counters (decode)", num(roof.get("measured_dram_util_pct"), 1, "{:.1f}%")],
+        ["MFU (whole step)", num(roof.get("mfu"), 100, "{:.2f}%")],
+        ["MFU (GPU busy time)", num(roof.get("mfu_busy"), 100, "{:.2f}%")],
+    ]
+    return _html_table(["roofline", "value"], rows, left=1)
 
 
 def _sweep_chart(sweep: Sweep, axis: str, metrics: Sequence[str], clock: str) -> str | None:
@@ -207,6 +281,7 @@ tr.failed td{color:#a00}
 .muted{color:#666;font-size:.9em}
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
 code{background:#f3f3f3;padding:0 .2em}
+.verdict{background:#eef3fb;border-left:4px solid #4c72b0;padding:.4em .8em}
 """
 
 
@@ -309,6 +384,21 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
         for chart in (_token_latency_chart(run), _itl_chart(run)):
             if chart:
                 parts.append(chart)
+        verdict = run.result.verdict or {}
+        roof = run.result.roofline or {}
+        if verdict.get("text") or roof.get("available"):
+            parts.append("<h3>Why decode takes this long</h3>")
+            if verdict.get("text"):
+                parts.append(f'<p class="verdict"><b>{_esc(verdict.get("verdict"))}</b>: {_esc(verdict["text"])}</p>')
+            if roof.get("available"):
+                chart = _roofline_chart(run)
+                if chart:
+                    parts.append(chart)
+                parts.append(_roofline_table(roof))
+                for reason in roof.get("reasons") or []:
+                    parts.append(f'<p class="muted">{_esc(reason)}</p>')
+            elif roof.get("reason"):
+                parts.append(f'<p class="muted">roofline unavailable: {_esc(roof["reason"])}</p>')
         hw = run.result.hardware or {}
         gpu = _gpu_timeline_chart(run)
         if gpu:

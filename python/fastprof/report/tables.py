@@ -145,6 +145,13 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
             console.rule(escape(f"configuration {run.index}: {run.label()}"))
             console.print(run.result)
     else:
+        verdicts = [run for run in sweep.ok_runs if (run.result.verdict or {}).get("text")]
+        if verdicts:
+            console.print("[bold]why decode takes this long[/bold] (roofline and verdict; --details for more)")
+        for run in verdicts:
+            label = f" ({run.label(sweep.varying_keys)})" if sweep.varying_keys else ""
+            console.print(f"  [bold]#{run.index}[/bold]{escape(label)}: {escape(run.result.verdict['text'])}",
+                          highlight=False)
         for w in all_warnings(sweep):
             console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
@@ -179,6 +186,10 @@ def markdown(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats: S
              "| " + " | ".join(_md_cell(h) for h in header) + " |",
              "|" + "|".join("---:" if i == 0 or i > header.index("status") else "---" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    verdicts = [run for run in sweep.ok_runs if (run.result.verdict or {}).get("text")]
+    if verdicts:
+        lines += ["", "## Why decode takes this long", ""]
+        lines += [f"- configuration {run.index}: {_md_cell(run.result.verdict['text'])}" for run in verdicts]
     warnings = all_warnings(sweep)
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {_md_cell(w)}" for w in warnings]

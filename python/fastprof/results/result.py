@@ -12,7 +12,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from fastprof.analysis import metrics as _metrics
+from fastprof.analysis import roofline as _roofline
 from fastprof.analysis import stats as _stats
+from fastprof.analysis import verdict as _verdict
+from fastprof.analysis.hardware import GPM_FIELDS, gpm_metric_names
 from fastprof.capture.recorder import Trace
 from fastprof.results.io import json_safe, scalar, write_atomic
 from fastprof.results.units import display_unit, metric_label
@@ -59,6 +62,11 @@ class BenchmarkResult:
     ``summary`` maps each metric to its statistics (see :mod:`fastprof.analysis.stats`) on the host
     clock; ``device_summary`` the same on the GPU event clock, or None when device timing was
     unavailable (``device_timing['reason']`` says why).
+
+    ``roofline`` (generation only): what one decode step must read and compute against the GPU's
+    peaks, MBU and MFU (:func:`fastprof.analysis.roofline.roofline`); ``verdict``: host-overhead-,
+    memory- or compute-bound with its supporting paragraph (:func:`fastprof.analysis.verdict.verdict`).
+    Both are None in results that predate them; :meth:`diagnose` computes them.
     """
 
     kind: str  # "generate" or "callable"
@@ -70,6 +78,8 @@ class BenchmarkResult:
     device_timing: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     hardware: dict[str, Any] | None = None
+    roofline: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -107,6 +117,49 @@ class BenchmarkResult:
             summary=summary, device_summary=device_summary, device_timing=dict(device_timing),
             warnings=all_warnings, hardware=hardware,
         )
+
+    # ---- why decode is slow ---------------------------------------------------------------
+    def gpu_counters(self) -> dict[str, float]:
+        """The GPU performance counters (NVML GPM) over decode: per field, the median over iterations
+        of the decode-phase mean (else of the whole-iteration mean), in %. Empty without GPM."""
+        summary = (self.hardware or {}).get("summary") or {}
+        out: dict[str, float] = {}
+        for f in GPM_FIELDS:
+            whole, decode = gpm_metric_names(f)
+            for name in (decode, whole):
+                p50 = (summary.get(name) or {}).get("p50")
+                if p50 is not None:
+                    out[f] = float(p50)
+                    break
+        return out
+
+    def diagnose(self, *, model: dict[str, Any] | None = None, gpu: dict[str, Any] | None = None,
+                 kernels: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Computes ``roofline`` and ``verdict`` and returns the verdict.
+
+        ``model``: model facts (:func:`fastprof.analysis.roofline.model_facts_from_config`);
+        ``gpu``: GPU peaks (:func:`fastprof.analysis.roofline.gpu_peaks`); both default to those
+        already in ``roofline``. ``kernels``: a kernel breakdown summary (``idle_share``,
+        ``kernels_per_token``, ``class_share``, optionally ``busy_s_per_step``) from a kernel trace, or
+        None. The step time is the mean inter-token latency on the host clock; the measured DRAM
+        utilisation is the GPU counters' decode-phase median (:meth:`gpu_counters`).
+        """
+        old = self.roofline if self.roofline and self.roofline.get("available") else {}
+        model = model if model is not None else old.get("model")
+        gpu = gpu if gpu is not None else old.get("gpu")
+        counters = self.gpu_counters()
+        if self.kind != "generate":
+            self.roofline = _roofline.unavailable("the roofline is computed for generation (benchmark_generate)")
+        elif not model:
+            self.roofline = _roofline.unavailable("no model facts (layers, heads, parameters) were collected")
+        else:
+            itl = (self.summary.get("itl_s") or {}).get("mean")
+            self.roofline = _roofline.roofline(
+                model, gpu or _roofline.gpu_peaks({}), batch_size=int(self.config["batch_size"]),
+                prompt_len=int(self.config["prompt_len"]), new_tokens=int(self.config["max_new_tokens"]),
+                itl_s=itl, kernels=kernels, measured_dram_util_pct=counters.get("dram_bw_util_pct"))
+        self.verdict = _verdict.verdict(self.roofline, kernels, counters or None)
+        return self.verdict
 
     # ---- access -------------------------------------------------------------------------
     def traces(self) -> list[Trace]:
@@ -157,6 +210,8 @@ class BenchmarkResult:
             "device_summary": self.device_summary,
             "warnings": self.warnings,
             "hardware": self.hardware,
+            "roofline": self.roofline,
+            "verdict": self.verdict,
             "iterations": self.iterations,
         })
 
@@ -180,8 +235,8 @@ class BenchmarkResult:
             return cls(
                 kind=d["kind"], config=d["config"], environment=d["environment"], iterations=d["iterations"],
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
-                warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), created=d.get("created", ""),
-                schema_version=version,
+                warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
+                verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
@@ -235,7 +290,8 @@ class BenchmarkResult:
             if not s.get("n"):
                 continue
             # GPU performance counters: the decode-phase mean where there is one, else the iteration's.
-            if name.endswith("_mean_pct") and (summary.get(name[: -len("_mean_pct")] + "_decode_mean_pct") or {}).get("n"):
+            decode = name[: -len("_mean_pct")] + "_decode_mean_pct"
+            if name.endswith("_mean_pct") and (summary.get(decode) or {}).get("n"):
                 continue
             k, unit = scale.get(name, (1.0, name.rsplit("_", 1)[-1].replace("pct", "%").upper()
                                        if name.endswith(("_w", "_j", "_c", "_pct")) else ""))
@@ -256,6 +312,7 @@ class BenchmarkResult:
             yield self.hardware_table()
         elif hw:
             yield f"[dim]GPU samples unavailable: {hw.get('reason')}[/dim]"
+        yield from roofline_lines(self.roofline, self.verdict)
         for w in self.warnings:
             yield f"[yellow]warning:[/yellow] {w}"
 
@@ -265,3 +322,51 @@ class BenchmarkResult:
         console = Console(width=130, record=True, file=open(os.devnull, "w"), color_system=None)
         console.print(self)
         return console.export_text()
+
+
+def _bytes(n: float) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= k:
+            return f"{n / k:,.2f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def roofline_summary(roof: dict[str, Any] | None) -> str | None:
+    """One line of the roofline: bytes per step, MBU and MFU, the ideal step time, the counters."""
+    if not roof or not roof.get("available"):
+        return None
+    parts = [f"{_bytes(roof['bytes_per_step'])} per step (weights {_bytes(roof['weight_bytes_per_step'])}, "
+             f"KV cache {_bytes(roof['kv_cache_bytes_mean'])})"]
+    gpu = roof.get("gpu") or {}
+    bw, flops = gpu.get("peak_bandwidth_bytes_per_s"), gpu.get("peak_tensor_flops")
+    if roof.get("mbu") is not None:
+        text = f"MBU {roof['mbu']:.1%}"
+        if roof.get("mbu_busy") is not None:
+            text += f" ({roof['mbu_busy']:.1%} of GPU busy time)"
+        if roof.get("measured_dram_util_pct") is not None:
+            text += f", DRAM counters {roof['measured_dram_util_pct']:.1f}%"
+        parts.append(text + f" of {bw / 1e12:.2f} TB/s")
+    if roof.get("mfu") is not None:
+        text = f"MFU {roof['mfu']:.2%}"
+        if roof.get("mfu_busy") is not None:
+            text += f" ({roof['mfu_busy']:.2%} of GPU busy time)"
+        parts.append(text + f" of {flops / 1e12:.0f} TFLOP/s")
+    if roof.get("ideal_step_s") is not None and roof.get("itl_s") is not None:
+        parts.append(f"ideal step {roof['ideal_step_s'] * 1e3:.3f} ms at full bandwidth vs ITL "
+                     f"{roof['itl_s'] * 1e3:.3f} ms")
+    for reason in roof.get("reasons") or []:
+        parts.append(reason)
+    return "; ".join(parts)
+
+
+def roofline_lines(roof: dict[str, Any] | None, verdict: dict[str, Any] | None) -> Iterator[str]:
+    """The console's short block: the roofline line and the verdict paragraph (rich markup)."""
+    from rich.markup import escape
+
+    line = roofline_summary(roof)
+    if line:
+        yield f"[bold]roofline[/bold]: {escape(line)}"
+    elif roof and roof.get("reason"):
+        yield f"[dim]roofline unavailable: {escape(str(roof['reason']))}[/dim]"
+    if verdict and verdict.get("text"):
+        yield f"[bold]verdict[/bold]: {escape(verdict['text'])}"
