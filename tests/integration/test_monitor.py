@@ -17,6 +17,7 @@ def nvml_index_order(monkeypatch):
 def test_monitor_samples_and_passes_the_exit_code(fake_nvml, nvml_index_order, tmp_path, capsys):  # noqa: F811
     fake_nvml.set(0, "power_instant_mw", 123_000)
     fake_nvml.set(0, "util_gpu", 77)
+    fake_nvml.gpm_set(0, 10, 64.0)  # DRAM bandwidth (GPM)
     out = tmp_path / "t.json"
     cmd = [sys.executable, "-c", "import time, sys; time.sleep(0.3); sys.exit(3)"]
     assert cli.main(["monitor", "--interval-ms", "5", "-o", str(out), "--", *cmd]) == 3
@@ -29,8 +30,9 @@ def test_monitor_samples_and_passes_the_exit_code(fake_nvml, nvml_index_order, t
     s = doc["summary"][0]
     assert s["power_w"]["mean"] == pytest.approx(123.0) and s["gpu_util_pct"]["max"] == 77
     assert s["samples"] == len(ts)
+    assert s["dram_bw_util_pct"] == {"mean": 64.0, "max": 64.0}
     err = capsys.readouterr().err
-    assert "exited with 3" in err and "timeline written" in err
+    assert "exited with 3" in err and "timeline written" in err and "DRAM" in err and "64.0" in err
 
 
 def test_monitor_without_a_gpu_library_still_runs(monkeypatch, tmp_path, capsys):

@@ -24,7 +24,8 @@ import numpy as np
 
 from fastprof.results.io import json_safe, write_atomic
 
-SUMMARY_FIELDS = ("gpu_util_pct", "mem_used_bytes", "power_w", "sm_clock_mhz", "temperature_c")
+SUMMARY_FIELDS = ("gpu_util_pct", "mem_used_bytes", "power_w", "sm_clock_mhz", "temperature_c",
+                  "dram_bw_util_pct", "tensor_active_pct")  # the last two: GPM, Hopper and newer
 
 
 class CommandNotFound(Exception):

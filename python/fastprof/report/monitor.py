@@ -17,8 +17,9 @@ def print_console(doc: dict[str, Any], console: Any) -> None:
         console.print(f"no GPU samples: {escape(str(doc['reason']))}", highlight=False)
         return
     t = Table(title=f"GPU every {doc['interval_ms']:g} ms", title_justify="left")
+    gpm = any(s.get("dram_bw_util_pct") for s in doc["summary"])  # performance counters (Hopper and newer)
     for col in ("device", "samples", "util mean/max [%]", "power mean/max [W]", "memory max [GiB]",
-                "SM clock mean [MHz]", "temp max [C]", "energy [J]"):
+                "SM clock mean [MHz]", "temp max [C]", "energy [J]") + (("DRAM bw mean/max [%]",) if gpm else ()):
         t.add_column(col, justify="left" if col == "device" else "right")
     for s in doc["summary"]:
         def mm(f: str, k: str = "mean", scale: float = 1.0) -> str:
@@ -28,7 +29,8 @@ def print_console(doc: dict[str, Any], console: Any) -> None:
         t.add_row(f"{s['device']} {s.get('name') or ''}".strip(), str(s["samples"]),
                   f"{mm('gpu_util_pct')} / {mm('gpu_util_pct', 'max')}", f"{mm('power_w')} / {mm('power_w', 'max')}",
                   mm("mem_used_bytes", "max", 1 / 2**30), mm("sm_clock_mhz"), mm("temperature_c", "max"),
-                  "-" if s.get("energy_j") is None else f"{s['energy_j']:,.2f}")
+                  "-" if s.get("energy_j") is None else f"{s['energy_j']:,.2f}",
+                  *((f"{mm('dram_bw_util_pct')} / {mm('dram_bw_util_pct', 'max')}",) if gpm else ()))
     console.print(t)
     if doc["reason"]:
         console.print(f"[yellow]note:[/yellow] {escape(str(doc['reason']))}", highlight=False)
