@@ -33,7 +33,8 @@ def test_console_shows_one_verdict_per_configuration():
     print_console(_sweep(), console=Console(file=buf, width=300, color_system=None))
     out = buf.getvalue()
     assert "why decode takes this long" in out
-    assert "#0 (bs=1): Host-overhead-bound: the GPU is idle 60% of each step: 700 kernels per token, launch-bound" in out
+    assert "#0 (bs=1): Host-overhead-bound: the GPU is idle 60% of each step: 700 kernels per token, launch-bound" \
+        in out
     assert "#1 (bs=8): Host-overhead-bound (inferred" in out
 
 

@@ -8,7 +8,14 @@ import pytest
 
 import fastprof
 from fastprof import Trace
-from fastprof.analysis.hardware import GPM_METRICS, HARDWARE_METRICS, gpm_metric_names, gpm_windows, summarize, window_mean
+from fastprof.analysis.hardware import (
+    GPM_METRICS,
+    HARDWARE_METRICS,
+    gpm_metric_names,
+    gpm_windows,
+    summarize,
+    window_mean,
+)
 from fastprof.capture.sampler import GPM_FIELDS
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401
 

@@ -76,7 +76,8 @@ def _facts(**kw):
 
 def test_model_facts_from_a_config():
     f = _facts()
-    assert (f["num_layers"], f["hidden_size"], f["num_heads"], f["num_kv_heads"], f["head_dim"]) == (16, 2048, 32, 8, 64)
+    shape = (f["num_layers"], f["hidden_size"], f["num_heads"], f["num_kv_heads"], f["head_dim"])
+    assert shape == (16, 2048, 32, 8, 64)
     assert f["tie_embeddings"] is True and f["vocab_size"] == 128256
     assert f["input_embedding_params"] == 128256 * 2048
     gpt2 = SimpleNamespace(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, tie_word_embeddings=True)

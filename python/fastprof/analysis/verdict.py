@@ -8,27 +8,29 @@ share of GPU busy time such as ``{"gemm": 0.55, "attention": 0.2}``; optionally
 ``busy_s_per_step``) and optional GPU performance counters over decode (``dram_bw_util_pct``,
 ``tensor_active_pct``, ``sm_active_pct``, in %). The first rule that holds decides:
 
-======================  ==========================================================================  =====================
-rule                    condition                                                                   verdict
-======================  ==========================================================================  =====================
-``gpu-idle``            kernel breakdown: the GPU is idle at least ``IDLE_SHARE_HOST_BOUND`` (30%)  host-overhead-bound
-                        of each step
-``above-ridge``         roofline: the step's arithmetic intensity (FLOPs per byte) is at or above   compute-bound
-                        the GPU's ridge point (peak FLOP/s / peak bandwidth)
-``mfu-high``            roofline: MFU (over GPU busy time when known, else over the step) at least  compute-bound
-                        ``MFU_COMPUTE_BOUND`` (50%)
-``gpu-busy``            roofline and kernel breakdown: below the ridge and the GPU is busy (idle    memory-bound
-                        below ``IDLE_SHARE_HOST_BOUND``)
-``mbu-high``            roofline, no kernel breakdown: MBU over the step at least                   memory-bound
-                        ``MBU_HOST_SUSPECT`` (25%)
-``mbu-low``             roofline, no kernel breakdown: MBU over the step below ``MBU_HOST_SUSPECT``  host-overhead-bound
-                        (neither bandwidth nor compute is near its peak; inferred)
-``counters-dram``       no roofline: the DRAM bandwidth counter at least ``DRAM_UTIL_MEMORY_BOUND``  memory-bound
-                        (50%) over decode
-``counters-tensor``     no roofline: the tensor-pipe counter at least ``TENSOR_ACTIVE_COMPUTE_BOUND``  compute-bound
-                        (50%) over decode
-(none)                  nothing above applies                                                       undetermined
-======================  ==========================================================================  =====================
+===================  =========================================================  ===================
+rule                 condition (the first that holds decides)                   verdict
+===================  =========================================================  ===================
+``gpu-idle``         kernel breakdown: the GPU is idle at least                 host-overhead-bound
+                     ``IDLE_SHARE_HOST_BOUND`` (30%) of each step
+``above-ridge``      roofline: the step's arithmetic intensity (FLOPs per       compute-bound
+                     byte) is at or above the GPU's ridge point (peak FLOP/s
+                     / peak bandwidth)
+``mfu-high``         roofline: MFU (over GPU busy time when known, else over    compute-bound
+                     the step) at least ``MFU_COMPUTE_BOUND`` (50%)
+``gpu-busy``         roofline and kernel breakdown: below the ridge and the     memory-bound
+                     GPU busy (idle below ``IDLE_SHARE_HOST_BOUND``)
+``mbu-high``         roofline, no kernel breakdown: MBU over the step at        memory-bound
+                     least ``MBU_HOST_SUSPECT`` (25%)
+``mbu-low``          roofline, no kernel breakdown: MBU over the step below     host-overhead-bound
+                     ``MBU_HOST_SUSPECT``: neither bandwidth nor compute is
+                     near its peak (inferred)
+``counters-dram``    no roofline: the DRAM bandwidth counter over decode at     memory-bound
+                     least ``DRAM_UTIL_MEMORY_BOUND`` (50%)
+``counters-tensor``  no roofline: the tensor-pipe counter over decode at        compute-bound
+                     least ``TENSOR_ACTIVE_COMPUTE_BOUND`` (50%)
+(none)               nothing above applies                                      undetermined
+===================  =========================================================  ===================
 
 A host-overhead-bound verdict is also called launch-bound when there are at least
 ``LAUNCH_BOUND_KERNELS_PER_TOKEN`` (100) kernels per token: the host spends the step launching them.
