@@ -2,9 +2,8 @@
 
 import time
 
-import pytest
-
 import fastprof
+import pytest
 
 
 def test_benchmark_callable_host_only():

@@ -5,9 +5,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import fastprof
+import pytest
 from fastprof import _core
 
 FORBIDDEN = ("libcuda", "libcudart", "libamdhip", "libnvidia-ml", "libamd_smi", "libtorch", "libc10", "libhip")

@@ -8,15 +8,13 @@ import re
 import shutil
 import subprocess
 
-import pytest
-
 import fastprof
+import pytest
+from conftest import FAKES
 from fastprof import _core
 from fastprof.capture import selftest
 from fastprof.cli import selftest as selftest_cli
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401  (fixtures)
-
-from conftest import FAKES
 
 
 def run_selftest(argv):

@@ -9,6 +9,7 @@ from fastprof.analysis import hardware as _hardware
 from fastprof.capture.environment import capture_environment, environment_warnings
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
+from fastprof.measure import distributed as _distributed
 from fastprof.results.result import BenchmarkResult
 
 
@@ -132,7 +133,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
                        config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
                        sampler_backend: str = "auto", seed: int = 0,
-                       progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
+                       progress: Callable[[str, int, int], None] | None = None,
+                       distributed: str | bool = "auto") -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -157,6 +159,13 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     after) through the shared clock; the result's ``hardware`` section holds the samples,
     per-iteration utilisation, peak memory, power, energy and joules per token, temperature and
     throttling, and their statistics. Throttling appears among the warnings.
+
+    Under torchrun (torch.distributed initialised with several ranks), every rank measures
+    itself and rank 0 gathers them (``distributed="auto"``): rank 0 returns the merged result
+    (``result.distributed`` holds every rank; see :mod:`fastprof.measure.distributed`), the other
+    ranks their own. The mode is ``"tp"`` for a model sharded by transformers' tensor parallelism
+    (``tp_plan``), else ``"dp"``; pass ``distributed="tp"`` or ``"dp"`` to say so, ``False`` to
+    keep every rank's result to itself. Every rank must call it, with the same counts.
     """
     from transformers import LogitsProcessorList
 
@@ -248,9 +257,15 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     }
     cfg["sample_interval_ms"] = sample_interval_ms
     cfg.update(config or {})
-    return BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env, device_timing=device_timing,
-                                       hardware=hardware,
-                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
+    result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env, device_timing=device_timing,
+                                         hardware=hardware,
+                                         warnings=environment_warnings(env) + hardware.get("warnings", []))
+    if distributed is not False and _distributed.active():
+        mode = _distributed.infer_mode(model) if distributed in ("auto", True) else str(distributed)
+        merged = _distributed.finish(result, None, mode=mode, device=str(model_device), environment=env, seed=seed)
+        assert merged is not None
+        result = merged
+    return result
 
 
 def summarize_generation(traces: Sequence[Trace], *, batch_size: int, prompt_len: int,

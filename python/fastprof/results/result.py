@@ -70,6 +70,9 @@ class BenchmarkResult:
     device_timing: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     hardware: dict[str, Any] | None = None
+    #: Under torchrun: the mode, every rank's summary and raw iterations, clock offsets, step skew
+    #: (see :mod:`fastprof.measure.distributed`); None for one process.
+    distributed: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -79,8 +82,8 @@ class BenchmarkResult:
                     environment: dict[str, Any], device_timing: dict[str, Any],
                     per_iteration: Sequence[dict[str, Any]] | None = None,
                     hardware: dict[str, Any] | None = None,
-                    warnings: Sequence[str] = ()) -> "BenchmarkResult":
-        seed = int(config.get("seed", 0))
+                    warnings: Sequence[str] = (), seed: int | None = None) -> "BenchmarkResult":
+        seed = int(config.get("seed", 0)) if seed is None else int(seed)
         if kind == "generate":
             batch, prompt = int(config["batch_size"]), int(config["prompt_len"])
             host = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="host")
@@ -158,6 +161,7 @@ class BenchmarkResult:
             "warnings": self.warnings,
             "hardware": self.hardware,
             "iterations": self.iterations,
+            **({"distributed": self.distributed} if self.distributed is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -181,6 +185,7 @@ class BenchmarkResult:
                 kind=d["kind"], config=d["config"], environment=d["environment"], iterations=d["iterations"],
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), created=d.get("created", ""),
+                distributed=d.get("distributed"),
                 schema_version=version,
             )
         except KeyError as exc:
