@@ -168,11 +168,12 @@ class Workload:
 
 
 def make_arms(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int) -> dict[str, Callable[[], dict]]:
-    import fastprof
     import torch
-    from fastprof.capture.hf import make_hooks
     from transformers import LogitsProcessorList
     from transformers.generation.streamers import BaseStreamer
+
+    import fastprof
+    from fastprof.capture.hf import make_hooks
 
     rec = fastprof.TokenRecorder(capacity=wl.new_tokens + 1, device="cuda" if wl.cuda else None)
     streamer, processor = make_hooks(rec)
@@ -281,10 +282,11 @@ class _PresignedProcessor:
 def direct_cost(wl: Workload, calls: int, repeats: int = 5) -> dict[str, Any]:
     """Host ns per token that fastprof's hooks add inside generate, timed in isolation: streamer.put
     of a CPU token + a LogitsProcessorList holding fastprof's processor, less the same list empty."""
-    import fastprof
     import torch
-    from fastprof.capture.hf import make_hooks
     from transformers import LogitsProcessorList
+
+    import fastprof
+    from fastprof.capture.hf import make_hooks
 
     dev = wl.inputs["input_ids"].device
     vocab = int(wl.model.config.vocab_size)
@@ -464,6 +466,7 @@ def run_workload(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int
 
 def build_model(args: argparse.Namespace, cuda: bool):
     import torch
+
     from fastprof.capture.hf import build_default_model
 
     overrides = dict(MODEL_SMOKE if args.smoke else MODEL_1B)
@@ -567,11 +570,12 @@ def main() -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
 
-    import fastprof
     import torch
     import transformers
-    from fastprof.capture.hf import random_inputs
     from transformers import CompileConfig
+
+    import fastprof
+    from fastprof.capture.hf import random_inputs
 
     cuda = torch.cuda.is_available() and not args.smoke
     mp_ctx = mp.get_context("spawn")

@@ -11,8 +11,8 @@ Needs only torch, numpy and nvidia-ml-py.  Run:  python bench/sampler.py [--seco
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import random
+import multiprocessing as mp
 import time
 
 import numpy as np
@@ -60,6 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+
     from fastprof.capture.sampler import Sampler, cuda_visible_to_nvml
 
     nvml_id = cuda_visible_to_nvml([0])[0]

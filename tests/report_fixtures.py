@@ -3,9 +3,10 @@ samples), and synthetic results with chosen inter-token gaps."""
 
 import copy
 
-import fastprof
 import numpy as np
 import pytest
+
+import fastprof
 from fastprof import Trace
 from fastprof.results.sweep import Sweep
 from sampler_fixtures import fake_nvml_path  # noqa: F401

@@ -83,9 +83,10 @@ def test_generate_ttft_and_itl_agree_with_torch_event_reference(monkeypatch):
     """Same run, independent reference through torch.cuda.Event: one event just before generate
     starts, one per token next to fastprof's device mark (a second logits processor), and one per
     token where fastprof reads the host clock (when the streamer receives the token)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
     import fastprof.capture.hf
     from fastprof.capture.hf import build_default_model, random_inputs
-    from transformers import LogitsProcessor, LogitsProcessorList
 
     model = build_default_model(dtype=torch.bfloat16, device="cuda")
     inputs = random_inputs(model.config.vocab_size, 1, 128, device="cuda")

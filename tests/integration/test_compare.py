@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from fastprof import cli
 from fastprof.analysis.compare import bootstrap_ratio, compare_metric
 from fastprof.report.compare import compare_sweeps

@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+
 from fastprof import cli
 from fastprof.capture import environment as envinfo
 

@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+
 from fastprof import cli
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from fastprof import cli
 from fastprof.sweep import load
 

@@ -7,6 +7,7 @@ import os
 import re
 
 import pytest
+
 from fastprof import cli, report
 from fastprof.report import html as report_html
 from fastprof.results.sweep import Sweep, load, schema, validate

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from fastprof import report
 from report_fixtures import gpu_sweep, gpu_sweep_doc  # noqa: F401
 from sampler_fixtures import fake_nvml_path  # noqa: F401

@@ -2,8 +2,9 @@
 
 import time
 
-import fastprof
 import pytest
+
+import fastprof
 
 
 def test_benchmark_callable_host_only():

@@ -2,9 +2,10 @@
 
 from types import SimpleNamespace
 
-import fastprof
 import numpy as np
 import pytest
+
+import fastprof
 from fastprof import Trace
 from fastprof.analysis.hardware import attribute, summarize
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from fastprof import Trace
 from fastprof.analysis.metrics import GENERATE_METRICS, generation_metrics
 

@@ -5,8 +5,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import fastprof
 import pytest
+
+import fastprof
 from fastprof import _core
 
 FORBIDDEN = ("libcuda", "libcudart", "libamdhip", "libnvidia-ml", "libamd_smi", "libtorch", "libc10", "libhip")

@@ -3,9 +3,10 @@
 import gc
 import time
 
-import fastprof
 import numpy as np
 import pytest
+
+import fastprof
 from fastprof import CapacityError, DriverError, LibraryError, StateError, TokenRecorder
 
 

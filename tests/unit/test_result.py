@@ -1,8 +1,9 @@
 import json
 
-import fastprof
 import numpy as np
 import pytest
+
+import fastprof
 from fastprof import BenchmarkResult, Trace
 from fastprof.results.result import SCHEMA_VERSION, write_atomic
 

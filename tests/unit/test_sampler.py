@@ -1,6 +1,7 @@
 """The GPU sampler on the fake NVML, AMD SMI and xpu-smi (no GPU needed)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,13 +10,9 @@ import time
 
 import numpy as np
 import pytest
+
 from fastprof import _core
-from fastprof.capture.sampler import (
-    FIELDS,
-    Sampler,
-    SamplerResult,
-    cuda_visible_to_nvml,
-)
+from fastprof.capture.sampler import FIELDS, Sampler, SamplerResult, cuda_visible_to_nvml
 from sampler_fixtures import (  # noqa: F401  (fixtures)
     fake_amdsmi,
     fake_amdsmi_path,

@@ -8,13 +8,15 @@ import re
 import shutil
 import subprocess
 
-import fastprof
 import pytest
-from conftest import FAKES
+
+import fastprof
 from fastprof import _core
 from fastprof.capture import selftest
 from fastprof.cli import selftest as selftest_cli
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401  (fixtures)
+
+from conftest import FAKES
 
 
 def run_selftest(argv):

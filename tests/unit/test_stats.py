@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from fastprof import STAT_KEYS, describe
 from fastprof.analysis.stats import stability_warnings
 
