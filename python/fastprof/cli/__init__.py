@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = argv
         return COMMANDS[args.command].main(args)
     except UsageError as exc:
-        print(f"fastprof: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun, rank 0 speaks for all
+            print(f"fastprof: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fastprof: interrupted", file=sys.stderr)

@@ -67,6 +67,13 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    par = run.add_mutually_exclusive_group()
+    par.add_argument("--tp", action="store_true",
+                     help="under torchrun: tensor parallel, the model sharded across the ranks with transformers' "
+                          "tp_plan='auto'; a step takes its slowest rank's time")
+    par.add_argument("--dp", action="store_true",
+                     help="under torchrun: data parallel, every rank its own copy and its own prompts; throughput "
+                          "adds up across ranks (the default under torchrun)")
 
 
 def _resolve_device(text: str, torch: Any) -> str:
@@ -100,13 +107,58 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     device = _resolve_device(args.device, torch)
+    mode = runner.distributed_mode(args)
+    if mode is not None:
+        device = _distributed_checks(args, mode, device, torch)
     try:
         outcome = runner.run_sweep(args, device=device,
                                    command=["fastprof", *(argv if argv is not None else sys.argv[1:])])
     except runner.ModelLoadError as exc:
         raise UsageError(str(exc)) from None
-    _print_outcome(outcome, args)
+    finally:
+        if mode is not None:
+            from fastprof.measure import distributed
+
+            distributed.teardown()
+    if outcome.rank == 0:
+        _print_outcome(outcome, args)
     return outcome.exit_code
+
+
+def _distributed_checks(args: argparse.Namespace, mode: str, device: str, torch: Any) -> str:
+    """Under torchrun: the rank's device, and bad combinations refused before anything runs
+    (every rank checks; only rank 0 prints)."""
+    from fastprof.measure import distributed
+
+    rank, world, local_rank = distributed.env_world()
+    if world < 2:
+        raise UsageError(f"--{mode} needs several processes: launch with "
+                         f"'torchrun --nproc-per-node N -m fastprof run --{mode} ...'")
+    if device.startswith("cuda"):
+        if torch.cuda.device_count() <= local_rank:
+            raise UsageError(f"rank {rank}: local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if mode == "tp":
+        if not device.startswith("cuda"):
+            raise UsageError("--tp needs GPUs (transformers' tensor parallelism runs on NCCL)")
+        from fastprof.capture import hf
+
+        if args.model is None:
+            cfg = hf.default_model_config()
+        else:
+            from transformers import AutoConfig
+
+            try:
+                cfg = AutoConfig.from_pretrained(args.model, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"argument --model: cannot read the config of {args.model!r}: {exc}") from None
+        heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
+        kv = int(getattr(cfg, "num_key_value_heads", heads) or heads)
+        if heads % world or kv % world:
+            raise UsageError(f"--tp over {world} ranks: the model's {heads} attention heads and {kv} key-value "
+                             f"heads must both divide by {world}")
+    return device
 
 
 def _print_outcome(outcome: Any, args: argparse.Namespace) -> None:
@@ -121,7 +173,10 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> None:
         return
     out_console = Console()
     if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
+        from fastprof.report.distributed import print_ranks
+
         out_console.print(sweep.runs[0].result)
+        print_ranks(sweep, out_console)
     else:
         print_console(sweep, console=out_console)
     console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)

@@ -10,6 +10,7 @@ from fastprof.analysis import roofline as _roofline
 from fastprof.capture.environment import capture_environment, environment_warnings
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
+from fastprof.measure import distributed as _distributed
 from fastprof.results.result import BenchmarkResult
 
 
@@ -134,7 +135,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
                        sampler_backend: str = "auto", seed: int = 0,
                        progress: Callable[[str, int, int], None] | None = None,
-                       weight_bytes: float | None = None) -> BenchmarkResult:
+                       weight_bytes: float | None = None,
+                       distributed: str | bool = "auto") -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -165,6 +167,13 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     and tensor FLOP/s (from NVML and a table by compute capability): MBU, MFU and the ideal step
     time; ``verdict`` says whether decode is host-overhead-, memory- or compute-bound and why
     (see :mod:`fastprof.analysis.roofline`, :mod:`fastprof.analysis.verdict`).
+
+    Under torchrun (torch.distributed initialised with several ranks), every rank measures
+    itself and rank 0 gathers them (``distributed="auto"``): rank 0 returns the merged result
+    (``result.distributed`` holds every rank; see :mod:`fastprof.measure.distributed`), the other
+    ranks their own. The mode is ``"tp"`` for a model sharded by transformers' tensor parallelism
+    (``tp_plan``), else ``"dp"``; pass ``distributed="tp"`` or ``"dp"`` to say so, ``False`` to
+    keep every rank's result to itself. Every rank must call it, with the same counts.
     """
     from transformers import LogitsProcessorList
 
@@ -263,6 +272,11 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     if getattr(model_device, "type", None) == "cuda":
         gpu = _roofline.gpu_peaks(_roofline.gpu_facts(env, int(getattr(model_device, "index", None) or 0)))
     result.diagnose(model=model_facts(model, weight_bytes=weight_bytes), gpu=gpu)
+    if distributed is not False and _distributed.active():
+        mode = _distributed.infer_mode(model) if distributed in ("auto", True) else str(distributed)
+        merged = _distributed.finish(result, None, mode=mode, device=str(model_device), environment=env, seed=seed)
+        assert merged is not None
+        result = merged
     return result
 
 

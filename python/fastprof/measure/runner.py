@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,17 +33,31 @@ def _dtype_name(dtype: str, device: str) -> str:
     return dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
 
 
-def load_model(model_dir: str | None, *, dtype: str, attn_implementation: str, device: str, seed: int) -> Any:
-    """The built-in model (``model_dir`` None) or a local model, on ``device``, in eval mode."""
+def load_model(model_dir: str | None, *, dtype: str, attn_implementation: str, device: str, seed: int,
+               tensor_parallel: bool = False) -> Any:
+    """The built-in model (``model_dir`` None) or a local model, on ``device``, in eval mode.
+
+    ``tensor_parallel``: loaded with transformers' ``tp_plan="auto"`` across the torchrun ranks
+    (the built-in model is saved to a temporary directory first, since that goes through
+    ``from_pretrained``)."""
     import torch
 
     from fastprof.capture import hf
     kwargs = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
     torch_dtype = getattr(torch, dtype)
-    if model_dir is None:
+    if model_dir is None and not tensor_parallel:
         return hf.build_default_model(dtype=torch_dtype, device=device, seed=seed, **kwargs)
     from transformers import AutoModelForCausalLM
 
+    if tensor_parallel:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fastprof-model-") as tmp:
+            if model_dir is None:
+                hf.build_default_model(dtype=torch_dtype, device="cpu", seed=seed).save_pretrained(tmp)
+            model = AutoModelForCausalLM.from_pretrained(model_dir or tmp, dtype=torch_dtype, local_files_only=True,
+                                                         tp_plan="auto", **kwargs)
+        return model.eval()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, local_files_only=True, **kwargs)
     return model.to(device).eval()
 
@@ -72,6 +87,30 @@ class SweepOutcome:
     exit_code: int
     failed: int
     total: int
+    #: Under torchrun, this process's rank: only rank 0 writes and prints the results.
+    rank: int = 0
+
+
+def distributed_mode(args: Any) -> str | None:
+    """``tp`` or ``dp`` under torchrun (``dp`` unless ``--tp``); None for one process."""
+    from fastprof.measure import distributed
+
+    if getattr(args, "tp", False):
+        return "tp"
+    if getattr(args, "dp", False) or distributed.launched():
+        return "dp"
+    return None
+
+
+def _injected_failure(config_index: int, rank: int) -> None:
+    """``FASTPROF_FAIL_RANK=R`` or ``R:I`` (a testing aid): rank R raises in every configuration,
+    or in configuration I (0-based) only, as a failing rank would."""
+    spec = os.environ.get("FASTPROF_FAIL_RANK")
+    if not spec:
+        return
+    r, _, i = spec.partition(":")
+    if r.strip() == str(rank) and (not i or i.strip() == str(config_index)):
+        raise RuntimeError(f"failure injected by FASTPROF_FAIL_RANK={spec}")
 
 
 def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -> SweepOutcome:
@@ -90,9 +129,13 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
 
     from fastprof.capture import hf
     from fastprof.capture.environment import capture_environment
+    from fastprof.measure import distributed
     from fastprof.measure.driver import benchmark_generate
 
-    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
+    mode = distributed_mode(args)
+    ctx = distributed.setup("cuda" if device.startswith("cuda") else "cpu") if mode else None
+    rank0 = ctx is None or ctx.rank == 0
+    console = Console(stderr=True, quiet=args.quiet or not rank0, soft_wrap=True)
     model_name = BUILTIN_MODEL if args.model is None else args.model
     dtypes = [_dtype_name(d, device) for d in args.dtype]
     dtypes = list(dict.fromkeys(dtypes))
@@ -102,10 +145,13 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     sweep = Sweep(environment=capture_environment(), parameters={"model": [model_name], **axes},
                   command=list(command) if command else None, complete=False)
     what = "built-in model (Llama architecture, random weights)" if args.model is None else args.model
+    if ctx is not None:
+        sweep.parameters["distributed"] = [mode]
+        what += f", {'tensor' if mode == 'tp' else 'data'} parallel over {ctx.world_size} ranks"
     console.print(f"[bold]fastprof run[/bold]: {escape(what)} on {device}, {len(combos)} configuration(s)", highlight=False)
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=False, disable=args.quiet)
+                        console=console, transient=False, disable=args.quiet or not rank0)
     failed = 0
     model = None
     model_key: tuple[str, str] | None = None
@@ -120,13 +166,14 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                 label = f"[{n + 1}/{len(combos)}] bs={bs} prompt={pl} new={new} {dtype} attn={attn} compile={comp}"
                 progress.update(overall, description=escape(label))
                 progress.reset(iters, total=args.warmup + args.iterations, description="  warmup")
+                result, error = None, None
                 try:
                     if (dtype, attn) != model_key:
                         model, model_error, model_key = None, None, (dtype, attn)
                         _free(torch)
                         try:
                             model = load_model(args.model, dtype=dtype, attn_implementation=attn, device=device,
-                                               seed=args.seed)
+                                               seed=args.seed, tensor_parallel=mode == "tp")
                         except (OSError, ValueError, ImportError) as exc:
                             if args.model is not None and attn == "auto":
                                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -144,33 +191,50 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                         done = i if phase == "warmup" else args.warmup + i
                         progress.update(iters, completed=done, description=f"  {phase}")
 
-                    inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=args.seed)
+                    # Data parallel: every rank its own prompts; tensor parallel: the same on every rank.
+                    input_seed = args.seed + (ctx.rank if ctx is not None and mode == "dp" else 0)
+                    inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)
+                    _injected_failure(n, ctx.rank if ctx is not None else 0)
                     result = benchmark_generate(
                         model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
                         generate_kwargs=compile_kwargs(comp), seed=args.seed, progress=on_progress,
-                        sample_interval_ms=args.sample_interval_ms or None, config=dict(config),
+                        sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
                     )
                     if comp == "on" and not device.startswith("cuda"):
                         result.warnings.append("--compile on: transformers compiles the forward pass on GPUs only; "
                                                f"on {device} this configuration ran with a static cache, uncompiled")
-                    sweep.add_ok(config, result)
                 except (KeyboardInterrupt, ModelLoadError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - any failure is recorded and the sweep goes on
+                    error = exc
+                if ctx is not None:  # every rank's result (or error) to rank 0, which merges them
+                    try:
+                        result = distributed.finish(result, error, mode=mode, device=device,
+                                                    environment=sweep.environment, seed=args.seed)
+                        error = None
+                    except Exception as exc:  # noqa: BLE001 - a failed rank fails the configuration
+                        result, error = None, exc
+                if error is None:
+                    sweep.add_ok(config, result)
+                else:
                     failed += 1
-                    run = sweep.add_failed(config, exc)
+                    run = sweep.add_failed(config, error)
                     console.print(escape(f"failed {label}: {run.error['type']}: {run.error['message']}"), style="red",
                                   highlight=False)
                     _free(torch)
-                sweep.save(args.output)
+                if rank0:
+                    sweep.save(args.output)
                 progress.advance(overall)
     except KeyboardInterrupt:
         sweep.complete = False
-        sweep.save(args.output)
+        if rank0:
+            sweep.save(args.output)
         print(f"fastprof: interrupted: {len(sweep.runs)} of {len(combos)} configuration(s) are in {args.output}",
               file=sys.stderr)
         return SweepOutcome(sweep, 130, failed, len(combos))
     sweep.complete = True
+    if not rank0:
+        return SweepOutcome(sweep, 1 if failed else 0, failed, len(combos), rank=ctx.rank)
     if len(combos) == 1 and sweep.runs[0].result is not None:
         # One configuration that ran: the plain per-run document (BenchmarkResult JSON), which
         # report and compare read as a sweep of one.

@@ -140,6 +140,9 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
         style = None if row[st] == "ok" else "red"
         t.add_row(*(escape(c) for c in row), style=style)
     console.print(t)
+    from fastprof.report.distributed import print_ranks
+
+    print_ranks(sweep, console)
     if details:
         for run in sweep.ok_runs:
             console.rule(escape(f"configuration {run.index}: {run.label()}"))

@@ -80,6 +80,9 @@ class BenchmarkResult:
     hardware: dict[str, Any] | None = None
     roofline: dict[str, Any] | None = None
     verdict: dict[str, Any] | None = None
+    #: Under torchrun: the mode, every rank's summary and raw iterations, clock offsets, step skew
+    #: (see :mod:`fastprof.measure.distributed`); None for one process.
+    distributed: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -89,8 +92,8 @@ class BenchmarkResult:
                     environment: dict[str, Any], device_timing: dict[str, Any],
                     per_iteration: Sequence[dict[str, Any]] | None = None,
                     hardware: dict[str, Any] | None = None,
-                    warnings: Sequence[str] = ()) -> "BenchmarkResult":
-        seed = int(config.get("seed", 0))
+                    warnings: Sequence[str] = (), seed: int | None = None) -> "BenchmarkResult":
+        seed = int(config.get("seed", 0)) if seed is None else int(seed)
         if kind == "generate":
             batch, prompt = int(config["batch_size"]), int(config["prompt_len"])
             host = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="host")
@@ -213,6 +216,7 @@ class BenchmarkResult:
             "roofline": self.roofline,
             "verdict": self.verdict,
             "iterations": self.iterations,
+            **({"distributed": self.distributed} if self.distributed is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -237,6 +241,7 @@ class BenchmarkResult:
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
+                distributed=d.get("distributed"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
