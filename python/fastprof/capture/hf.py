@@ -107,6 +107,21 @@ def build_default_model(*, dtype: Any = None, device: Any = "cpu", seed: int = 0
     return model.to(device).eval()
 
 
+def save_default_model(path: str, *, dtype: Any = None, seed: int = 0, **overrides: Any) -> str:
+    """Writes the built-in model to ``path`` as a model directory (config and safetensors) for
+    ``from_pretrained``. Unlike ``save_pretrained``, it writes on every rank of a torchrun job:
+    transformers saves on rank 0 only, and every rank needs the files on its own host."""
+    import os
+
+    from safetensors.torch import save_model
+
+    model = build_default_model(dtype=dtype, device="cpu", seed=seed, **overrides)
+    os.makedirs(path, exist_ok=True)
+    model.config.save_pretrained(path)
+    save_model(model, os.path.join(path, "model.safetensors"))
+    return path
+
+
 def random_inputs(vocab_size: int, batch_size: int, prompt_len: int, *, device: Any = "cpu",
                   seed: int = 0) -> dict[str, Any]:
     """Random prompt token ids (no tokenizer needed) and a full attention mask."""

@@ -120,8 +120,11 @@ def main(args: argparse.Namespace) -> int:
             from fastprof.measure import distributed
 
             distributed.teardown()
-    if outcome.rank == 0:
-        _print_outcome(outcome, args)
+    if outcome.rank != 0:
+        # Rank 0 reports for the job: an early non-zero exit here would make torchrun stop rank 0
+        # before it has written the results.
+        return 0
+    _print_outcome(outcome, args)
     return outcome.exit_code
 
 
@@ -140,8 +143,6 @@ def _distributed_checks(args: argparse.Namespace, mode: str, device: str, torch:
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     if mode == "tp":
-        if not device.startswith("cuda"):
-            raise UsageError("--tp needs GPUs (transformers' tensor parallelism runs on NCCL)")
         from fastprof.capture import hf
 
         if args.model is None:

@@ -54,7 +54,7 @@ def load_model(model_dir: str | None, *, dtype: str, attn_implementation: str, d
 
         with tempfile.TemporaryDirectory(prefix="fastprof-model-") as tmp:
             if model_dir is None:
-                hf.build_default_model(dtype=torch_dtype, device="cpu", seed=seed).save_pretrained(tmp)
+                hf.save_default_model(tmp, dtype=torch_dtype, seed=seed)
             model = AutoModelForCausalLM.from_pretrained(model_dir or tmp, dtype=torch_dtype, local_files_only=True,
                                                          tp_plan="auto", **kwargs)
         return model.eval()
