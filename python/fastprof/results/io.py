@@ -31,13 +31,31 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where possible; os.umask otherwise, which has to set
+    it to read it and sets it back at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Writes ``text`` to ``path`` through a temporary file and a rename: readers never see a
-    half-written file, and an interrupted write leaves the old file in place."""
+    half-written file, and an interrupted write leaves the old file in place. The file gets the
+    mode any new file gets under the user's umask (typically 0644), not the temporary file's 0600,
+    so colleagues on a shared machine can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
