@@ -44,9 +44,12 @@ def clock_view(trace: Trace, clock: str) -> tuple[float, np.ndarray, float] | No
 
 
 def generation_metrics(traces: Sequence[Trace], *, batch_size: int, prompt_len: int,
-                       clock: str = "host") -> dict[str, np.ndarray] | None:
+                       clock: str = "host", unmarked_tokens: int | None = None) -> dict[str, np.ndarray] | None:
     """Per-metric samples over ``traces``: one value per iteration, except ``itl_s`` which holds
-    every gap of every iteration. None when ``clock`` is missing from any trace."""
+    every gap of every iteration. None when ``clock`` is missing from any trace.
+
+    ``unmarked_tokens``: iterations without per-token marks (beam search) generated that many
+    tokens per sequence; only ``e2e_latency_s`` and ``throughput_tokens_per_s`` exist then."""
     out: dict[str, list[float]] = {name: [] for name in GENERATE_METRICS}
     for trace in traces:
         view = clock_view(trace, clock)
@@ -56,7 +59,8 @@ def generation_metrics(traces: Sequence[Trace], *, batch_size: int, prompt_len: 
         n = marks.size
         e2e = end - start
         out["e2e_latency_s"].append(e2e)
-        out["throughput_tokens_per_s"].append(batch_size * n / e2e if e2e > 0 else np.nan)
+        tokens = n if n or not unmarked_tokens else int(unmarked_tokens)
+        out["throughput_tokens_per_s"].append(batch_size * tokens / e2e if e2e > 0 else np.nan)
         if n == 0:
             continue
         ttft = marks[0] - start

@@ -33,8 +33,9 @@ def add_parser(sub: Any) -> None:
     rep.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     rep.add_argument("--csv", metavar="FILE", help="write every statistic as CSV")
     rep.add_argument("--markdown", "--md", metavar="FILE", help="write the table as Markdown")
-    rep.add_argument("--metric", type=comma_list(str), default=list(DEFAULT_METRICS), metavar="NAME[,...]",
-                     help="metrics in the table")
+    rep.add_argument("--metric", type=comma_list(str), default=None, metavar="NAME[,...]",
+                     help=f"metrics in the table (default: those of {', '.join(DEFAULT_METRICS)} that the file has, "
+                          "else end-to-end latency and throughput)")
     rep.add_argument("--stat", type=comma_list(str), default=["p50"], metavar="STAT[,...]",
                      help="statistics per metric (n, mean, std, min, p50, p90, p95, p99, max, cv)")
     rep.add_argument("--clock", choices=("host", "device"), default="host", help="clock of the table")
@@ -46,6 +47,12 @@ def main(args: argparse.Namespace) -> int:
 
     sweep = load_results(args.results)
     try:
+        if args.metric is None:
+            have = reports.available_metrics(sweep, args.clock)
+            args.metric = [m for m in reports.DEFAULT_METRICS if m in have]
+            if "ttft_s" not in have:  # no per-token marks (beam search, a callable): the whole call
+                args.metric = [m for m in ("e2e_latency_s", "latency_s") if m in have] + args.metric
+            args.metric = args.metric or have
         reports.check_metrics(sweep, args.metric, args.clock)
         reports.check_stats(args.stat)
     except ValueError as exc:

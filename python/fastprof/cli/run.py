@@ -62,8 +62,11 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--warmup", type=non_negative_int, default=5, help="untimed iterations first, per configuration")
     run.add_argument("--iterations", type=positive_int, default=20, help="measured iterations per configuration")
     run.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    run.add_argument("--sample-interval-ms", type=non_negative_int, default=10, metavar="MS",
-                     help="GPU sampling interval (utilisation, power, energy ...); 0 turns sampling off")
+    run.add_argument("--sample-interval-ms", type=_interval_ms, default=10, metavar="MS",
+                     help="GPU sampling interval, 1 to 1000 (utilisation, power, energy ...); 0 turns sampling off")
+    run.add_argument("--num-beams", type=positive_int, default=1, metavar="N",
+                     help="beam search with N beams: measured end to end (latency, throughput) without per-token "
+                          "marks, since the tokens are chosen only at the end")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -74,6 +77,42 @@ def add_parser(sub: Any) -> None:
     par.add_argument("--dp", action="store_true",
                      help="under torchrun: data parallel, every rank its own copy and its own prompts; throughput "
                           "adds up across ranks (the default under torchrun)")
+
+
+def _interval_ms(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000 (or 0 for off), got {value}")
+    return value
+
+
+def _check_positions(args: argparse.Namespace) -> str | None:
+    """Prompt plus new tokens against the model's position limit, before anything is loaded:
+    a UsageError when a configuration would exceed it (a warning, returned, when the model
+    scales its positions with rope_scaling and may allow more)."""
+    from fastprof.capture import hf
+
+    if args.model is None:
+        cfg = hf.default_model_config()
+    else:
+        from transformers import AutoConfig
+
+        try:
+            cfg = AutoConfig.from_pretrained(args.model, local_files_only=True)
+        except (OSError, ValueError):
+            return None  # the model's own loading reports it, per configuration
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    need = max(args.prompt_len) + max(args.max_new_tokens)
+    if need <= limit:
+        return None
+    what = (f"--prompt-len {max(args.prompt_len)} + --max-new-tokens {max(args.max_new_tokens)} = {need} "
+            f"positions, more than the model's max_position_embeddings {limit}")
+    rope = getattr(cfg, "rope_scaling", None) or getattr(cfg, "rope_parameters", None)
+    if isinstance(rope, dict) and rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        return f"{what}; the model scales its positions ({rope.get('rope_type', rope.get('type'))} rope), so it may allow more"
+    raise UsageError(what)
 
 
 def _resolve_device(text: str, torch: Any) -> str:
@@ -94,8 +133,6 @@ def main(args: argparse.Namespace) -> int:
     from fastprof.measure import runner
 
     argv = getattr(args, "argv", None)
-    if args.sample_interval_ms > 1000:
-        raise UsageError(f"argument --sample-interval-ms: must be 1 to 1000 (or 0 for off), got {args.sample_interval_ms}")
     if args.model is not None and not Path(args.model).is_dir():
         raise UsageError(f"argument --model: {args.model!r} is not a directory")
     try:
@@ -107,6 +144,9 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     device = _resolve_device(args.device, torch)
+    note = _check_positions(args)
+    if note:
+        print(f"fastprof: warning: {note}", file=sys.stderr)
     mode = runner.distributed_mode(args)
     if mode is not None:
         device = _distributed_checks(args, mode, device, torch)

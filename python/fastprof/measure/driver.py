@@ -14,6 +14,12 @@ from fastprof.measure import distributed as _distributed
 from fastprof.results.result import BenchmarkResult
 
 
+def check_interval_ms(interval_ms: float | None) -> None:
+    """The sampling interval is 1 to 1000 ms (None: no sampling), checked whatever the hardware."""
+    if interval_ms is not None and not 1 <= interval_ms <= 1000:
+        raise ValueError(f"sample_interval_ms must be 1 to 1000 (None: no sampling), got {interval_ms!r}")
+
+
 def _check_counts(warmup: int, iterations: int) -> None:
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
@@ -43,6 +49,7 @@ class _Sampling:
     """The sampler over a whole measurement (one thread for all iterations), or the reason there is none."""
 
     def __init__(self, device_timing: dict[str, Any], interval_ms: float | None, backend: str) -> None:
+        check_interval_ms(interval_ms)
         self.sampler = None
         self.reason: str | None = None
         if interval_ms is None:
@@ -93,6 +100,7 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
     ``hardware`` section attributes each sample to its iteration (see :mod:`fastprof.analysis.hardware`).
     """
     _check_counts(warmup, iterations)
+    check_interval_ms(sample_interval_ms)
     rec, device_timing = _make_recorder(1, device)
     for _ in range(warmup):
         fn()
@@ -180,6 +188,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     from fastprof.capture.hf import make_hooks
 
     _check_counts(warmup, iterations)
+    check_interval_ms(sample_interval_ms)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if not isinstance(inputs, dict) and hasattr(inputs, "shape"):
@@ -203,8 +212,14 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     user_processors = kwargs.pop("logits_processor", None) or []
     if "streamer" in kwargs:
         raise ValueError("generate_kwargs may not contain 'streamer': fastprof attaches its own")
-    kwargs.update(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, streamer=streamer,
-                  logits_processor=LogitsProcessorList([*user_processors, processor]))
+    # Beam search keeps several candidates per sequence and picks at the end, so there is no
+    # token to mark per step (transformers refuses a streamer with it): only the whole call is timed.
+    per_token = int(kwargs.get("num_beams", 1) or 1) <= 1
+    kwargs.update(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
+    if per_token:
+        kwargs.update(streamer=streamer, logits_processor=LogitsProcessorList([*user_processors, processor]))
+    elif user_processors:
+        kwargs["logits_processor"] = LogitsProcessorList(user_processors)
     gen_config = getattr(model, "generation_config", None)
     if "pad_token_id" not in kwargs and gen_config is not None and gen_config.pad_token_id is None:
         eos = gen_config.eos_token_id
@@ -226,7 +241,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         produced = int(sequences.shape[-1]) - prompt_len
         if produced != max_new_tokens:
             raise OutputLengthError(max_new_tokens, produced, "generate returned sequences of the wrong length")
-        if trace.n_marks != max_new_tokens:
+        if per_token and trace.n_marks != max_new_tokens:
             raise OutputLengthError(max_new_tokens, trace.n_marks, "the streamer saw a different number of tokens")
         return trace
 
@@ -247,7 +262,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         raise
     hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
 
-    if device_timing["available"]:
+    if device_timing["available"] and per_token:
         bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
         if bad:
             device_timing = {"available": False,
@@ -264,10 +279,15 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                             if k not in ("streamer", "logits_processor") and isinstance(v, (int, float, str, bool))},
     }
     cfg["sample_interval_ms"] = sample_interval_ms
+    notes: list[str] = []
+    if not per_token:
+        cfg["per_token_marks"] = False
+        notes.append(f"beam search (num_beams={kwargs['num_beams']}): no per-token marks (the best sequence is "
+                     "chosen at the end), so only end-to-end latency and throughput are measured")
     cfg.update(config or {})
     result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env,
                                          device_timing=device_timing, hardware=hardware,
-                                         warnings=environment_warnings(env) + hardware.get("warnings", []))
+                                         warnings=notes + environment_warnings(env) + hardware.get("warnings", []))
     gpu = None
     if getattr(model_device, "type", None) == "cuda":
         gpu = _roofline.gpu_peaks(_roofline.gpu_facts(env, int(getattr(model_device, "index", None) or 0)))

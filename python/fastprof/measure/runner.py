@@ -72,6 +72,12 @@ def compile_kwargs(mode: str) -> dict[str, Any]:
     return {"cache_implementation": "static", "compile_config": CompileConfig(fullgraph=True, mode="reduce-overhead")}
 
 
+def beam_kwargs(args: Any) -> dict[str, Any]:
+    """generate() arguments for ``--num-beams`` (beam search: end-to-end timing only)."""
+    beams = int(getattr(args, "num_beams", 1) or 1)
+    return {"num_beams": beams} if beams > 1 else {}
+
+
 def _free(torch: Any) -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -163,6 +169,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
             for n, (dtype, attn, comp, bs, pl, new) in enumerate(combos):
                 config = {"model": model_name, "batch_size": bs, "prompt_len": pl, "max_new_tokens": new,
                           "dtype": dtype, "attn_implementation": attn, "compile": comp}
+                if beam_kwargs(args):
+                    config["num_beams"] = int(args.num_beams)
                 label = f"[{n + 1}/{len(combos)}] bs={bs} prompt={pl} new={new} {dtype} attn={attn} compile={comp}"
                 progress.update(overall, description=escape(label))
                 progress.reset(iters, total=args.warmup + args.iterations, description="  warmup")
@@ -197,7 +205,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     _injected_failure(n, ctx.rank if ctx is not None else 0)
                     result = benchmark_generate(
                         model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
-                        generate_kwargs=compile_kwargs(comp), seed=args.seed, progress=on_progress,
+                        generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args)}, seed=args.seed, progress=on_progress,
                         sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
                     )
                     if comp == "on" and not device.startswith("cuda"):

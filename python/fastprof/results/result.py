@@ -96,16 +96,22 @@ class BenchmarkResult:
         seed = int(config.get("seed", 0)) if seed is None else int(seed)
         if kind == "generate":
             batch, prompt = int(config["batch_size"]), int(config["prompt_len"])
-            host = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="host")
-            device = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="device")
+            unmarked = None if config.get("per_token_marks", True) else int(config["max_new_tokens"])
+            host = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="host",
+                                               unmarked_tokens=unmarked)
+            device = _metrics.generation_metrics(traces, batch_size=batch, prompt_len=prompt, clock="device",
+                                                 unmarked_tokens=unmarked)
         else:
             host = _metrics.callable_metrics(traces, clock="host")
             device = _metrics.callable_metrics(traces, clock="device")
         assert host is not None
-        summary = {name: _stats.describe(v, seed=seed) for name, v in host.items()}
+        def keep(values: Any) -> bool:  # without per-token marks, the per-token metrics do not exist
+            return kind != "generate" or config.get("per_token_marks", True) or values.size > 0
+
+        summary = {name: _stats.describe(v, seed=seed) for name, v in host.items() if keep(v)}
         device_summary = None
         if device is not None and device_timing.get("available"):
-            device_summary = {name: _stats.describe(v, seed=seed) for name, v in device.items()}
+            device_summary = {name: _stats.describe(v, seed=seed) for name, v in device.items() if keep(v)}
         all_warnings = list(warnings)
         if len(traces) < _stats.MIN_SAMPLES:
             all_warnings.append(f"only {len(traces)} measured iteration(s): percentiles and confidence intervals "
