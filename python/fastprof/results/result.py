@@ -324,7 +324,9 @@ class BenchmarkResult:
         elif hw:
             yield f"[dim]GPU samples unavailable: {hw.get('reason')}[/dim]"
         yield from roofline_lines(self.roofline, self.verdict)
-        for w in self.warnings:
+        from fastprof.results.warnings import grouped
+
+        for w in grouped((None, w) for w in self.warnings):
             yield f"[yellow]warning:[/yellow] {w}"
 
     def __str__(self) -> str:

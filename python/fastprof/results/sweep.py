@@ -169,17 +169,14 @@ class Sweep:
                                          for r in self.runs}) > 1]
 
     def warnings(self) -> list[str]:
-        """Every distinct warning of every run, prefixed by the run when there are several."""
-        out: list[str] = []
+        """Every distinct warning of every run once, with the metrics and configurations it
+        applies to (see :mod:`fastprof.results.warnings`)."""
+        from fastprof.results.warnings import grouped
+
         keys = self.varying_keys
-        for run in self.runs:
-            if run.result is None:
-                continue
-            for w in run.result.warnings:
-                text = f"[{run.label(keys)}] {w}" if len(self.runs) > 1 and keys else w
-                if text not in out:
-                    out.append(text)
-        return out
+        several = len(self.runs) > 1 and bool(keys)
+        return grouped((run.label(keys) if several else None, w)
+                       for run in self.runs if run.result is not None for w in run.result.warnings)
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Flat rows: one per run x clock x metric with its statistics (see :meth:`to_dataframe`)."""
