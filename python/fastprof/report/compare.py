@@ -15,6 +15,7 @@ import numpy as np
 from fastprof.analysis import metrics as _metrics
 from fastprof.analysis.compare import Row, compare_metric
 from fastprof.results.io import json_safe, write_atomic
+from fastprof.results.layout import Column, console_width, fit_tables
 from fastprof.results.result import BenchmarkResult
 from fastprof.results.sweep import Run, Sweep
 from fastprof.results.units import display_unit
@@ -121,27 +122,27 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
                   console: Any = None) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = console or Console()
     for c in comparisons:
-        t = Table(title=escape(f"{c.other} vs {c.baseline} (ratio of medians B/A, {1 - alpha:.0%} bootstrap interval, "
-                        f"Mann-Whitney U)"), title_justify="left")
-        for col in ("configuration", "metric", "A p50", "B p50", "B/A", "interval", "p", "change", "verdict"):
-            t.add_column(col, justify="left" if col in ("configuration", "metric", "verdict") else "right",
-                         no_wrap=col != "configuration")
+        console.print(escape(f"{c.other} vs {c.baseline}: ratio of medians B/A, its {1 - alpha:.0%} bootstrap interval, "
+                             "Mann-Whitney U p-value"), highlight=False)
+        columns = [Column("configuration", "left", key=True), Column("metric", "left", key=True),
+                   Column("A p50"), Column("B p50"), Column("B/A"), Column(f"{1 - alpha:.0%} interval"), Column("p"),
+                   Column("change"), Column("verdict", "left")]
+        rows, styles = [], []
         for r in c.rows:
             unit, scale = display_unit(r.metric, r.median_a) if r.metric.endswith("_s") else ("", 1.0)
             fmt = (lambda v: f"{v * scale:,.3f} {unit}".strip()) if not r.metric.endswith("_tokens_per_s") \
                 else (lambda v: f"{v:,.1f}")
-            style = {"regression": "red", "improvement": "green"}.get(r.verdict)
             flag = r.verdict
             if r.verdict == "regression" and threshold_pct is not None and r.worse_pct > threshold_pct:
                 flag = f"REGRESSION > {threshold_pct:g}%"
-            t.add_row(escape(r.config), r.metric, fmt(r.median_a), fmt(r.median_b), f"{r.ratio:.3f}",
-                      f"{r.ci_low:.3f}-{r.ci_high:.3f}", f"{r.p_value:.2g}", f"{r.change_pct:+.1f}%", flag,
-                      style=style)
-        console.print(t)
+            rows.append([r.config or "-", r.metric, fmt(r.median_a), fmt(r.median_b), f"{r.ratio:.3f}",
+                         f"{r.ci_low:.3f}-{r.ci_high:.3f}", f"{r.p_value:.2g}", f"{r.change_pct:+.1f}%", flag])
+            styles.append({"regression": "red", "improvement": "green"}.get(r.verdict))
+        for t in fit_tables(columns, rows, width=console_width(console), row_styles=styles):
+            console.print(t)
         for label in c.unmatched_a:
             console.print(f"[dim]only in {escape(c.baseline)}: {escape(label)}[/dim]", highlight=False)
         for label in c.unmatched_b:

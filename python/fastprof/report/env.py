@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastprof.results.layout import Column, console_width, fit_tables
+
 
 def print_console(info: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
@@ -31,23 +33,24 @@ def print_console(info: dict[str, Any], console: Any = None) -> None:
     console.print(t)
     gpus = info.get("gpus") or []
     if gpus:
-        g = Table(title="GPUs", title_justify="left")
-        for col in ("#", "name", "UUID", "power limit / default [W]", "persistence", "ECC", "SM clock / max [MHz]",
-                    "mem clock / max [MHz]", "temp [C]", "processes"):
-            g.add_column(col)
+        columns = [Column(col, "left", key=col in ("#", "name"))
+                   for col in ("#", "name", "UUID", "power limit / default [W]", "persistence", "ECC",
+                               "SM clock / max [MHz]", "mem clock / max [MHz]", "temp [C]", "processes")]
+        rows = []
         for d in gpus:
             def two(a: Any, b: Any) -> str:
                 return f"{a if a is not None else '-'} / {b if b is not None else '-'}"
 
-            g.add_row(str(d["index"]), str(d.get("name")), str(d.get("uuid")),
+            rows.append([str(d["index"]), str(d.get("name")), str(d.get("uuid")),
                       two(d.get("power_limit_w"), d.get("power_default_limit_w")),
                       {True: "on", False: "off", None: "-"}[d.get("persistence_mode")],
                       {True: "on", False: "off", None: "-"}[d.get("ecc_enabled")],
                       two(d.get("sm_clock_mhz"), d.get("sm_clock_max_mhz")),
                       two(d.get("mem_clock_mhz"), d.get("mem_clock_max_mhz")),
                       str(d.get("temperature_c") if d.get("temperature_c") is not None else "-"),
-                      str(len(d.get("processes") or [])))
-        console.print(g)
+                         str(len(d.get("processes") or []))])
+        for t in fit_tables(columns, rows, width=console_width(console), title="GPUs"):
+            console.print(t)
     else:
         console.print(f"[dim]no GPU listed: {escape(str(nv.get('reason') or 'NVML reports no device'))}[/dim]", highlight=False)
     for w in info.get("warnings") or []:

@@ -18,26 +18,35 @@ def _fmt_value(c: Check) -> str:
     return f"{c.value:g} {c.unit}".strip()
 
 
-def print_table(checks: list[Check], dev: Any, file: Any = None) -> None:
+#: Below this width the details go under the table, one line each, instead of in a column.
+DETAIL_COLUMN_MIN_WIDTH = 120
+
+
+def print_table(checks: list[Check], dev: Any, file: Any = None, console: Any = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    file = file or sys.stdout
-    console = Console(file=file, width=None if getattr(file, "isatty", lambda: False)() else 132)
+    console = console or Console(file=file or sys.stdout)
     title = "fastprof selftest"
     if dev.kind:
         title += f" - {dev.info.get('name', '')} ({dev.kind}:{dev.ordinal})" if dev.info else ""
-    table = Table(title=title, show_lines=False)
-    table.add_column("check")
-    table.add_column("measured", justify="right")
-    table.add_column("target")
-    table.add_column("status")
-    table.add_column("detail", overflow="fold")
+    wide = console.width >= DETAIL_COLUMN_MIN_WIDTH
+    table = Table(title=escape(title), title_justify="left", show_lines=False)
+    table.add_column("check", overflow="fold")
+    table.add_column("measured", justify="right", no_wrap=True)
+    table.add_column("target", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    if wide:
+        table.add_column("detail", overflow="fold")
     style = {PASS: "green", WARN: "bold yellow", SKIPPED: "dim"}
     for c in checks:
-        table.add_row(c.name, _fmt_value(c), c.target, f"[{style[c.status]}]{c.status}[/]", c.detail)
+        cells = [escape(c.name), _fmt_value(c), escape(c.target), f"[{style[c.status]}]{c.status}[/]"]
+        table.add_row(*cells, *([escape(c.detail)] if wide else []))
     console.print(table)
+    if not wide:
+        for c in checks:
+            if c.detail:
+                console.print(f"[dim]{escape(c.name)}:[/dim] {escape(c.detail)}", highlight=False)
     if dev.kind is None:
-        console.print(f"GPU checks skipped: {dev.reason}")
-
-
+        console.print(f"GPU checks skipped: {escape(str(dev.reason))}", highlight=False)

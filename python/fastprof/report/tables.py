@@ -10,6 +10,7 @@ import numpy as np
 
 from fastprof.analysis.stats import STAT_KEYS
 from fastprof.results.io import write_atomic
+from fastprof.results.layout import Column, console_width, fit_tables
 from fastprof.results.sweep import Sweep
 from fastprof.results.units import display_unit, metric_label
 
@@ -94,6 +95,16 @@ def table_data(sweep: Sweep, metrics: Sequence[str] = DEFAULT_METRICS, stats: Se
     return header, rows
 
 
+def _same_keys(sweep: Sweep) -> dict[str, Any]:
+    """The configuration values every run shares (said once above the table)."""
+    if not sweep.runs:
+        return {}
+    varying = set(sweep.varying_keys)
+    first = sweep.runs[0].config
+    return {k: v for k, v in first.items() if k not in varying and not isinstance(v, (dict, list))
+            and all(r.config.get(k) == v for r in sweep.runs)}
+
+
 def _env_line(env: dict[str, Any]) -> str:
     gpus = ", ".join(g.get("name", "?") for g in env.get("gpus") or []) or "no GPU"
     v = env.get("versions") or {}
@@ -123,7 +134,6 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
                   clock: str = "host", details: bool = False, source: str | None = None, console: Any = None) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = console or Console()
     n_ok = len(sweep.ok_runs)
@@ -131,15 +141,15 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
                   f"{len(sweep.runs) - n_ok} failed; created {sweep.created}", highlight=False)
     console.print(f"[dim]{escape(_env_line(sweep.environment))}[/dim]", highlight=False)
     header, rows = table_data(sweep, metrics, stats, clock)
+    same = _same_keys(sweep)
+    if same:
+        console.print("every configuration: " + escape(", ".join(f"{k}={v}" for k, v in same.items())),
+                      highlight=False)
     st = header.index("status")
-    t = Table(title=f"{clock} clock", title_justify="left")
-    for i, h in enumerate(header):
-        t.add_column(escape(h), justify="right" if i == 0 or i > st else "left", overflow="fold",
-                     min_width=len(h) if i <= st and i != st else (6 if i == st else None))
-    for row in rows:
-        style = None if row[st] == "ok" else "red"
-        t.add_row(*(escape(c) for c in row), style=style)
-    console.print(t)
+    columns = [Column(h, justify="right" if i == 0 or i > st else "left", key=i <= st) for i, h in enumerate(header)]
+    styles = [None if row[st] == "ok" else "red" for row in rows]
+    for t in fit_tables(columns, rows, width=console_width(console), title=f"{clock} clock", row_styles=styles):
+        console.print(t)
     from fastprof.report.distributed import print_ranks
 
     print_ranks(sweep, console)

@@ -264,26 +264,35 @@ class BenchmarkResult:
         return cls.from_dict(data)
 
     # ---- display ------------------------------------------------------------------------
-    def table(self, clock: str = "host"):
-        """A rich Table of the summary on ``clock``."""
-        from rich.table import Table
+    def _summary_rows(self, clock: str) -> tuple[list[Any], list[list[str]]]:
+        from fastprof.results.layout import Column
 
         data = self.summary if clock == "host" else self.device_summary
-        title = f"fastprof {self.kind} — {clock} clock"
-        t = Table(title=title, title_justify="left")
-        for col in ("metric", "unit", "n", "p50", "p50 95% CI", "mean", "p90", "p99", "cv"):
-            t.add_column(col, justify="left" if col in ("metric", "unit") else "right", no_wrap=True)
+        columns = [Column("metric", "left", key=True), Column("unit", "left", key=True), Column("n"), Column("p50"),
+                   Column("p50 95% CI"), Column("mean"), Column("p90"), Column("p99"), Column("cv")]
+        rows = []
         for name, s in (data or {}).items():
             unit, scale = display_unit(name, s.get("p50"))
 
-            def fmt(v, scale=scale):
-                return "-" if v is None else f"{v * scale:,.3f}" if scale != 1 else f"{v:,.1f}"
+            def fmt(v, scale=scale, unit=unit):
+                return "-" if v is None else f"{v * scale:,.1f}" if unit in ("tok/s", "W", "%") else f"{v * scale:,.3f}"
 
             ci = f"{fmt(s['ci95_low'])}-{fmt(s['ci95_high'])}" if s.get("ci95_low") is not None else "-"
             cv = f"{s['cv']:.1%}" if s.get("cv") is not None else "-"
-            t.add_row(metric_label(name), unit, str(s["n"]), fmt(s["p50"]), ci, fmt(s["mean"]), fmt(s["p90"]),
-                      fmt(s["p99"]), cv)
-        return t
+            rows.append([metric_label(name), unit, str(s["n"]), fmt(s["p50"]), ci, fmt(s["mean"]), fmt(s["p90"]),
+                         fmt(s["p99"]), cv])
+        return columns, rows
+
+    def tables(self, clock: str = "host", width: int = 200) -> list[Any]:
+        """The summary on ``clock`` as rich Tables that fit ``width`` columns (one when it fits)."""
+        from fastprof.results.layout import fit_tables
+
+        columns, rows = self._summary_rows(clock)
+        return fit_tables(columns, rows, width=width, title=f"fastprof {self.kind}, {clock} clock")
+
+    def table(self, clock: str = "host"):
+        """A rich Table of the summary on ``clock`` (all columns; see :meth:`tables`)."""
+        return self.tables(clock, width=10_000)[0]
 
     def hardware_table(self):
         """A rich Table of the per-iteration GPU figures (median and range over iterations)."""
@@ -313,9 +322,10 @@ class BenchmarkResult:
     def __rich_console__(self, console, options):
         cfg = ", ".join(f"{k}={v}" for k, v in self.config.items() if not isinstance(v, (dict, list)))
         yield f"[bold]config[/bold]: {cfg}"
-        yield self.table("host")
+        width = int(getattr(options, "max_width", 80) or 80)
+        yield from self.tables("host", width)
         if self.device_summary is not None:
-            yield self.table("device")
+            yield from self.tables("device", width)
         else:
             yield f"[dim]device timing unavailable: {self.device_timing.get('reason')}[/dim]"
         hw = self.hardware or {}
