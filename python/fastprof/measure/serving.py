@@ -404,3 +404,84 @@ def benchmark_serving(model: Any, prompts: Sequence[Sequence[int]], *, rate: flo
     result.diagnose(model=model_facts(model))
     result.verdict = None  # no static batch to judge; the kernel trace and roofline apply to generate runs
     return result
+
+
+def run_rates(args: Any, *, device: str, command: Sequence[str] | None = None) -> Any:
+    """``fastprof run --serving``: loads the model once, then one :func:`benchmark_serving` per rate
+    of ``args.rate`` (a failed rate is recorded and the others go on), writing the results file
+    (a sweep with ``rate`` as its axis) after each. Returns a :class:`fastprof.measure.runner.SweepOutcome`.
+
+    Raises :class:`UnsupportedServingError` (one line) when the model cannot be loaded with the
+    asked attention implementation or continuous batching cannot serve it."""
+    import sys
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from fastprof.capture import hf
+    from fastprof.capture.environment import capture_environment
+    from fastprof.measure import runner
+    from fastprof.results.sweep import Sweep
+
+    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
+    model_name = runner.BUILTIN_MODEL if args.model is None else args.model
+    dtype = runner._dtype_name(args.dtype[0], device)
+    attn = args.attn_implementation[0]
+    prompt_len, new = int(args.prompt_len[0]), int(args.max_new_tokens[0])
+    rates = list(args.rate) if args.rate is not None else [None]
+    num_requests = args.num_requests if args.duration is None else None
+    if num_requests is None and args.duration is None:
+        num_requests = 32
+    try:
+        model = runner.load_model(args.model, dtype=dtype, attn_implementation=attn, device=device, seed=args.seed)
+    except (OSError, ValueError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if args.model is not None and attn == "auto":
+            raise runner.ModelLoadError(f"argument --model: cannot load {args.model!r}: {first}") from None
+        raise UnsupportedServingError(f"cannot load the model with attention implementation {attn!r}: {first}") \
+            from None
+    check_supported(model)
+    vocab = int(model.config.vocab_size)
+    # Four prompts of the asked length, seeded random ids (no tokenizer needed).
+    ids = hf.random_inputs(vocab, 4, prompt_len, device="cpu", seed=args.seed)["input_ids"].tolist()
+    sweep = Sweep(environment=capture_environment(),
+                  parameters={"model": [model_name], "rate": rates, "arrival": [args.arrival]},
+                  command=list(command) if command else None, complete=False)
+    what = "built-in model (Llama architecture, random weights)" if args.model is None else args.model
+    console.print(f"[bold]fastprof run --serving[/bold]: {escape(what)} on {device}, {len(rates)} rate(s), "
+                  f"{args.arrival} arrivals", highlight=False)
+    failed = 0
+    try:
+        for n, rate in enumerate(rates):
+            config = {"model": model_name, "rate": rate, "arrival": args.arrival, "prompt_len": prompt_len,
+                      "max_new_tokens": new, "dtype": dtype,
+                      "attn_implementation": getattr(model.config, "_attn_implementation", None) or attn}
+            label = f"[{n + 1}/{len(rates)}] rate={rate}"
+            console.print(escape(label), highlight=False)
+            try:
+                result = benchmark_serving(
+                    model, ids, rate=rate, num_requests=num_requests, duration=args.duration, max_new_tokens=new,
+                    arrival=args.arrival, warmup_requests=args.warmup_requests, manager_warmup=args.manager_warmup,
+                    slo_ttft_ms=args.slo_ttft_ms, slo_itl_ms=args.slo_itl_ms,
+                    sample_interval_ms=args.sample_interval_ms or None, seed=args.seed, config=dict(config))
+            except (KeyboardInterrupt, UnsupportedServingError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded as the rate's failure
+                failed += 1
+                run = sweep.add_failed(config, exc)
+                console.print(escape(f"failed {label}: {run.error['type']}: {run.error['message']}"), style="red",
+                              highlight=False)
+            else:
+                sweep.add_ok(config, result)
+            sweep.save(args.output)
+    except KeyboardInterrupt:
+        sweep.save(args.output)
+        print(f"fastprof: interrupted: {len(sweep.runs)} of {len(rates)} rate(s) are in {args.output}",
+              file=sys.stderr)
+        return runner.SweepOutcome(sweep, 130, failed, len(rates))
+    sweep.complete = True
+    if len(rates) == 1 and sweep.runs[0].result is not None:
+        sweep.runs[0].result.save(args.output)
+    else:
+        sweep.save(args.output)
+    return runner.SweepOutcome(sweep, 1 if failed else 0, failed, len(rates))
