@@ -63,8 +63,8 @@ def knee_text(c: dict[str, Any]) -> str:
     return f"{knee}; {sat}"
 
 
-def print_serving(sweep: Sweep, *, console: Any = None) -> None:
-    """The serving curve as a console table, the knee and each run's warnings."""
+def print_serving(sweep: Sweep, *, console: Any = None, warnings: bool = True) -> None:
+    """The serving curve as a console table, the knee, failed rates and (``warnings``) each run's warnings."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -83,6 +83,8 @@ def print_serving(sweep: Sweep, *, console: Any = None) -> None:
     console.print(t)
     if len(runs) > 1:
         console.print(f"[bold]knee[/bold]: {escape(knee_text(c))}", highlight=False)
+    if not warnings:
+        return
     for run in sweep.runs:
         if run.result is None:
             err = run.error or {}
