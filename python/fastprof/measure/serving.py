@@ -62,8 +62,13 @@ def check_supported(model: Any) -> None:
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         raise UnsupportedServingError(f"{type(model).__name__} is an encoder-decoder model; continuous batching "
                                       "serves decoder-only models")
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
-    if not (attn in SUPPORTED_ATTN or "flash" in attn or attn.startswith("paged")):
+    check_attention(getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa")
+
+
+def check_attention(attn: str) -> None:
+    """Raises :class:`UnsupportedServingError` unless continuous batching runs attention ``attn``
+    (sdpa, eager, paged variants, flash attention; ``auto``: the model's default, checked later)."""
+    if not (attn == "auto" or attn in SUPPORTED_ATTN or "flash" in attn or attn.startswith("paged")):
         raise UnsupportedServingError(f"attention implementation {attn!r} is not supported by continuous batching "
                                       "(use sdpa, eager or a flash attention implementation)")
 
@@ -432,6 +437,7 @@ def run_rates(args: Any, *, device: str, command: Sequence[str] | None = None) -
     num_requests = args.num_requests if args.duration is None else None
     if num_requests is None and args.duration is None:
         num_requests = 32
+    check_attention(attn)
     try:
         model = runner.load_model(args.model, dtype=dtype, attn_implementation=attn, device=device, seed=args.seed)
     except (OSError, ValueError, ImportError) as exc:
