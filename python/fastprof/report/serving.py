@@ -7,7 +7,9 @@ Console (:func:`print_serving`) and HTML (:func:`serving_html`) views of the run
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 from typing import Any
 
 from fastprof.analysis import serving as _serving
@@ -100,9 +102,11 @@ def _chart(c: dict[str, Any]) -> str | None:
     pts = c["points"]
     if len(pts) < 2:
         return None
-    from fastprof.report.html import _plt, _png
+    import matplotlib
 
-    plt = _plt()
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
     rates = [p["rate"] for p in pts]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     for key, label, style in (("ttft_s_p50", "TTFT p50", "o-"), ("ttft_s_p99", "TTFT p99", "o--"),
@@ -129,7 +133,10 @@ def _chart(c: dict[str, Any]) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="serving curve" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}">'
 
 
 def serving_html(sweep: Sweep) -> str:
