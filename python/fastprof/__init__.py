@@ -5,6 +5,7 @@ Main entry points:
 - :class:`TokenRecorder`: per-token host timestamps and GPU timing events from a native recorder.
 - :func:`benchmark`: time any callable over warm-up and measured iterations.
 - :func:`benchmark_generate`: time ``model.generate`` of a transformers model per token.
+- :func:`benchmark_serving`: continuous batching under load: per-request TTFT, ITL, throughput at a request rate.
 - :func:`summarize_generation`: the same metrics for traces from your own decode loop.
 - :class:`BenchmarkResult`: summary statistics, raw data, environment; JSON save and load.
 - :class:`Sampler`: GPU utilisation, memory, power, clocks, temperature and energy from a native thread.
@@ -30,6 +31,7 @@ from fastprof.errors import (
     StateError,
 )
 from fastprof.measure.driver import benchmark, benchmark_generate, summarize_generation
+from fastprof.measure.serving import benchmark_serving
 from fastprof.results.result import SCHEMA_VERSION, BenchmarkResult
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Trace",
     "benchmark",
     "benchmark_generate",
+    "benchmark_serving",
     "capture_environment",
     "clock_resolution_ns",
     "describe",

@@ -46,6 +46,9 @@ def main(args: argparse.Namespace) -> int:
     from fastprof import report as reports
 
     sweep = load_results(args.results)
+    if args.metric == list(reports.DEFAULT_METRICS) and sweep.ok_runs and \
+            all(r.result.kind == "serving" for r in sweep.ok_runs):
+        args.metric = ["queue_s", "ttft_s", "itl_s", "e2e_s"]  # serving runs: per-request latencies
     try:
         if args.metric is None:
             have = reports.available_metrics(sweep, args.clock)

@@ -18,6 +18,17 @@ from fastprof.cli._common import (
 )
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+ARRIVALS = ("poisson", "burst", "fixed")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 COMPILE_MODES = ("off", "on")
 
 
@@ -70,6 +81,31 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    srv = run.add_argument_group(
+        "serving (continuous batching under load)",
+        "--serving serves requests through transformers' continuous-batching manager instead of timing\n"
+        "static generate calls: requests arrive at --rate per second (one configuration per rate), each\n"
+        "request's arrival and every token are recorded; the report shows queueing delay, TTFT, ITL and\n"
+        "end-to-end latency per request, throughput, goodput and the serving curve with its knee.\n"
+        "--batch-size, --warmup, --iterations and --compile do not apply; the first --prompt-len,\n"
+        "--max-new-tokens, --dtype and --attn-implementation values are used.\n"
+        "example: fastprof run --serving --rate 1,4,16 --num-requests 64 --slo-ttft-ms 200")
+    srv.add_argument("--serving", action="store_true", help="measure serving under load (continuous batching)")
+    srv.add_argument("--rate", type=comma_list(positive_float), metavar="R[,R...]",
+                     help="offered load in requests per second, one configuration per rate (--serving)")
+    srv.add_argument("--arrival", type=choice(ARRIVALS), default="poisson", metavar="|".join(ARRIVALS),
+                     help="arrival schedule: poisson (seeded by --seed), burst (all at once), fixed (every 1/R s)")
+    window = srv.add_mutually_exclusive_group()
+    window.add_argument("--num-requests", type=positive_int, metavar="N",
+                        help="measured requests per rate; the window closes when all are done (default 32)")
+    window.add_argument("--duration", type=positive_float, metavar="S",
+                        help="seconds of arrivals per rate; requests in flight at the end count as running")
+    srv.add_argument("--slo-ttft-ms", type=positive_float, metavar="MS", help="TTFT limit for goodput")
+    srv.add_argument("--slo-itl-ms", type=positive_float, metavar="MS", help="limit on every ITL gap for goodput")
+    srv.add_argument("--warmup-requests", type=non_negative_int, default=2, metavar="N",
+                     help="requests served and discarded before each rate's window")
+    srv.add_argument("--manager-warmup", action=argparse.BooleanOptionalAction, default=True,
+                     help="run the continuous-batching manager's own warm-up (CUDA graph capture) first")
     par = run.add_mutually_exclusive_group()
     par.add_argument("--tp", action="store_true",
                      help="under torchrun: tensor parallel, the model sharded across the ranks with transformers' "
@@ -147,6 +183,8 @@ def main(args: argparse.Namespace) -> int:
     note = _check_positions(args)
     if note:
         print(f"fastprof: warning: {note}", file=sys.stderr)
+    if args.serving or args.rate is not None:
+        return _serving_main(args, device, argv)
     mode = runner.distributed_mode(args)
     if mode is not None:
         device = _distributed_checks(args, mode, device, torch)
@@ -166,6 +204,58 @@ def main(args: argparse.Namespace) -> int:
         return 0
     _print_outcome(outcome, args)
     return outcome.exit_code
+
+
+def _serving_main(args: argparse.Namespace, device: str, argv: Any) -> int:
+    """``fastprof run --serving``: one configuration per rate, the serving curve on the console."""
+    from fastprof.measure import serving
+
+    if not args.serving:
+        raise UsageError("argument --rate: needs --serving")
+    if args.rate is None and args.arrival != "burst":
+        raise UsageError("--serving needs --rate R[,R...] (requests per second), or --arrival burst")
+    if args.tp or args.dp:
+        raise UsageError("--serving runs in one process; --tp and --dp do not apply")
+    if args.arrival == "burst" and args.duration is not None:
+        raise UsageError("--arrival burst needs --num-requests (all requests arrive at once), not --duration")
+    for flag, values in (("--prompt-len", args.prompt_len), ("--max-new-tokens", args.max_new_tokens),
+                         ("--dtype", args.dtype), ("--attn-implementation", args.attn_implementation)):
+        if len(values) > 1:
+            raise UsageError(f"argument {flag}: --serving sweeps rates only; give one value")
+    try:
+        outcome = serving.run_rates(args, device=device,
+                                    command=["fastprof", *(argv if argv is not None else sys.argv[1:])])
+    except serving.UnsupportedServingError as exc:
+        raise UsageError(f"--serving: {exc}") from None
+    except runner_model_error() as exc:
+        raise UsageError(str(exc)) from None
+    if outcome.exit_code != 130:
+        _print_serving(outcome, args)
+    return outcome.exit_code
+
+
+def runner_model_error() -> type:
+    from fastprof.measure.runner import ModelLoadError
+
+    return ModelLoadError
+
+
+def _print_serving(outcome: Any, args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from fastprof.report.serving import print_serving
+
+    sweep = outcome.sweep
+    out_console = Console()
+    if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
+        out_console.print(sweep.runs[0].result)
+    else:
+        print_serving(sweep, console=out_console)
+    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
+    console.print(escape(f"results written to {args.output}"))
+    if outcome.failed:
+        console.print(f"[red]{outcome.failed} of {outcome.total} rate(s) failed[/red]")
 
 
 def _distributed_checks(args: argparse.Namespace, mode: str, device: str, torch: Any) -> str:

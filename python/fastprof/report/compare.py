@@ -34,6 +34,12 @@ def per_iteration_values(result: BenchmarkResult, metric: str, clock: str = "hos
         rows = (result.hardware or {}).get("per_iteration") or []
         vals = [r.get(metric) for r in rows if r.get(metric) is not None]
         return np.asarray(vals, dtype=np.float64) if vals else None
+    if result.kind == "serving":  # one value per request (every gap for itl_s), from the raw timestamps
+        from fastprof.analysis.serving import request_metrics
+
+        per = [request_metrics(r) for r in (result.serving or {}).get("requests") or []]
+        vals = [x for m in per for x in (m[metric] if metric == "itl_s" else [m.get(metric)]) if x is not None]
+        return np.asarray(vals, dtype=np.float64) if vals else None
     traces = result.traces()
     if not traces:
         return None

@@ -357,6 +357,9 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
     parts.append("<h2>Warnings</h2>")
     parts += [f'<div class="warn">{_esc(w)}</div>' for w in warnings] or ['<p class="muted">none</p>']
 
+    from fastprof.report.serving import serving_html
+
+    parts.append(serving_html(sweep))
     sweep_charts = []
     for axis, ms in (("batch_size", ("throughput_tokens_per_s", "decode_tokens_per_s")),
                      ("prompt_len", ("throughput_tokens_per_s", "prefill_tokens_per_s", "ttft_s"))):

@@ -153,6 +153,9 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
     from fastprof.report.distributed import print_ranks
 
     print_ranks(sweep, console)
+    from fastprof.report.serving import print_serving
+
+    print_serving(sweep, console=console, warnings=False)  # the warnings follow below
     if details:
         for run in sweep.ok_runs:
             console.rule(escape(f"configuration {run.index}: {run.label()}"))

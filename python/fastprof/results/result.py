@@ -69,7 +69,7 @@ class BenchmarkResult:
     Both are None in results that predate them; :meth:`diagnose` computes them.
     """
 
-    kind: str  # "generate" or "callable"
+    kind: str  # "generate", "callable" or "serving"
     config: dict[str, Any]
     environment: dict[str, Any]
     iterations: list[dict[str, Any]]
@@ -83,6 +83,10 @@ class BenchmarkResult:
     #: Under torchrun: the mode, every rank's summary and raw iterations, clock offsets, step skew
     #: (see :mod:`fastprof.measure.distributed`); None for one process.
     distributed: dict[str, Any] | None = None
+    #: Continuous batching under load (kind ``"serving"``): the arrival schedule, every request's raw
+    #: timestamps and derived latencies, throughput, goodput and occupancy (see
+    #: :mod:`fastprof.analysis.serving`); None for other kinds.
+    serving: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -157,7 +161,10 @@ class BenchmarkResult:
         model = model if model is not None else old.get("model")
         gpu = gpu if gpu is not None else old.get("gpu")
         counters = self.gpu_counters()
-        if self.kind != "generate":
+        if self.kind == "serving":
+            self.roofline = _roofline.unavailable("the roofline is computed for static-batch generation; a serving "
+                                                  "run's batch changes from step to step")
+        elif self.kind != "generate":
             self.roofline = _roofline.unavailable("the roofline is computed for generation (benchmark_generate)")
         elif not model:
             self.roofline = _roofline.unavailable("no model facts (layers, heads, parameters) were collected")
@@ -223,6 +230,7 @@ class BenchmarkResult:
             "verdict": self.verdict,
             "iterations": self.iterations,
             **({"distributed": self.distributed} if self.distributed is not None else {}),
+            **({"serving": self.serving} if self.serving is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -247,7 +255,7 @@ class BenchmarkResult:
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
-                distributed=d.get("distributed"),
+                distributed=d.get("distributed"), serving=d.get("serving"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
@@ -333,6 +341,8 @@ class BenchmarkResult:
             yield self.hardware_table()
         elif hw:
             yield f"[dim]GPU samples unavailable: {hw.get('reason')}[/dim]"
+        if self.serving is not None:
+            yield from serving_lines(self.serving)
         yield from roofline_lines(self.roofline, self.verdict)
         from fastprof.results.warnings import grouped
 
@@ -393,3 +403,30 @@ def roofline_lines(roof: dict[str, Any] | None, verdict: dict[str, Any] | None) 
         yield f"[dim]roofline unavailable: {escape(str(roof['reason']))}[/dim]"
     if verdict and verdict.get("text"):
         yield f"[bold]verdict[/bold]: {escape(verdict['text'])}"
+
+
+def serving_lines(serving: dict[str, Any]) -> Iterator[str]:
+    """The console's serving block: request counts, throughput, goodput and occupancy of one run."""
+    from rich.markup import escape
+
+    c = serving.get("counts") or {}
+
+    def num(v: Any, fmt: str = "{:,.2f}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    rate = serving.get("rate")
+    offered = f"{rate:g} req/s {serving.get('arrival')}" if rate is not None else str(serving.get("arrival"))
+    yield (f"[bold]serving[/bold]: offered {escape(offered)}, window {num(serving.get('window_s'))} s; requests "
+           f"{c.get('total', 0)}: {c.get('finished', 0)} finished, {c.get('running', 0)} running, "
+           f"{c.get('queued', 0)} queued, {c.get('failed', 0)} failed")
+    slo = serving.get("slo") or {}
+    limits = ", ".join(f"{k[:-2].upper()} <= {v * 1e3:g} ms" for k, v in slo.items() if v is not None)
+    share = serving.get("goodput_share")
+    yield (f"[bold]throughput[/bold]: {num(serving.get('request_throughput_per_s'))} req/s, "
+           f"{num(serving.get('output_token_throughput_per_s'), '{:,.1f}')} output tok/s; goodput "
+           f"{num(serving.get('goodput_per_s'))} req/s ({num(share * 100 if share is not None else None, '{:.0f}')}%"
+           f"{' within ' + limits if limits else ', no limits set'})")
+    occ = serving.get("occupancy") or {}
+    yield (f"[bold]occupancy[/bold]: mean {num(occ.get('mean_in_system'))} requests in the system, "
+           f"{num(occ.get('mean_generating'))} generating (max {occ.get('max_generating', '-')}); token times "
+           f"from {serving.get('token_clock', '?')}")
