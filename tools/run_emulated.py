@@ -13,6 +13,9 @@ built for the architecture with zig and FASTPROF_TEST_FAKES_DIR points at them.
 
 Needs qemu-user (Debian: `apt-get install qemu-user-static`), apt-get and dpkg-deb; installs nothing
 on the system. Only the Python versions that Debian ships can run: 3.11 (bookworm), 3.13 (trixie).
+Child processes of the emulated Python (the tests start `sys.executable`) run only where the kernel
+has a binfmt_misc handler for the architecture (qemu-user-static's package registers one where
+binfmt_misc is mounted); QEMU_LD_PREFIX is set for them.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ def sysroot(debian, version: str, arch: str) -> Path:
     root.mkdir(parents=True)
     for deb in debs:
         bw.run(["dpkg-deb", "-x", deb, root], stdout=subprocess.DEVNULL)
+    # Merged /usr (trixie's packages install under usr/ only): the ELF interpreter is /lib/ld-linux-*.
+    for d in ("bin", "sbin", "lib"):
+        if not (root / d).exists():
+            (root / d).symlink_to(f"usr/{d}")
     if not python.exists():
         raise bw.BuildError(f"{python} missing after unpacking {len(debs)} packages")
     return root
@@ -105,12 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, PYTHONPATH=str(site), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1",
                    PATH=f"{site / 'bin'}{os.pathsep}{os.environ['PATH']}")
         env.pop("PYTHONHOME", None)
+        # Children started with sys.executable (the tests do) run under qemu only through a binfmt_misc
+        # handler for the architecture; this tells that qemu where the target's libraries are.
+        env["QEMU_LD_PREFIX"] = str(root)
+        if not Path(f"/proc/sys/fs/binfmt_misc/qemu-{arch}").exists():
+            bw.log(f"no binfmt_misc handler for {arch}: programs that start {arch} children (tests that run "
+                   "sys.executable) will fail with 'Exec format error'")
         if args.test_fakes:
             fakes = bw.WORK / "emulated" / f"{version}-{arch}" / "test-fakes"
             bw.build_test_fakes(HERE.parent, arch, fakes)
             env["FASTPROF_TEST_FAKES_DIR"] = str(fakes)
         command = [emulator, "-L", root, root / "usr" / "bin" / f"python{version}",
-                   *(args.args or ["-m", "fastprof.cli", "selftest", "--device", "cpu"])]
+                   *(args.args or ["-m", "fastprof.cli", "selftest", "--device", "cpu", "-o",
+                                   str(bw.WORK / "emulated" / f"{version}-{arch}" / "selftest.json")])]
         bw.log("$ " + " ".join(map(str, command)))
         return subprocess.run([str(c) for c in command], env=env).returncode
     except bw.BuildError as e:
