@@ -46,7 +46,7 @@ def test_stub_matches_native_module():
 
 # ---- what is installed: version, metadata, the wheel under test ---------------------------------
 
-SOURCE_TREE = Path(__file__).resolve().parent.parent
+SOURCE_TREE = Path(__file__).resolve().parents[2]
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
 
@@ -72,7 +72,7 @@ def test_one_version_everywhere():
     p = subprocess.run([sys.executable, "-m", "fastprof.cli", "--version"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"fastprof {__version__}"
-    from fastprof.environment import capture_environment
+    from fastprof.capture.environment import capture_environment
 
     assert capture_environment(nvml=False)["versions"]["fastprof"] == __version__
 
