@@ -261,7 +261,30 @@ def build_sdist(out: Path, version: str) -> Path:
     sdist = out / f"fastprof-{version}.tar.gz"
     if not sdist.is_file():
         raise BuildError(f"python -m build made no {sdist.name} in {out}")
+    check_sdist(sdist, version)
     return sdist
+
+
+# What the sdist must hold, and top-level folders that are build products, never sources.
+SDIST_REQUIRED = ("pyproject.toml", "CMakeLists.txt", "LICENSE", "README.md", "python/fastprof/_version.py",
+                  "csrc/clock.hpp", "tests/conftest.py", "tests/fake_libs.py", "tools/build_wheels.py")
+SDIST_FORBIDDEN = ("build/", "dist/", ".ci-dist/", ".ci-venv/", ".venv/")
+SDIST_MAX_BYTES = 20 * 1024 * 1024
+
+
+def check_sdist(sdist: Path, version: str) -> None:
+    """The sdist holds the sources (a wheel is built from it) and no build tree, venv or wheel."""
+    with tarfile.open(sdist) as tar:
+        members = tar.getmembers()
+    prefix = f"fastprof-{version}/"
+    names = {m.name[len(prefix):] for m in members if m.name.startswith(prefix)}
+    missing = [n for n in SDIST_REQUIRED if n not in names]
+    stray = sorted(n for n in names if n.startswith(SDIST_FORBIDDEN))
+    size = sum(m.size for m in members)
+    if missing or stray or size > SDIST_MAX_BYTES:
+        raise BuildError(f"{sdist.name} is wrong: missing {missing}, build products {stray[:5]}"
+                         f"{' ...' if len(stray) > 5 else ''}, {size / 2**20:.1f} MiB unpacked "
+                         "(see sdist.include / sdist.exclude in pyproject.toml)")
 
 
 def unpack(sdist: Path, version: str) -> Path:

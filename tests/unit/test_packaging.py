@@ -163,3 +163,25 @@ def test_prebuilt_fakes_are_checked_against_their_source(tmp_path):
     assert fake_libs.prebuilt("libfakenvml.so", tmp_path) == tmp_path / "libfakenvml.so"
     # The flags are part of what a copy was built from.
     assert fake_libs.digest("libfakegpu.so") != fake_libs.digest("libfakegpu_nomodules.so")
+
+
+def test_build_script_refuses_an_sdist_with_build_products(tmp_path):
+    import io
+    import tarfile
+
+    script = _load_build_wheels()
+
+    def sdist(names):
+        path = tmp_path / "fastprof-9.9.9.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            for name in names:
+                info = tarfile.TarInfo(f"fastprof-9.9.9/{name}")
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+        return path
+
+    script.check_sdist(sdist(script.SDIST_REQUIRED), "9.9.9")
+    with pytest.raises(script.BuildError, match=r"build products \['build/wheels/x.o'\]"):
+        script.check_sdist(sdist([*script.SDIST_REQUIRED, "build/wheels/x.o"]), "9.9.9")
+    with pytest.raises(script.BuildError, match=r"missing \['LICENSE'\]"):
+        script.check_sdist(sdist([n for n in script.SDIST_REQUIRED if n != "LICENSE"]), "9.9.9")
