@@ -1,22 +1,32 @@
 import ctypes
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-FAKES = Path(__file__).parent / "fakes"
+from fake_libs import FAKES, PREBUILT_ENV, build, default_compiler, prebuilt
+
+
+def fake_library(tmp_path_factory, name: str) -> Path:
+    """The fake library `name` of fake_libs.LIBRARIES: the prebuilt copy in $FASTPROF_TEST_FAKES_DIR when
+    that is set (checked against its source), else compiled now with the C compiler."""
+    directory = os.environ.get(PREBUILT_ENV)
+    if directory:
+        try:
+            return prebuilt(name, Path(directory))
+        except ValueError as e:
+            pytest.fail(str(e), pytrace=False)
+    cc = default_compiler()
+    if cc is None:
+        pytest.skip(f"no C compiler to build the fake GPU libraries (set {PREBUILT_ENV} to prebuilt ones)")
+    return build(name, tmp_path_factory.mktemp("fakes"), cc)
 
 
 def _build(tmp_path_factory, source: str, name: str, defines: tuple[str, ...] = ()) -> Path:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build the fake GPU libraries")
-    out = tmp_path_factory.mktemp("fakes") / name
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", *(f"-D{d}" for d in defines), "-o", str(out),
-                    str(FAKES / source), "-lpthread"], check=True)
-    return out
+    from fake_libs import LIBRARIES
+
+    assert LIBRARIES[name] == (source, tuple(f"-D{d}" for d in defines)), (name, source, defines)
+    return fake_library(tmp_path_factory, name)
 
 
 @pytest.fixture(scope="session")

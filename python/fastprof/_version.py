@@ -1,3 +1,7 @@
-"""The version of fastprof: the one place it is written (the build reads it from here)."""
+"""fastprof's version: the one place it is written.
+
+pyproject.toml reads it for the package metadata (scikit-build-core's regex provider), ``fastprof
+--version`` shows it, and every result's environment records it.
+"""
 
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 import argparse
 import ctypes
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from fastprof.capture import selftest
 from fastprof.cli import selftest as selftest_cli
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401  (fixtures)
 
-from conftest import FAKES
+from conftest import fake_library
 
 
 def run_selftest(argv):
@@ -239,13 +238,7 @@ def test_bad_ordinal_is_a_driver_error(fake_gpu):
 
 @pytest.fixture(scope="session")
 def fake_gpu_no_modules_path(tmp_path_factory):
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build the fake GPU libraries")
-    out = tmp_path_factory.mktemp("fakes-nomod") / "libfakegpu_nomodules.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-DFAKE_GPU_NO_MODULES", "-o", str(out),
-                    str(FAKES / "fake_gpu.c"), "-lpthread"], check=True)
-    return out
+    return fake_library(tmp_path_factory, "libfakegpu_nomodules.so")
 
 
 def test_missing_module_entry_points_fail_only_when_the_kernel_is_used(fake_gpu_no_modules_path, monkeypatch,

@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import Any
 
 import fastprof._torch as _torch
+from fastprof._version import __version__
 
 
 def _version(dist: str) -> str | None:
@@ -169,7 +170,7 @@ def capture_environment(nvml: bool | None = None) -> dict[str, Any]:
             "governor": _cpu_governor(),
         },
         "versions": {
-            "fastprof": _version("fastprof"),
+            "fastprof": __version__,
             "numpy": _version("numpy"),
             "scipy": _version("scipy"),
             "torch": getattr(torch, "__version__", None) if torch else _version("torch"),

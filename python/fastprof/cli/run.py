@@ -151,12 +151,18 @@ def _check_positions(args: argparse.Namespace) -> str | None:
     raise UsageError(what)
 
 
+def _check_device(text: str) -> None:
+    """The spelling of --device, checked before torch is imported (bad input is an error even without torch)."""
+    kind, _, index = text.partition(":")
+    if text != "auto" and (kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index)):
+        raise UsageError(f"argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {text!r}")
+
+
 def _resolve_device(text: str, torch: Any) -> str:
+    _check_device(text)
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     kind, _, index = text.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise UsageError(f"argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {text!r}")
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise UsageError("argument --device: CUDA was asked for but torch sees no GPU")
@@ -171,6 +177,7 @@ def main(args: argparse.Namespace) -> int:
     argv = getattr(args, "argv", None)
     if args.model is not None and not Path(args.model).is_dir():
         raise UsageError(f"argument --model: {args.model!r} is not a directory")
+    _check_device(args.device)
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
