@@ -224,9 +224,10 @@ std::vector<int64_t> SamplerConfig::default_field_periods() {
   p[kPowerAvgW] = 100000000;                        // a 1 s average: kPowerW is the live value
   p[kMemClockMHz] = 100000000;
   p[kTemperatureC] = 100000000;
-  // One GPM sample costs tens of microseconds (about 55 us through nvidia-ml-py on an H100) and
-  // its metrics are averages over the window between two samples: every 20 ms.
-  for (int f = kFirstGpmField; f < kNumFields; ++f) p[static_cast<size_t>(f)] = 20000000;
+  // GPM metrics are averages over the window between two samples, and NVML refreshes its GPM
+  // counters about every 100 ms (its documentation asks for samples more than 100 ms apart; asked
+  // for every 20 ms, an H100 gave values about every 107 ms): every 100 ms.
+  for (int f = kFirstGpmField; f < kNumFields; ++f) p[static_cast<size_t>(f)] = 100000000;
   return p;
 }
 

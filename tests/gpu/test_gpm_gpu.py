@@ -42,11 +42,11 @@ def test_gpm_fields_present_on_hopper(hopper):
     for name in ("dram_bw_util_pct", "sm_active_pct", "sm_occupancy_pct", "tensor_active_pct"):
         assert name not in unavailable, f"{name} unavailable on {r.devices[0]['name']}"
         v = r.fields[name][np.isfinite(r.fields[name])]
-        assert v.size >= 15, (name, v.size)  # every 20 ms over 0.5 s
+        assert v.size >= 3, (name, v.size)  # every 100 ms over 0.5 s
         assert np.all((v >= 0) & (v <= 100.5)), name
     gpm_rows = np.isfinite(r.dram_bw_util_pct)
     gaps_ms = np.diff(r.timestamps_ns[gpm_rows]) / 1e6
-    assert 17 <= np.median(gaps_ms) <= 25
+    assert 85 <= np.median(gaps_ms) <= 140
     print("GPM fields unavailable here:", sorted(set(unavailable) & set(GPM_FIELDS)))
 
 
@@ -89,7 +89,7 @@ def test_gpm_dram_utilisation_on_a_copy_agrees_with_bytes_over_time(hopper):
     rows = np.flatnonzero(np.isfinite(r.dram_bw_util_pct))
     windows = [(ts[a], ts[b], r.dram_bw_util_pct[b]) for a, b in zip(rows[:-1], rows[1:])]
     inside = [v for a, b, v in windows if a >= t0 + 20_000_000 and b <= t1 - 20_000_000]
-    assert len(inside) >= 30, len(inside)
+    assert len(inside) >= 8, len(inside)
     measured = float(np.mean(inside))
     assert measured == pytest.approx(expected_pct, rel=0.15), (measured, expected_pct)
 

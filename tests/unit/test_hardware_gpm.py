@@ -99,7 +99,7 @@ def test_benchmark_attributes_gpm_from_the_fake(fake_gpu, fake_nvml, monkeypatch
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     fake_nvml.gpm_set(0, 10, 74.0)
     fake_nvml.gpm_set(0, 5, 53.0)
-    r = fastprof.benchmark(lambda: time.sleep(0.06), warmup=0, iterations=3, device="cuda:0", sample_interval_ms=5)
+    r = fastprof.benchmark(lambda: time.sleep(0.25), warmup=0, iterations=3, device="cuda:0", sample_interval_ms=5)
     hw = r.hardware
     assert hw["available"] and hw["unavailable"] == {"0": []}
     for row in hw["per_iteration"]:

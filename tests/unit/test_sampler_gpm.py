@@ -39,11 +39,11 @@ def test_gpm_fields_are_sampler_fields():
 def test_gpm_values_between_consecutive_samples_on_their_own_period(fake_nvml):
     fake_nvml.gpm_set(0, 10, 74.0)  # DRAM bandwidth
     fake_nvml.gpm_set(0, 5, 53.0)   # any tensor
-    r = _run(0.5, interval_ms=2, devices=["0"], backend="nvml")
+    r = _run(1.0, interval_ms=2, devices=["0"], backend="nvml")
     assert r.ok and r.unavailable == {"0": []}
     dram = r.dram_bw_util_pct
     got = np.isfinite(dram)
-    # Every GPM field is read in the same rows: every 20 ms by default, not every 2 ms sample.
+    # Every GPM field is read in the same rows: every 100 ms by default, not every 2 ms sample.
     for name in GPM_FIELDS:
         assert np.array_equal(np.isfinite(r.fields[name]), got), name
     assert np.all(dram[got] == 74.0) and np.all(r.tensor_active_pct[got] == 53.0)
@@ -51,10 +51,10 @@ def test_gpm_values_between_consecutive_samples_on_their_own_period(fake_nvml):
         if mid not in (10, 5):
             assert np.all(r.fields[name][got] == mid + 0.5), name  # the fake's default: id + 0.5
     n_windows = int(got.sum())
-    assert 0.7 * 500 / 20 <= n_windows <= 500 / 20 + 2, n_windows
+    assert 0.7 * 1000 / 100 <= n_windows <= 1000 / 100 + 2, n_windows
     assert np.isnan(dram[0])  # the first GPM sample opens the first window
     gaps_ms = np.diff(r.timestamps_ns[got]) / 1e6
-    assert np.median(gaps_ms) == pytest.approx(20, abs=2.5)
+    assert np.median(gaps_ms) == pytest.approx(100, abs=5)
     # One GPM sample per read (the first included), one metrics call per window, always on two
     # consecutive samples of the device.
     assert fake_nvml.calls("nvmlGpmSampleGet") == n_windows + 1
@@ -113,7 +113,7 @@ def test_gpm_sample_not_supported_is_marked_once(fake_nvml):
 
 def test_one_unsupported_metric_is_dropped_from_later_requests(fake_nvml):
     fake_nvml.gpm_unsupported(0, 13)  # FP16 pipe
-    r = _run(0.15, interval_ms=5, devices=["0"], backend="nvml")
+    r = _run(0.15, interval_ms=5, devices=["0"], backend="nvml", field_periods_ms={f: 20 for f in GPM_FIELDS})
     assert r.ok
     assert r.unavailable["0"] == ["fp16_active_pct"]
     assert np.all(np.isnan(r.fp16_active_pct))
@@ -136,7 +136,7 @@ def test_gpm_on_several_devices(fake_nvml):
     fake_nvml.set_device_count(2)
     fake_nvml.gpm_set(1, 10, 33.0)
     fake_nvml.gpm_unsupported(1, 3)
-    r = _run(0.2, interval_ms=5, devices=["0", "1"], backend="nvml")
+    r = _run(0.2, interval_ms=5, devices=["0", "1"], backend="nvml", field_periods_ms={f: 20 for f in GPM_FIELDS})
     assert r.ok
     d0, d1 = r.for_device(0), r.for_device(1)
     assert np.all(d0["dram_bw_util_pct"][np.isfinite(d0["dram_bw_util_pct"])] == 10.5)
@@ -150,7 +150,7 @@ def test_gpm_on_several_devices(fake_nvml):
 def test_gpm_period_is_configurable_and_validated(fake_nvml):
     s = Sampler(interval_ms=5, devices=["0"], backend="nvml", field_periods_ms={"dram_bw_util_pct": 50})
     assert s.field_periods_ms["dram_bw_util_pct"] == 50
-    assert s.field_periods_ms["sm_active_pct"] == 20  # the default
+    assert s.field_periods_ms["sm_active_pct"] == 100  # the default
 
 
 def test_amdsmi_lists_gpm_fields_unavailable(fake_amdsmi):

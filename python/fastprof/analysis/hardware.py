@@ -6,7 +6,7 @@ phase when it comes before the first token reached the host, else to its decode 
 Samples between iterations belong to none (phase ``"idle"``).
 
 The GPU performance counters (NVML GPM: ``dram_bw_util_pct``, ``sm_active_pct``, ...) are averages
-over the window since the device's previous GPM sample (20 ms by default), not instantaneous
+over the window since the device's previous GPM sample (100 ms by default), not instantaneous
 readings. Their per-iteration means weight each window by the time it shares with the iteration
 (``dram_bw_util_mean_pct``), or with the iteration's decode phase (``dram_bw_util_decode_mean_pct``),
 so a window that straddles an iteration's start counts only for its part inside.

@@ -21,7 +21,7 @@ Sampling never raises from the thread: a missing library, a failed initialisatio
 lost device ends sampling and is reported in :attr:`SamplerResult.reason`.
 
 GPU performance counters (:data:`GPM_FIELDS`) come from NVML's GPM interface (Hopper and newer,
-driver 520+): the sampler takes a GPM sample of each device every 20 ms by default (one costs
+driver 520+): the sampler takes a GPM sample of each device every 100 ms by default, the refresh period of NVML's GPM counters (one costs
 tens of microseconds) and each row's value is the average over the window since that device's
 previous GPM sample, so the first GPM row holds NaN. On a GPU or driver without GPM these fields
 are listed in :attr:`SamplerResult.unavailable`, like any field the device cannot report.
@@ -343,7 +343,7 @@ class Sampler:
         and the slow or costly ones (process memory, averaged power, memory
         clock, temperature) every 100 ms; rows in between hold NaN for them. On an H100 each NVML
         query costs 2-11 us of CPU, so reading everything every millisecond would cost 4% of a core.
-        The GPM fields (:data:`GPM_FIELDS`) are read together, every 20 ms by default, whenever
+        The GPM fields (:data:`GPM_FIELDS`) are read together, every 100 ms by default, whenever
         any of them is due; their window is the time since the previous GPM read.
     energy_interval_ms:
         Cadence of the cumulative energy counter (default 1000 ms), read on its own thread
