@@ -13,6 +13,7 @@ import io
 from typing import Any
 
 from fastprof.analysis import serving as _serving
+from fastprof.results.layout import Column, console_width, fit_tables
 from fastprof.results.sweep import Run, Sweep
 
 HEADER = ("rate req/s", "requests", "done", "running", "failed", "req/s", "out tok/s", "goodput req/s",
@@ -69,20 +70,18 @@ def print_serving(sweep: Sweep, *, console: Any = None, warnings: bool = True) -
     """The serving curve as a console table, the knee, failed rates and (``warnings``) each run's warnings."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = console or Console()
     runs = serving_runs(sweep)
     if not runs:
         return
-    t = Table(title="serving curve (latency and throughput against offered load)", title_justify="left")
-    for h in HEADER:
-        t.add_column(h, justify="right")
     c = curve(sweep)
-    for row, run in zip(rows(sweep), runs):
-        knee = run.result.serving.get("rate") is not None and run.result.serving.get("rate") == c.get("knee_rate")
-        t.add_row(*row, style="bold" if knee else None)
-    console.print(t)
+    columns = [Column(h, key=i == 0) for i, h in enumerate(HEADER)]
+    styles = ["bold" if run.result.serving.get("rate") is not None and run.result.serving.get("rate") ==
+              c.get("knee_rate") else None for run in runs]
+    for t in fit_tables(columns, rows(sweep), width=console_width(console), row_styles=styles,
+                        title="serving curve (latency and throughput against offered load)"):
+        console.print(t)
     if len(runs) > 1:
         console.print(f"[bold]knee[/bold]: {escape(knee_text(c))}", highlight=False)
     if not warnings:
@@ -92,10 +91,10 @@ def print_serving(sweep: Sweep, *, console: Any = None, warnings: bool = True) -
             err = run.error or {}
             console.print(f"[red]failed {escape(run.label())}: {escape(str(err.get('type')))}: "
                           f"{escape(str(err.get('message')))}[/red]", highlight=False)
-    for run in runs:
-        for w in run.result.warnings:
-            console.print(f"[yellow]warning[/yellow] (rate {run.result.serving.get('rate')}): {escape(w)}",
-                          highlight=False)
+    from fastprof.results.warnings import grouped
+
+    for w in grouped((f"rate {run.result.serving.get('rate'):g}/s", w) for run in runs for w in run.result.warnings):
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 
 def _chart(c: dict[str, Any]) -> str | None:

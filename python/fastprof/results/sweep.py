@@ -69,7 +69,7 @@ def validate(doc: Any, *, source: str = "results") -> None:
     if not isinstance(doc, dict) or "schema_version" not in doc or "kind" not in doc:
         raise ResultsFileError(f"{source} is not a fastprof results file (no 'schema_version' and 'kind')")
     other = {"monitor": "a 'fastprof monitor' timeline", "selftest": "a 'fastprof selftest' report"}
-    if doc.get("kind") in other:
+    if isinstance(doc.get("kind"), str) and doc["kind"] in other:
         raise ResultsFileError(f"{source} is {other[doc['kind']]}, not a results file: report and compare read what "
                                "'fastprof run' or BenchmarkResult.save() write")
     version = doc["schema_version"]
