@@ -206,10 +206,14 @@ def environment_warnings(env: dict[str, Any]) -> list[str]:
     """Conditions that make measurements noisy or not comparable: another process on a GPU, a
     power cap below the default, a CPU governor other than performance (the checks of
     ``fastprof env``, applied to the environment captured with a result)."""
-    governor = (env.get("cpu") or {}).get("governor")
+    def part(d: Any, key: str) -> Any:  # a recorded environment may be of any shape: read what fits
+        return d.get(key) if isinstance(d, dict) else None
+
+    governor = part(part(env, "cpu"), "governor")
+    gpus = part(part(env, "nvidia"), "gpus")
     return check({
-        "gpus": (env.get("nvidia") or {}).get("gpus") or [],
-        "cpu": {"governors": {governor: 1} if governor else {}},
+        "gpus": [g for g in gpus if isinstance(g, dict)] if isinstance(gpus, list) else [],
+        "cpu": {"governors": {governor: 1} if isinstance(governor, str) and governor else {}},
     })
 
 
@@ -245,8 +249,8 @@ def check(info: dict[str, Any]) -> list[str]:
     for g in info.get("gpus") or []:
         name = f"GPU {g.get('index')} ({g.get('name')})"
         others = g.get("other_processes") or []
-        if others:
-            pids = ", ".join(str(p["pid"]) for p in others[:8])
+        if isinstance(others, list) and others:
+            pids = ", ".join(str(p.get("pid") if isinstance(p, dict) else p) for p in others[:8])
             out.append(f"{name} runs {len(others)} other process(es) (pid {pids}): they share the GPU with "
                        "the measurement")
         limit, default = g.get("power_limit_w"), g.get("power_default_limit_w")

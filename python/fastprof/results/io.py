@@ -13,7 +13,11 @@ import numpy as np
 
 
 class ResultsFileError(ValueError):
-    """A file that is not a readable fastprof results file; the message says why, in one line."""
+    """A file that is not a readable fastprof results file; the message says why, in one line
+    (line breaks quoted from the file are written as ``\\n``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def json_safe(obj: Any) -> Any:
