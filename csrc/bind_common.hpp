@@ -22,5 +22,6 @@ void translate_exception(std::exception_ptr p);
 void bind_recorder(pybind11::module_& m);   // bind_recorder.cpp: Recorder, device_info
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler, sampler_fields
 void bind_selftest(pybind11::module_& m);   // bind_selftest.cpp: measure_clock, SpinKernel
+void bind_tracer(pybind11::module_& m);     // bind_tracer.cpp: KernelTracer, demangle
 
 }  // namespace fastprof::bind

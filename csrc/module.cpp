@@ -67,4 +67,5 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_recorder(m);
   bind::bind_sampler(m);
   bind::bind_selftest(m);
+  bind::bind_tracer(m);
 }

@@ -54,3 +54,8 @@ class OutputLengthError(FastprofError, RuntimeError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
         self.expected = expected
         self.actual = actual
+
+
+class KernelTraceUnavailable(FastprofError, RuntimeError):
+    """The kernel tracer cannot run here (another CUPTI subscriber such as torch.profiler holds the
+    process, profiling is restricted to administrators, ...). The message says why."""
