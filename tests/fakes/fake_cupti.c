@@ -38,7 +38,7 @@ static request_fn on_request = 0;
 static complete_fn on_complete = 0;
 static timestamp_fn ts_callback = 0;
 static int subscribed = 0, other_subscriber = 0;
-static int enabled[64];
+static int enabled[64], ever_enabled[64]; /* records of kinds never enabled are not delivered */
 static size_t scripted_dropped = 0, pool_dropped = 0;
 static int64_t clock_offset = 1000000000000LL;
 static int hold_buffers = 0;
@@ -76,6 +76,7 @@ void fake_cupti_reset(void) {
   n_calls = 0;
   subscribed = other_subscriber = 0;
   memset(enabled, 0, sizeof enabled);
+  memset(ever_enabled, 0, sizeof ever_enabled);
   scripted_dropped = pool_dropped = 0;
   clock_offset = 1000000000000LL;
   hold_buffers = 0;
@@ -183,7 +184,7 @@ int cuptiGetTimestamp(uint64_t* ts) {
 int cuptiActivityEnable(int kind) {
   int rc = entry("cuptiActivityEnable");
   if (rc) return rc;
-  if (kind >= 0 && kind < 64) enabled[kind] = 1;
+  if (kind >= 0 && kind < 64) enabled[kind] = ever_enabled[kind] = 1;
   return 0;
 }
 
@@ -272,7 +273,7 @@ int cuptiActivityFlushAll(uint32_t flag) {
     }
     size_t used = 0;
     while (i < n_script && used + record_size(script[i].kind) <= size) {
-      if (enabled[script[i].kind]) {
+      if (ever_enabled[script[i].kind]) {
         write_record(buf + used, &script[i]);
         used += record_size(script[i].kind);
       }

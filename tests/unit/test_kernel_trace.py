@@ -1,0 +1,197 @@
+"""The native CUPTI kernel tracer against the fake CUPTI library (tests/fakes/fake_cupti.c)."""
+
+import gc
+import os
+import time
+
+import numpy as np
+import pytest
+
+from fastprof.capture.kernel_trace import KernelTrace, KernelTracer, cupti_candidates, demangle
+from kernel_trace_fixtures import (  # noqa: F401  (fixtures)
+    KERNEL,
+    MEMCPY,
+    MEMSET,
+    fake_cupti,
+    fake_cupti_no_ts,
+    fake_cupti_no_ts_path,
+    fake_cupti_path,
+)
+
+GEMM = "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel"
+FILL = ("_ZN2at6native29vectorized_elementwise_kernelILi4ENS0_11FillFunctorIfEENS_6detail5ArrayIPcLi1EEEEEviT0_T1_")
+
+
+@pytest.fixture(autouse=True)
+def _collect():
+    yield
+    gc.collect()  # one tracer per process may be live: drop the previous test's
+
+
+def script_decode(fake, t0=1_000_000):
+    fake.add(KERNEL, GEMM, t0, t0 + 5000, device=0, stream=7, correlation=11)
+    fake.add(KERNEL, "triton_poi_fused_add_mul_0", t0 + 6000, t0 + 7000, correlation=12, graph_id=3)
+    fake.add(MEMCPY, None, t0 + 8000, t0 + 9000, correlation=13, nbytes=4096, copy_kind=8)
+    fake.add(MEMSET, None, t0 + 9500, t0 + 9700, correlation=14, nbytes=128)
+
+
+def test_records_of_every_kind_arrive_with_their_fields(fake_cupti):
+    script_decode(fake_cupti)
+    tracer = KernelTracer()
+    assert tracer.start(), tracer.reason
+    assert fake_cupti.subscribed() == 1 and fake_cupti.enabled(KERNEL) == 1
+    trace = tracer.stop()
+    assert trace.available and trace.timestamp_method == "callback" and trace.dropped == 0
+    assert trace.library_path == str(fake_cupti.path)
+    assert list(trace.kind) == [0, 0, 1, 2]
+    assert list(trace.name) == [GEMM, "triton_poi_fused_add_mul_0", "Memcpy DtoD", "Memset"]
+    assert list(trace.start_ns) == [1_000_000, 1_006_000, 1_008_000, 1_009_500]
+    assert list(trace.duration_ns) == [5000, 1000, 1000, 200]
+    assert list(trace.correlation) == [11, 12, 13, 14]
+    assert list(trace.graph_id) == [0, 3, 0, 0]
+    assert list(trace.stream) == [7, 7, 7, 7]
+    assert list(trace.bytes) == [0, 0, 4096, 128]
+    # stop released CUPTI: the subscriber and the activity kinds
+    assert fake_cupti.subscribed() == 0 and fake_cupti.enabled(KERNEL) == 0
+    assert fake_cupti.has_ts_callback() == 1
+
+
+def test_context_manager_and_demangling(fake_cupti):
+    fake_cupti.add(KERNEL, FILL, 10, 20)
+    fake_cupti.add(KERNEL, GEMM, 30, 40)
+    with KernelTracer() as tracer:
+        pass
+    assert len(tracer.trace) == 2
+    assert tracer.trace.demangled() == [
+        "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, "
+        "at::detail::Array<char*, 1> >(int, at::native::FillFunctor<float>, at::detail::Array<char*, 1>)", GEMM]
+    assert demangle("triton_poi_fused_add_mul_0") == "triton_poi_fused_add_mul_0"
+
+
+def test_offset_clock_when_no_timestamp_callback(fake_cupti_no_ts):
+    fake_cupti_no_ts.set_clock_offset(-123_456_789_000)
+    t0 = time.perf_counter_ns()
+    fake_cupti_no_ts.add(KERNEL, "k", t0, t0 + 1000)
+    tracer = KernelTracer()
+    assert tracer.start(), tracer.reason
+    trace = tracer.stop()
+    assert trace.timestamp_method == "offset"
+    # the offset is measured from bracketing reads: good to a few microseconds
+    assert abs(int(trace.start_ns[0]) - t0) < 50_000
+    assert int(trace.duration_ns[0]) == 1000
+
+
+def test_timestamp_callback_can_be_declined(fake_cupti):
+    tracer = KernelTracer(timestamp_callback=False)
+    assert tracer.start()
+    assert tracer.stop().timestamp_method == "offset"
+
+
+def test_another_subscriber_makes_it_unavailable_not_an_error(fake_cupti):
+    fake_cupti.other_subscriber(1)
+    tracer = KernelTracer()
+    assert tracer.start() is False
+    assert "another CUPTI subscriber" in tracer.reason
+    trace = tracer.stop()
+    assert not trace.available and "subscriber" in trace.reason and len(trace) == 0
+    assert fake_cupti.enabled(KERNEL) == 0
+
+
+def test_another_subscriber_from_the_environment(fake_cupti, monkeypatch):
+    monkeypatch.setenv("FAKE_CUPTI_OTHER_SUBSCRIBER", "1")
+    tracer = KernelTracer()
+    assert not tracer.start() and "subscriber" in tracer.reason
+
+
+def test_enable_failure_is_reported_and_rolled_back(fake_cupti):
+    fake_cupti.fail("cuptiActivityEnable", 35)
+    tracer = KernelTracer()
+    assert not tracer.start()
+    assert "cuptiActivityEnable" in tracer.reason and "INSUFFICIENT_PRIVILEGES" in tracer.reason
+    assert "administrators" in tracer.reason
+    assert fake_cupti.subscribed() == 0  # the subscription taken first was given back
+
+
+def test_missing_library_is_unavailable_with_the_paths_tried(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTPROF_CUPTI_LIBRARY", str(tmp_path / "nope.so"))
+    tracer = KernelTracer()
+    assert not tracer.available and "no CUPTI library" in tracer.reason and "nope.so" in tracer.reason
+    assert not tracer.start()
+    assert not tracer.stop().available
+
+
+def test_scripted_drops_are_counted(fake_cupti):
+    fake_cupti.set_dropped(5)
+    script_decode(fake_cupti)
+    with KernelTracer() as tracer:
+        pass
+    assert tracer.trace.dropped == 5 and len(tracer.trace) == 4
+
+
+def test_pool_exhaustion_drops_and_counts_records(fake_cupti):
+    # 1 KiB buffers hold 4 kernel records (216 bytes each); two buffers; hold them all at once
+    for i in range(20):
+        fake_cupti.add(KERNEL, f"k{i}", 1000 * i, 1000 * i + 500)
+    fake_cupti.hold_buffers(1)
+    tracer = KernelTracer(buffer_bytes=1024, buffer_count=2)
+    assert tracer.start()
+    trace = tracer.stop()
+    assert len(trace) == 8
+    assert trace.dropped == 12 + 1  # CUPTI's count of the 12 unplaced records + the refused request
+    assert len(trace) + 12 == 20
+
+
+def test_pool_buffers_are_reused(fake_cupti):
+    tracer = KernelTracer(buffer_bytes=1024, buffer_count=1)
+    assert tracer.start()
+    for rnd in range(5):
+        for i in range(4):
+            fake_cupti.add(KERNEL, "k", 10_000 * rnd + i, 10_000 * rnd + i + 1)
+        tracer.flush()
+    trace = tracer.stop()
+    assert len(trace) == 20 and trace.dropped == 0
+
+
+def test_record_capacity_is_bounded(fake_cupti):
+    for i in range(10):
+        fake_cupti.add(KERNEL, "k", i * 10, i * 10 + 5)
+    tracer = KernelTracer(max_records=6)
+    tracer.start()
+    trace = tracer.stop()
+    assert len(trace) == 6 and trace.dropped == 4
+
+
+def test_second_tracer_while_one_runs_is_unavailable(fake_cupti):
+    first = KernelTracer()
+    assert first.start()
+    second = KernelTracer()
+    assert not second.start() and "running" in second.reason
+    first.stop()
+
+
+def test_restart_after_stop(fake_cupti):
+    tracer = KernelTracer()
+    for rnd in range(3):
+        fake_cupti.add(KERNEL, "k", rnd, rnd + 10)
+        assert tracer.start(), tracer.reason
+        assert len(tracer.stop()) == 1
+    assert fake_cupti.calls("cuptiSubscribe") == 3 and fake_cupti.calls("cuptiUnsubscribe") == 3
+
+
+def test_candidates_search_wheel_and_toolkit_paths(tmp_path, monkeypatch):
+    lib = tmp_path / "nvidia" / "cuda_cupti" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libcupti.so.12").write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cands = cupti_candidates()
+    assert str(lib / "libcupti.so.12") in cands
+    assert cands[-3:] == ["libcupti.so", "libcupti.so.13", "libcupti.so.12"]
+    assert cands.index(str(lib / "libcupti.so.12")) < cands.index("libcupti.so")
+
+
+def test_from_records_and_select():
+    t = KernelTrace.from_records([("kernel", "a", 0, 10), ("memcpy", "Memcpy HtoD", 5, 8, 0, 3), ("kernel", "a", 20, 25)])
+    assert list(t.name_id) == [0, 1, 0] and t.names == ["a", "Memcpy HtoD"] and list(t.stream) == [0, 3, 0]
+    sub = t.select(t.kind == 0)
+    assert len(sub) == 2 and list(sub.end_ns) == [10, 25]
+    assert np.array_equal(t.duration_ns, [10, 3, 5])
