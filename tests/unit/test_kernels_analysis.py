@@ -165,3 +165,37 @@ def test_breakdown_of_a_large_trace_is_fast():
     t0 = time.perf_counter()
     K.summarize(trace, steps)
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_section_over_two_iterations():
+    trace = _trace()
+    # two iterations: the same records, the second shifted by 10 us
+    shifted = KernelTrace.from_records(
+        [(("kernel", "memcpy", "memset")[k], trace.names[n], int(s), int(e)) for k, n, s, e in
+         zip(trace.kind, trace.name_id, trace.start_ns, trace.end_ns)]
+        + [(("kernel", "memcpy", "memset")[k], trace.names[n], int(s) + 10_000, int(e) + 10_000) for k, n, s, e in
+           zip(trace.kind, trace.name_id, trace.start_ns, trace.end_ns)],
+        timestamp_method="callback")
+    marks = np.array([1000, 2000, 3000, 4000])  # after the start; the first is the first token
+    sec = K.section(shifted, [(0, marks), (10_000, marks)], itl_s_traced=2e-6, itl_s_untraced=1e-6)
+    assert sec["available"] and sec["iterations"] == 2 and sec["decode_steps"] == 6
+    assert sec["kernels_per_token"] == 2.0
+    assert sec["busy_s_per_step"] == pytest.approx(400e-9)
+    assert sec["idle_share"] == pytest.approx(0.6)
+    assert sec["trace_overhead_ratio"] == pytest.approx(2.0)
+    assert sec["top_prefill"][0]["count"] == 2 and sec["top_prefill"][0]["total_ns"] == 800
+    assert sec["class_s"]["gemm"] == pytest.approx(600e-9)
+    assert sec["per_step"]["busy_s"] == pytest.approx([600e-9, 500e-9, 400e-9, 100e-9])
+
+
+def test_section_without_trace_or_iterations():
+    un = KernelTrace.unavailable("another CUPTI subscriber")
+    sec = K.section(un, [(0, np.array([10]))])
+    assert not sec["available"] and sec["reason"] == "another CUPTI subscriber"
+    sec = K.section(_trace(), [])
+    assert not sec["available"] and "no traced iteration" in sec["reason"]
+
+
+def test_step_boundaries_anchor_on_the_host_start():
+    b = K.step_boundaries(1_000_000, np.array([500, 900, 1400]))
+    assert list(b) == [1_000_000, 1_000_500, 1_000_900, 1_001_400]

@@ -240,3 +240,82 @@ def summarize(trace: KernelTrace, boundaries_ns: np.ndarray, tokens_per_step: in
         "top_prefill": top_kernels(trace, int(b[0]), int(b[p]), n=top) if p else [],
         "top_decode": top_kernels(trace, int(b[p]), int(b[-1]), n=top),
     }
+
+
+def step_boundaries(host_start_ns: int, device_marks_ns: np.ndarray) -> np.ndarray:
+    """Absolute step boundaries of one recorded iteration: its start, then each token's device mark.
+
+    The recorder's device marks are nanoseconds after its start event, which is recorded right after
+    the host start time on an idle, synchronised GPU: the start event therefore runs within a few
+    microseconds of ``host_start_ns``, which anchors the marks on CLOCK_MONOTONIC (the trace's clock).
+    Step 0 is prefill (up to the first token); the others are decode steps.
+    """
+    marks = np.asarray(device_marks_ns, dtype=np.int64)
+    return np.concatenate([[0], np.maximum.accumulate(marks)]).astype(np.int64) + int(host_start_ns)
+
+
+def section(trace: KernelTrace, iterations: list[tuple[int, np.ndarray]], *, itl_s_traced: float | None = None,
+            itl_s_untraced: float | None = None, traced_timed: bool = False, top: int = 10) -> dict[str, Any]:
+    """The ``kernels`` section of a result from a trace over several iterations.
+
+    ``iterations``: (host_start_ns, device_marks_ns) per traced iteration (see :func:`step_boundaries`).
+    Decode figures are over every decode step of every traced iteration: ``idle_share`` (median share
+    of a step the GPU ran nothing), ``busy_s_per_step`` (median), ``kernels_per_token`` (median kernels
+    per decode step), ``class_share`` (each class's share of class time), ``top_prefill`` and
+    ``top_decode``; ``per_step`` holds the last iteration's steps for charts.
+    """
+    out: dict[str, Any] = {
+        "available": trace.available, "reason": trace.reason, "backend": "cupti",
+        "timestamp_method": trace.timestamp_method, "dropped": int(trace.dropped),
+        "records": len(trace), "iterations": len(iterations), "traced_timed": traced_timed,
+        "itl_s_traced": itl_s_traced, "itl_s_untraced": itl_s_untraced,
+        "trace_overhead_ratio": (itl_s_traced / itl_s_untraced
+                                 if itl_s_traced and itl_s_untraced and not traced_timed else None),
+    }
+    if not trace.available or not iterations:
+        if trace.available:
+            out.update(available=False, reason="no traced iteration with device token marks")
+        return out
+    busy, idle_share, step, count = [], [], [], []
+    cls_ns = {c: 0 for c in CLASSES}
+    pre_mask = np.zeros(len(trace), dtype=bool)
+    dec_mask = np.zeros(len(trace), dtype=bool)
+    last = None
+    for start, marks in iterations:
+        b = step_boundaries(start, marks)
+        br = step_breakdown(trace, b)
+        busy.append(br.busy_ns[1:])
+        idle_share.append(br.idle_share[1:])
+        step.append(br.step_ns[1:])
+        count.append(br.kernels[1:])
+        for c, v in br.by_class_ns.items():
+            cls_ns[c] += int(v[1:].sum())
+        pre_mask |= (trace.start_ns >= b[0]) & (trace.start_ns < b[1])
+        dec_mask |= (trace.start_ns >= b[1]) & (trace.start_ns < b[-1])
+        last = br
+    busy_a, idle_a, count_a = np.concatenate(busy), np.concatenate(idle_share), np.concatenate(count)
+    total = sum(cls_ns.values())
+    assert last is not None
+    out.update({
+        "decode_steps": int(busy_a.size),
+        "idle_share": float(np.median(idle_a)) if idle_a.size else None,
+        "busy_s_per_step": float(np.median(busy_a)) / 1e9 if busy_a.size else None,
+        "step_s_median": float(np.median(np.concatenate(step))) / 1e9 if busy_a.size else None,
+        "kernels_per_token": float(np.median(count_a)) if count_a.size else None,
+        "class_s": {c: v / 1e9 / max(len(iterations), 1) for c, v in cls_ns.items()},
+        "class_share": {c: (v / total if total else 0.0) for c, v in cls_ns.items()},
+        "top_prefill": top_kernels(trace.select(pre_mask), n=top),
+        "top_decode": top_kernels(trace.select(dec_mask), n=top),
+        "per_step": {
+            "step_s": (last.step_ns / 1e9).tolist(),
+            "busy_s": (last.busy_ns / 1e9).tolist(),
+            "kernels": last.kernels.tolist(),
+            "class_s": {c: (v / 1e9).tolist() for c, v in last.by_class_ns.items() if v.any()},
+        },
+    })
+    return out
+
+
+def unavailable(reason: str) -> dict[str, Any]:
+    """The ``kernels`` section when there is no trace."""
+    return {"available": False, "reason": reason}
