@@ -42,6 +42,7 @@ static int enabled[64], ever_enabled[64]; /* records of kinds never enabled are 
 static size_t scripted_dropped = 0, pool_dropped = 0;
 static int64_t clock_offset = 1000000000000LL;
 static int hold_buffers = 0;
+static int only_enabled = 0; /* records scripted while their kind is disabled are lost, as on a GPU */
 static struct { char name[64]; int code; long calls; } calls[MAX_CALLS];
 static int n_calls = 0;
 
@@ -80,12 +81,17 @@ void fake_cupti_reset(void) {
   scripted_dropped = pool_dropped = 0;
   clock_offset = 1000000000000LL;
   hold_buffers = 0;
+  only_enabled = 0;
   pthread_mutex_unlock(&mu);
 }
 
 void fake_cupti_add(int kind, const char* name, uint64_t start, uint64_t end, uint32_t device, uint32_t stream,
                     uint32_t correlation, uint32_t graph_id, uint64_t bytes, int copy_kind) {
   pthread_mutex_lock(&mu);
+  if (only_enabled && !(kind >= 0 && kind < 64 && enabled[kind])) {
+    pthread_mutex_unlock(&mu);
+    return;
+  }
   if (n_script < MAX_RECORDS) {
     script_t* s = &script[n_script++];
     s->kind = kind;
@@ -107,6 +113,8 @@ void fake_cupti_other_subscriber(int on) { other_subscriber = on; }
 void fake_cupti_set_clock_offset(int64_t ns) { clock_offset = ns; }
 /* On: every buffer a flush needs is requested before any is completed (pool exhaustion). */
 void fake_cupti_hold_buffers(int on) { hold_buffers = on; }
+/* On: fake_cupti_add drops records of kinds not enabled now (activity outside a trace). */
+void fake_cupti_only_enabled(int on) { only_enabled = on; }
 int fake_cupti_enabled(int kind) { return kind >= 0 && kind < 64 ? enabled[kind] : 0; }
 int fake_cupti_subscribed(void) { return subscribed; }
 int fake_cupti_has_ts_callback(void) { return ts_callback != 0; }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 import fastprof._torch as _torch
 from fastprof.analysis import hardware as _hardware
 from fastprof.analysis import roofline as _roofline
@@ -80,9 +82,70 @@ class _Sampling:
             self.sampler.stop()
 
 
+class _KernelTracing:
+    """The kernel trace of a measurement: extra traced iterations after the timed ones (or, opt-in,
+    the timed iterations themselves), turned into the result's ``kernels`` section."""
+
+    def __init__(self, iterations: int | None, trace_timed: bool, device_timing: dict[str, Any]) -> None:
+        on_cuda = bool(device_timing.get("available")) and device_timing.get("backend") == "cuda"
+        if iterations is not None and iterations < 0:
+            raise ValueError(f"kernel_trace_iterations must be >= 0, got {iterations}")
+        self.iterations = (2 if on_cuda else 0) if iterations is None else int(iterations)
+        self.trace_timed = bool(trace_timed)
+        self.requested = self.trace_timed or self.iterations > 0
+        self.reason: str | None = None
+        if self.requested and not on_cuda:
+            self.reason = ("kernel tracing needs a CUDA GPU with device timing: "
+                           f"{device_timing.get('reason') or 'this device is not CUDA'}")
+        self.tracer = None
+        self.warnings: list[str] = []
+        if self.trace_timed:
+            self.warnings.append("the timed iterations were traced (trace_timed=True): their timings include the "
+                                 "kernel tracer's cost (about 2.4 us per kernel launch)")
+
+    @property
+    def active(self) -> bool:
+        return self.tracer is not None and self.tracer.available
+
+    def start(self) -> None:
+        if not self.requested or self.reason is not None:
+            return
+        from fastprof.capture.kernel_trace import KernelTracer
+
+        self.tracer = KernelTracer()
+        self.tracer.start()
+
+    def finish(self, traced: Sequence[Trace], itl_s_untraced: float | None) -> dict[str, Any] | None:
+        from fastprof.analysis import kernels as _kernels
+
+        if not self.requested:
+            return None
+        if self.tracer is None:
+            return _kernels.unavailable(self.reason or "the kernel tracer did not start")
+        _torch.synchronize()
+        trace = self.tracer.stop()
+        itl = [float(np.diff(t.host_marks_ns).mean()) / 1e9 for t in traced if t.n_marks > 1]
+        spans = []
+        for t in traced:
+            if t.device_marks_ns is None:
+                continue
+            marks = t.device_marks_ns if t.n_marks else np.array([0, int(t.device_end_ns or 0)], dtype=np.int64)
+            spans.append((int(t.host_start_ns), np.asarray(marks, dtype=np.int64)))
+        section = _kernels.section(trace, spans, itl_s_traced=float(np.median(itl)) if itl else None,
+                                   itl_s_untraced=itl_s_untraced, traced_timed=self.trace_timed)
+        if section.get("dropped"):
+            self.warnings.append(f"the kernel trace dropped {section['dropped']} records: its breakdown is incomplete")
+        return section
+
+    def abort(self) -> None:
+        if self.tracer is not None and self.tracer.running:
+            self.tracer.stop()
+
+
 def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, device: Any = "auto",
               name: str | None = None, free_memory: bool = False, sample_interval_ms: float | None = 10,
-              sampler_backend: str = "auto", seed: int = 0) -> BenchmarkResult:
+              sampler_backend: str = "auto", seed: int = 0, kernel_trace_iterations: int | None = None,
+              trace_timed: bool = False) -> BenchmarkResult:
     """Times any callable.
 
     Each iteration synchronises the device, takes the host start time and records a start
@@ -98,37 +161,67 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
     On a GPU, a native sampler reads utilisation, memory, power, clocks, temperature and energy
     every ``sample_interval_ms`` (``None``: off) over all measured iterations; the result's
     ``hardware`` section attributes each sample to its iteration (see :mod:`fastprof.analysis.hardware`).
+
+    Kernel trace: after the timed iterations, ``kernel_trace_iterations`` more run under the CUPTI
+    tracer (default: 2 on a CUDA GPU, else 0; 0 turns it off), and the result's ``kernels`` section
+    holds GPU busy/idle time per call, time by kernel class and the top kernels
+    (:mod:`fastprof.analysis.kernels`). ``trace_timed=True`` traces the timed iterations instead,
+    with a warning: their timings then include the tracer's cost.
     """
     _check_counts(warmup, iterations)
     check_interval_ms(sample_interval_ms)
     rec, device_timing = _make_recorder(1, device)
+    tracing = _KernelTracing(kernel_trace_iterations, trace_timed, device_timing)
     for _ in range(warmup):
         fn()
     rec.synchronize()
     sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
     traces: list[Trace] = []
+
+    def run_once() -> Trace:
+        if free_memory:
+            _torch.free_memory()
+        rec.synchronize()
+        rec.begin()
+        try:
+            fn()
+        finally:
+            trace = rec.end()
+        return trace
+
     sampling.start()
     try:
+        if tracing.trace_timed:
+            tracing.start()
         for _ in range(iterations):
-            if free_memory:
-                _torch.free_memory()
-            rec.synchronize()
-            rec.begin()
-            try:
-                fn()
-            finally:
-                trace = rec.end()
-            traces.append(trace)
+            traces.append(run_once())
     except BaseException:
         sampling.abort()
+        tracing.abort()
         raise
     hardware = sampling.finish(traces, [1] * len(traces), seed)
+    traced = traces
+    if not tracing.trace_timed:
+        tracing.start()
+        try:
+            traced = [run_once() for _ in range(tracing.iterations if tracing.active else 0)]
+        except BaseException:
+            tracing.abort()
+            raise
+    host_latency = [(t.host_end_ns - t.host_start_ns) / 1e9 for t in traces]
+    kernels = tracing.finish(traced, None)
+    if kernels and kernels.get("available") and traced and not tracing.trace_timed:
+        kernels["latency_s_traced"] = float(np.median([(t.host_end_ns - t.host_start_ns) / 1e9 for t in traced]))
+        kernels["latency_s_untraced"] = float(np.median(host_latency))
     env = capture_environment()
     config = {"name": name or getattr(fn, "__name__", "callable"), "warmup": warmup, "iterations": iterations,
               "free_memory": free_memory, "seed": seed}
-    return BenchmarkResult.from_traces("callable", traces, config=config, environment=env,
-                                       device_timing=device_timing, hardware=hardware,
-                                       warnings=environment_warnings(env) + hardware.get("warnings", []))
+    result = BenchmarkResult.from_traces("callable", traces, config=config, environment=env,
+                                         device_timing=device_timing, hardware=hardware,
+                                         warnings=environment_warnings(env) + hardware.get("warnings", [])
+                                         + tracing.warnings)
+    result.kernels = kernels
+    return result
 
 
 def _model_device(model: Any) -> Any:
@@ -144,7 +237,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        sampler_backend: str = "auto", seed: int = 0,
                        progress: Callable[[str, int, int], None] | None = None,
                        weight_bytes: float | None = None,
-                       distributed: str | bool = "auto") -> BenchmarkResult:
+                       distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
+                       trace_timed: bool = False) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -182,6 +276,15 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     ranks their own. The mode is ``"tp"`` for a model sharded by transformers' tensor parallelism
     (``tp_plan``), else ``"dp"``; pass ``distributed="tp"`` or ``"dp"`` to say so, ``False`` to
     keep every rank's result to itself. Every rank must call it, with the same counts.
+
+    Kernel trace: the timed iterations are never traced by default. After them,
+    ``kernel_trace_iterations`` more iterations run under the CUPTI kernel tracer (default: 2 on a
+    CUDA GPU, else 0; 0 turns it off). The result's ``kernels`` section holds, per decode step, GPU
+    busy and idle time, kernels per token, time by class and the top kernels for prefill and decode
+    (:mod:`fastprof.analysis.kernels`), plus the traced iterations' own ITL next to the untraced ITL
+    so the tracer's cost is visible. Without CUPTI, or while another profiler holds it, the section
+    says why. ``trace_timed=True`` traces the timed iterations themselves, with a warning: their
+    timings then include the tracer's cost. The breakdown also feeds the verdict.
     """
     from transformers import LogitsProcessorList
 
@@ -205,6 +308,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         no_device_reason = None if on_gpu else f"the model is on {model_device}, not a GPU"
     # One spare slot: a surplus token shows up as a count mismatch, not a capacity error.
     rec, device_timing = _make_recorder(max_new_tokens + 1, device, no_device_reason)
+    tracing = _KernelTracing(kernel_trace_iterations, trace_timed, device_timing)
     streamer, processor = make_hooks(rec)
 
     kwargs = {"do_sample": False}
@@ -253,14 +357,25 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     traces: list[Trace] = []
     sampling.start()
     try:
+        if tracing.trace_timed:
+            tracing.start()
         for i in range(iterations):
             traces.append(run_once())
             if progress:
                 progress("measure", i + 1, iterations)
     except BaseException:
         sampling.abort()
+        tracing.abort()
         raise
     hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
+    traced = traces
+    if not tracing.trace_timed:
+        tracing.start()
+        try:
+            traced = [run_once() for _ in range(tracing.iterations if tracing.active else 0)]
+        except BaseException:
+            tracing.abort()
+            raise
 
     if device_timing["available"] and per_token:
         bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
@@ -288,10 +403,13 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env,
                                          device_timing=device_timing, hardware=hardware,
                                          warnings=notes + environment_warnings(env) + hardware.get("warnings", []))
+    result.kernels = tracing.finish(traced, (result.summary.get("itl_s") or {}).get("mean"))
+    result.warnings += tracing.warnings
+    breakdown = result.kernels if result.kernels and result.kernels.get("available") else None
     gpu = None
     if getattr(model_device, "type", None) == "cuda":
         gpu = _roofline.gpu_peaks(_roofline.gpu_facts(env, int(getattr(model_device, "index", None) or 0)))
-    result.diagnose(model=model_facts(model, weight_bytes=weight_bytes), gpu=gpu)
+    result.diagnose(model=model_facts(model, weight_bytes=weight_bytes), gpu=gpu, kernels=breakdown)
     if distributed is not False and _distributed.active():
         mode = _distributed.infer_mode(model) if distributed in ("auto", True) else str(distributed)
         merged = _distributed.finish(result, None, mode=mode, device=str(model_device), environment=env, seed=seed)

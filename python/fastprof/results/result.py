@@ -87,6 +87,9 @@ class BenchmarkResult:
     #: timestamps and derived latencies, throughput, goodput and occupancy (see
     #: :mod:`fastprof.analysis.serving`); None for other kinds.
     serving: dict[str, Any] | None = None
+    #: The kernel breakdown from traced iterations (:func:`fastprof.analysis.kernels.section`):
+    #: availability, GPU busy/idle per decode step, time by class, top kernels; None when not traced.
+    kernels: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -231,6 +234,7 @@ class BenchmarkResult:
             "iterations": self.iterations,
             **({"distributed": self.distributed} if self.distributed is not None else {}),
             **({"serving": self.serving} if self.serving is not None else {}),
+            **({"kernels": self.kernels} if self.kernels is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -255,7 +259,7 @@ class BenchmarkResult:
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
-                distributed=d.get("distributed"), serving=d.get("serving"),
+                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
@@ -343,6 +347,7 @@ class BenchmarkResult:
             yield f"[dim]GPU samples unavailable: {hw.get('reason')}[/dim]"
         if self.serving is not None:
             yield from serving_lines(self.serving)
+        yield from kernel_lines(self.kernels)
         yield from roofline_lines(self.roofline, self.verdict)
         from fastprof.results.warnings import grouped
 
@@ -430,3 +435,40 @@ def serving_lines(serving: dict[str, Any]) -> Iterator[str]:
     yield (f"[bold]occupancy[/bold]: mean {num(occ.get('mean_in_system'))} requests in the system, "
            f"{num(occ.get('mean_generating'))} generating (max {occ.get('max_generating', '-')}); token times "
            f"from {serving.get('token_clock', '?')}")
+
+
+def kernel_lines(kernels: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
+    """The console's compact kernel breakdown (rich markup): idle share, kernels per token, time by
+    class, the traced ITL beside the untraced one, and the top decode kernels."""
+    from rich.markup import escape
+
+    from fastprof.analysis.kernels import CLASS_LABELS
+
+    if not kernels:
+        return
+    if not kernels.get("available"):
+        yield f"[dim]kernel trace unavailable: {escape(str(kernels.get('reason')))}[/dim]"
+        return
+    parts = []
+    if kernels.get("idle_share") is not None:
+        parts.append(f"GPU idle {kernels['idle_share']:.0%} of each decode step")
+    if kernels.get("busy_s_per_step") is not None:
+        parts.append(f"busy {kernels['busy_s_per_step'] * 1e3:.3f} ms")
+    if kernels.get("kernels_per_token") is not None:
+        parts.append(f"{kernels['kernels_per_token']:.0f} kernels per token")
+    yield f"[bold]kernels[/bold]: {escape('; '.join(parts))}"
+    shares = sorted(((v, k) for k, v in (kernels.get("class_share") or {}).items() if v > 0), reverse=True)
+    if shares:
+        yield "  by class: " + escape(", ".join(f"{CLASS_LABELS.get(k, k)} {v:.0%}" for v, k in shares))
+    traced, untraced = kernels.get("itl_s_traced"), kernels.get("itl_s_untraced")
+    how = f"{kernels.get('iterations', 0)} traced iteration(s)"
+    if kernels.get("traced_timed"):
+        how = "the timed iterations were traced: their numbers include the tracer's cost"
+    elif traced and untraced:
+        how += f", ITL {traced * 1e3:.3f} ms traced vs {untraced * 1e3:.3f} ms untraced ({traced / untraced:.2f}x)"
+    drops = f", {kernels['dropped']} records dropped" if kernels.get("dropped") else ""
+    yield f"  [dim]{escape(how)}; timestamps: {escape(str(kernels.get('timestamp_method')))}{escape(drops)}[/dim]"
+    for k in (kernels.get("top_decode") or [])[:top]:
+        name = k["name"] if len(k["name"]) <= 70 else k["name"][:67] + "..."
+        yield (f"  {escape(name)}  [dim]{k['class']}, {k['count']}x, mean {k['mean_ns'] / 1e3:.1f} us, "
+               f"{k['share']:.0%}[/dim]")
