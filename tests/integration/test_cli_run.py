@@ -139,7 +139,8 @@ def test_attn_implementation_reaches_the_model(model_dir, tmp_path):
 
 @pytest.mark.parametrize("command, options", [
     ([], ["run", "report", "compare", "env", "monitor", "selftest"]),
-    (["run"], ["--batch-size", "--attn-implementation", "--compile", "comma", "Ctrl-C"]),
+    (["run"], ["--batch-size", "--attn-implementation", "--compile", "comma", "Ctrl-C", "--kernel-trace",
+               "--kernel-trace-timed"]),
     (["report"], ["--html", "--csv", "--markdown", "--metric"]),
     (["compare"], ["--fail-on-regression", "Mann-Whitney", "--alpha", "--ignore"]),
     (["env"], ["--json", "governor"]),
@@ -167,3 +168,26 @@ def test_selftest_is_a_command_like_the_others(monkeypatch, capsys):
     assert cli.main(["selftest", "--nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unrecognized arguments: --nope" in err
+
+
+def test_kernel_trace_options_reach_benchmark_generate(model_dir, tmp_path, monkeypatch, capsys):
+    real = fastprof.benchmark_generate
+    seen = []
+
+    def spy(model, inputs, **kwargs):
+        seen.append((kwargs["kernel_trace_iterations"], kwargs["trace_timed"]))
+        return real(model, inputs, **kwargs)
+
+    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", spy)
+    out = tmp_path / "k.json"
+    assert cli.main(["run", "--model", model_dir, *FAST, "--kernel-trace", "3", "--kernel-trace-timed",
+                     "-o", str(out)]) == 0
+    assert seen == [(3, True)]
+    # on the CPU there is no trace, and the result says why
+    kernels = json.loads(out.read_text())["kernels"]
+    assert kernels["available"] is False and "CUDA GPU" in kernels["reason"]
+    assert cli.main(["run", "--model", model_dir, *FAST, "-o", str(out)]) == 0
+    assert seen[-1] == (None, False) and "kernels" not in json.loads(out.read_text())
+    capsys.readouterr()
+    assert cli.main(["run", "--kernel-trace", "-1"]) == 2
+    assert "--kernel-trace" in one_error_line(capsys)

@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
             "there is one, else on the CPU. Each configuration also gets a roofline (the bytes and FLOPs of a\n"
             "decode step against the GPU's peak bandwidth and tensor FLOP/s: MBU, MFU, the ideal step time;\n"
             "on Hopper and newer beside the GPU's own DRAM bandwidth counter) and a verdict: host-overhead-,\n"
-            "memory- or compute-bound.\n\n"
+            "memory- or compute-bound. On CUDA GPUs, 2 extra iterations after the timed ones run under a\n"
+            "CUPTI kernel trace (--kernel-trace): GPU idle share per step, kernels per token, time by class.\n\n"
             "Sweeps: --batch-size, --prompt-len, --max-new-tokens, --dtype, --attn-implementation and --compile\n"
             "take comma lists; every combination is one configuration. A configuration that fails (out of\n"
             "memory, an unsupported attention implementation, any error) is recorded as failed with its reason\n"
@@ -78,6 +79,11 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--num-beams", type=positive_int, default=1, metavar="N",
                      help="beam search with N beams: measured end to end (latency, throughput) without per-token "
                           "marks, since the tokens are chosen only at the end")
+    run.add_argument("--kernel-trace", type=non_negative_int, default=None, metavar="N",
+                     help="after the timed iterations, run N more under the CUPTI kernel tracer: GPU busy/idle per "
+                          "decode step, time by kernel class, top kernels (default: 2 on a CUDA GPU, else 0; 0: off)")
+    run.add_argument("--kernel-trace-timed", action="store_true",
+                     help="trace the timed iterations themselves (their timings then include the tracer's cost)")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -207,6 +207,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                         model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
                         generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args)}, seed=args.seed, progress=on_progress,
                         sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
+                        kernel_trace_iterations=getattr(args, "kernel_trace", None),
+                        trace_timed=getattr(args, "kernel_trace_timed", False),
                     )
                     if comp == "on" and not device.startswith("cuda"):
                         result.warnings.append("--compile on: transformers compiles the forward pass on GPUs only; "
