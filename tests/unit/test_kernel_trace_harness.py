@@ -105,3 +105,29 @@ def test_kernels_section_round_trips_validates_and_prints(fake_gpu, fake_cupti, 
     assert "kernels" in text and "gemm 100%" in text and "1 kernels per token" in text
     lines = list(kernel_lines({"available": False, "reason": "no CUPTI library"}))
     assert lines == ["[dim]kernel trace unavailable: no CUPTI library[/dim]"]
+
+
+def test_report_console_and_html_show_the_breakdown(fake_gpu, fake_cupti, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from fastprof.report import html as report_html
+    from fastprof.report.tables import print_console
+    from fastprof.results.sweep import load
+
+    fake_cupti.only_enabled(1)
+    r = fastprof.benchmark(gemm_call(fake_cupti, []), warmup=0, iterations=3, device="cuda:0",
+                           sample_interval_ms=None)
+    path = r.save(tmp_path / "r.json")
+    sweep = load(path)
+    buf = io.StringIO()
+    print_console(sweep, console=Console(file=buf, width=200, color_system=None))
+    out = buf.getvalue()
+    assert "kernel breakdown" in out and "GPU idle" in out and "gemm 100%" in out
+    page = report_html.html_report(sweep)
+    assert "Kernel breakdown (CUPTI trace)" in page and "top kernels, decode" in page
+    assert "ampere_bf16_s16816gemm_bf16_128x64_ldg8_f2f_tn" in page
+    r.kernels = {"available": False, "reason": "another CUPTI subscriber holds this process"}
+    sweep = load(r.save(tmp_path / "u.json"))
+    assert "kernel trace unavailable: another CUPTI subscriber" in report_html.html_report(sweep)

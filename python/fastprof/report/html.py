@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from fastprof.report.kernels_html import kernel_section
 from fastprof.report.tables import (
     DEFAULT_METRICS,
     _env_line,
@@ -402,6 +403,7 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
                     parts.append(f'<p class="muted">{_esc(reason)}</p>')
             elif roof.get("reason"):
                 parts.append(f'<p class="muted">roofline unavailable: {_esc(roof["reason"])}</p>')
+        parts += kernel_section(getattr(run.result, "kernels", None))
         hw = run.result.hardware or {}
         gpu = _gpu_timeline_chart(run)
         if gpu:

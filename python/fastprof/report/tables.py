@@ -168,6 +168,16 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
             label = f" ({run.label(sweep.varying_keys)})" if sweep.varying_keys else ""
             console.print(f"  [bold]#{run.index}[/bold]{escape(label)}: {escape(run.result.verdict['text'])}",
                           highlight=False)
+        traced = [run for run in sweep.ok_runs if getattr(run.result, "kernels", None)]
+        if traced:
+            from fastprof.results.result import kernel_lines
+
+            console.print("[bold]kernel breakdown[/bold] (CUPTI trace of extra iterations; --details for more)")
+        for run in traced:
+            label = f" ({run.label(sweep.varying_keys)})" if sweep.varying_keys else ""
+            console.print(f"  [bold]#{run.index}[/bold]{escape(label)}:", highlight=False)
+            for line in kernel_lines(run.result.kernels, top=3):
+                console.print("    " + line, highlight=False)
         for w in all_warnings(sweep):
             console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
