@@ -5,7 +5,6 @@ up CUPTI in a process it may keep the one CUPTI subscription, and the other test
 """
 
 import json
-import statistics
 import subprocess
 import sys
 import textwrap
