@@ -32,6 +32,8 @@ LIBRARIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "libfakenvml.so": ("fake_nvml.c", ()),
     "libfakenvml_nogpm.so": ("fake_nvml.c", ("-DFAKE_NVML_NO_GPM",)),
     "libfakeamdsmi.so": ("fake_amdsmi.c", ()),
+    "libfakecupti.so": ("fake_cupti.c", ()),
+    "libfakecupti_nots.so": ("fake_cupti.c", ("-DFAKE_CUPTI_NO_TS_CALLBACK",)),
 }
 
 FLAGS = ("-shared", "-fPIC", "-O1", "-Wall")
