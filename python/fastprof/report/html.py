@@ -403,7 +403,7 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
                     parts.append(f'<p class="muted">{_esc(reason)}</p>')
             elif roof.get("reason"):
                 parts.append(f'<p class="muted">roofline unavailable: {_esc(roof["reason"])}</p>')
-        parts += kernel_section(getattr(run.result, "kernels", None))
+        parts += kernel_section(getattr(run.result, "kernels", None), plt=_plt, png=_png, table=_html_table)
         hw = run.result.hardware or {}
         gpu = _gpu_timeline_chart(run)
         if gpu:

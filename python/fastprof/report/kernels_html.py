@@ -1,9 +1,13 @@
 """The kernel breakdown in the HTML report: per-token stacked GPU time by kernel class with the
-idle remainder, and the top-kernels tables (prefill and decode)."""
+idle remainder, and the top-kernels tables (prefill and decode).
+
+The page's helpers (matplotlib, PNG embedding, tables) are passed in by :mod:`fastprof.report.html`,
+which imports this module."""
 
 from __future__ import annotations
 
-from typing import Any
+import html
+from typing import Any, Callable
 
 import numpy as np
 
@@ -13,16 +17,17 @@ _COLORS = {"gemm": "#4c72b0", "attention": "#dd8452", "elementwise": "#55a868", 
            "copy": "#937860", "communication": "#da8bc3", "other": "#8c8c8c"}
 
 
-def kernel_chart(kernels: dict[str, Any]) -> str | None:
-    """Stacked bars, one per step of the last traced iteration: time by class, then idle."""
-    from fastprof.report.html import _plt, _png
+def _esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
 
+
+def kernel_chart(kernels: dict[str, Any], plt: Any, png: Callable[[Any], str]) -> str | None:
+    """Stacked bars, one per step of the last traced iteration: time by class, then idle."""
     per = kernels.get("per_step") or {}
     step = np.asarray(per.get("step_s") or [], dtype=float) * 1e3
     busy = np.asarray(per.get("busy_s") or [], dtype=float) * 1e3
     if step.size == 0:
         return None
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 3.4))
     x = np.arange(step.size)
     bottom = np.zeros(step.size)
@@ -48,12 +53,10 @@ def kernel_chart(kernels: dict[str, Any]) -> str | None:
         ax.text(0, ax.get_ylim()[1] * 0.95, f" prefill {step[0]:.2f} ms (clipped)", fontsize=7, va="top")
     ax.legend(fontsize=7, ncol=4, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return png(fig)
 
 
-def kernel_tables(kernels: dict[str, Any]) -> list[str]:
-    from fastprof.report.html import _esc, _html_table
-
+def kernel_tables(kernels: dict[str, Any], table: Callable[..., str]) -> list[str]:
     parts = []
     for key, title in (("top_decode", "decode"), ("top_prefill", "prefill")):
         rows = [[_esc(k["name"] if len(k["name"]) <= 90 else k["name"][:87] + "..."), _esc(k.get("class")),
@@ -61,14 +64,14 @@ def kernel_tables(kernels: dict[str, Any]) -> list[str]:
                 for k in kernels.get(key) or []]
         if rows:
             parts.append(f"<h4>top kernels, {title}</h4>")
-            parts.append(_html_table(["kernel", "class", "count", "total [ms]", "mean [us]", "share"], rows, left=2))
+            parts.append(table(["kernel", "class", "count", "total [ms]", "mean [us]", "share"], rows, left=2))
     return parts
 
 
-def kernel_section(kernels: dict[str, Any] | None) -> list[str]:
-    """The HTML parts of one run's kernel breakdown (empty when not traced)."""
-    from fastprof.report.html import _esc
-
+def kernel_section(kernels: dict[str, Any] | None, *, plt: Callable[[], Any], png: Callable[[Any], str],
+                   table: Callable[..., str]) -> list[str]:
+    """The HTML parts of one run's kernel breakdown (empty when not traced). ``plt()`` gives
+    matplotlib's pyplot, ``png(fig)`` embeds a figure, ``table(header, rows, left=)`` renders a table."""
     if not kernels:
         return []
     parts = ["<h3>Kernel breakdown (CUPTI trace)</h3>"]
@@ -91,7 +94,7 @@ def kernel_section(kernels: dict[str, Any] | None) -> list[str]:
     elif traced and untraced:
         note += f"; ITL traced {traced * 1e3:.3f} ms vs untraced {untraced * 1e3:.3f} ms"
     parts.append(f'<p class="muted">{_esc(note)}</p>')
-    chart = kernel_chart(kernels)
+    chart = kernel_chart(kernels, plt(), png) if (kernels.get("per_step") or {}).get("step_s") else None
     if chart:
         parts.append(chart)
-    return parts + kernel_tables(kernels)
+    return parts + kernel_tables(kernels, table)
