@@ -93,3 +93,15 @@ def test_files_of_another_kind_say_what_they_are(tmp_path, capsys, kind, words):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err
+
+
+@pytest.mark.parametrize("key", ["batch_size", "prompt_len"])
+def test_a_generate_result_without_its_shape_is_refused_in_one_line(tmp_path, capsys, key):
+    doc = copy.deepcopy(DOC)
+    doc["runs"][0]["result"]["config"].pop(key)
+    path = tmp_path / "noshape.json"
+    path.write_text(json.dumps(doc))
+    for argv in (["report", str(path)], ["compare", str(path), str(path)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"config.{key}" in err

@@ -253,6 +253,12 @@ class BenchmarkResult:
         if version > SCHEMA_VERSION:
             raise ValueError(f"result schema version {version} is newer than this fastprof understands "
                              f"({SCHEMA_VERSION}); upgrade fastprof to read it")
+        config = d.get("config")
+        if d.get("kind") == "generate" and isinstance(config, dict):
+            for key in ("batch_size", "prompt_len"):
+                if not isinstance(config.get(key), int) or isinstance(config.get(key), bool):
+                    raise ValueError(f"not a complete fastprof result: config.{key} must be an integer, "
+                                     f"got {config.get(key)!r}")
         try:
             return cls(
                 kind=d["kind"], config=d["config"], environment=d["environment"], iterations=d["iterations"],
