@@ -128,21 +128,26 @@ def _interval_ms(text: str) -> int:
     return value
 
 
+def _model_config(args: argparse.Namespace) -> Any:
+    """The config of ``--model`` (or of the built-in model), read without loading any weights.
+    Raises OSError or ValueError when the directory holds no readable config."""
+    if args.model is None:
+        from fastprof.capture import hf
+
+        return hf.default_model_config()
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(args.model, local_files_only=True)
+
+
 def _check_positions(args: argparse.Namespace) -> str | None:
     """Prompt plus new tokens against the model's position limit, before anything is loaded:
     a UsageError when a configuration would exceed it (a warning, returned, when the model
     scales its positions with rope_scaling and may allow more)."""
-    from fastprof.capture import hf
-
-    if args.model is None:
-        cfg = hf.default_model_config()
-    else:
-        from transformers import AutoConfig
-
-        try:
-            cfg = AutoConfig.from_pretrained(args.model, local_files_only=True)
-        except (OSError, ValueError):
-            return None  # the model's own loading reports it, per configuration
+    try:
+        cfg = _model_config(args)
+    except (OSError, ValueError):
+        return None  # the model's own loading reports it, per configuration
     limit = getattr(cfg, "max_position_embeddings", None)
     if not isinstance(limit, int) or limit <= 0:
         return None
@@ -242,8 +247,9 @@ def _serving_main(args: argparse.Namespace, device: str, argv: Any) -> int:
         raise UsageError(f"--serving: {exc}") from None
     except runner_model_error() as exc:
         raise UsageError(str(exc)) from None
-    if outcome.exit_code != 130:
-        _print_serving(outcome, args)
+    from fastprof.report.serving import print_serving
+
+    _print_outcome(outcome, args, view=print_serving, what="rate(s)")
     return outcome.exit_code
 
 
@@ -251,24 +257,6 @@ def runner_model_error() -> type:
     from fastprof.measure.runner import ModelLoadError
 
     return ModelLoadError
-
-
-def _print_serving(outcome: Any, args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    from fastprof.report.serving import print_serving
-
-    sweep = outcome.sweep
-    out_console = Console()
-    if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
-        out_console.print(sweep.runs[0].result)
-    else:
-        print_serving(sweep, console=out_console)
-    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
-    console.print(escape(f"results written to {args.output}"))
-    if outcome.failed:
-        console.print(f"[red]{outcome.failed} of {outcome.total} rate(s) failed[/red]")
 
 
 def _distributed_checks(args: argparse.Namespace, mode: str, device: str, torch: Any) -> str:
@@ -286,17 +274,10 @@ def _distributed_checks(args: argparse.Namespace, mode: str, device: str, torch:
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     if mode == "tp":
-        from fastprof.capture import hf
-
-        if args.model is None:
-            cfg = hf.default_model_config()
-        else:
-            from transformers import AutoConfig
-
-            try:
-                cfg = AutoConfig.from_pretrained(args.model, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"argument --model: cannot read the config of {args.model!r}: {exc}") from None
+        try:
+            cfg = _model_config(args)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"argument --model: cannot read the config of {args.model!r}: {exc}") from None
         heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
         kv = int(getattr(cfg, "num_key_value_heads", heads) or heads)
         if heads % world or kv % world:
@@ -305,27 +286,26 @@ def _distributed_checks(args: argparse.Namespace, mode: str, device: str, torch:
     return device
 
 
-def _print_outcome(outcome: Any, args: argparse.Namespace) -> None:
-    """The finished sweep's tables on stdout, then where it was written and what failed."""
+def _print_outcome(outcome: Any, args: argparse.Namespace, *, view: Any = None,
+                   what: str = "configuration(s)") -> None:
+    """The finished sweep on stdout (one result's own tables, or ``view`` of the sweep: the report
+    table by default), then where it was written and what failed."""
     from rich.console import Console
     from rich.markup import escape
 
     from fastprof.report import print_console
+    from fastprof.report.distributed import print_ranks
 
     sweep = outcome.sweep
     if outcome.exit_code == 130:
         return
     out_console = Console()
     if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
-        from fastprof.report.distributed import print_ranks
-
         out_console.print(sweep.runs[0].result)
         print_ranks(sweep, out_console)
     else:
-        print_console(sweep, console=out_console)
+        (view or print_console)(sweep, console=out_console)
     console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
     console.print(escape(f"results written to {args.output}"))
     if outcome.failed:
-        console.print(f"[red]{outcome.failed} of {outcome.total} configuration(s) failed[/red]")
-
-
+        console.print(f"[red]{outcome.failed} of {outcome.total} {what} failed[/red]")

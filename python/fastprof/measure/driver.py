@@ -137,6 +137,18 @@ class _KernelTracing:
             self.warnings.append(f"the kernel trace dropped {section['dropped']} records: its breakdown is incomplete")
         return section
 
+    def run_after(self, timed: list[Trace], run_once: Callable[[], Trace]) -> list[Trace]:
+        """The traced iterations: ``timed`` themselves under ``trace_timed``, else that many more
+        ``run_once()`` calls, traced, after the timed ones (none when the tracer is unavailable)."""
+        if self.trace_timed:
+            return timed
+        self.start()
+        try:
+            return [run_once() for _ in range(self.iterations if self.active else 0)]
+        except BaseException:
+            self.abort()
+            raise
+
     def abort(self) -> None:
         if self.tracer is not None and self.tracer.running:
             self.tracer.stop()
@@ -200,14 +212,7 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
         tracing.abort()
         raise
     hardware = sampling.finish(traces, [1] * len(traces), seed)
-    traced = traces
-    if not tracing.trace_timed:
-        tracing.start()
-        try:
-            traced = [run_once() for _ in range(tracing.iterations if tracing.active else 0)]
-        except BaseException:
-            tracing.abort()
-            raise
+    traced = tracing.run_after(traces, run_once)
     host_latency = [(t.host_end_ns - t.host_start_ns) / 1e9 for t in traces]
     kernels = tracing.finish(traced, None)
     if kernels and kernels.get("available") and traced and not tracing.trace_timed:
@@ -368,14 +373,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         tracing.abort()
         raise
     hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
-    traced = traces
-    if not tracing.trace_timed:
-        tracing.start()
-        try:
-            traced = [run_once() for _ in range(tracing.iterations if tracing.active else 0)]
-        except BaseException:
-            tracing.abort()
-            raise
+    traced = tracing.run_after(traces, run_once)
 
     if device_timing["available"] and per_token:
         bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
