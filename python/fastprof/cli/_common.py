@@ -23,34 +23,27 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
 
 # ---- argument types -----------------------------------------------------------------------
-def positive_int(text: str) -> int:
+def _number(text: str, cast: Callable[[str], Any], expected: str, minimum: float, too_small: str) -> Any:
+    """``text`` as ``cast`` (int or float), at least ``minimum`` (NaN is refused too)."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not value >= minimum:
+        raise argparse.ArgumentTypeError(f"{too_small}, got {text if cast is float else value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, "a positive integer", 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _number(text, int, "a non-negative integer", 0, "must be 0 or more")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _number(text, float, "a number", 0, "must be 0 or more")
 
 
 def comma_list(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
