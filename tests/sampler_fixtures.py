@@ -40,6 +40,8 @@ class FakeNvml:
         lib.fake_nvml_init_calls.restype = ctypes.c_long
         lib.fake_nvml_shutdown_calls.restype = ctypes.c_long
         lib.fake_nvml_gpm_set.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_double]
+        lib.fake_nvml_util_reads.restype = ctypes.c_long
+        lib.fake_nvml_util_reads.argtypes = [ctypes.c_int]
         for name in ("fake_nvml_gpm_live_samples", "fake_nvml_gpm_bad_pairs", "fake_nvml_gpm_metrics_calls",
                      "fake_nvml_gpm_last_num_metrics"):
             getattr(lib, name).restype = ctypes.c_long
@@ -61,6 +63,13 @@ class FakeNvml:
 
     def set(self, device: int, what: str, value: float):
         assert self.lib.fake_nvml_set(device, what.encode(), float(value)) == 0, what
+
+    def util_sequence(self, on: bool = True):
+        """Make every utilisation read return the device's read count (1, 2, ...)."""
+        self.lib.fake_nvml_util_sequence(int(on))
+
+    def util_reads(self, device: int = 0) -> int:
+        return int(self.lib.fake_nvml_util_reads(device))
 
     def set_device_count(self, n: int):
         self.lib.fake_nvml_set_device_count(n)

@@ -56,6 +56,7 @@ typedef struct {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static fake_dev devs[MAX_DEV];
 static int device_count = 1;
+static int util_sequence = 0; /* 1: utilization.gpu reports the device's utilisation-read count */
 static int init_error = 0;
 static long init_calls = 0, shutdown_calls = 0;
 static struct { char name[64]; int dev; } unsupported[MAX_NAMES];
@@ -117,6 +118,7 @@ void fake_nvml_reset(void) {
   device_count = 1;
   init_error = 0;
   init_calls = shutdown_calls = 0;
+  util_sequence = 0;
   memset(unsupported, 0, sizeof(unsupported));
   memset(delays, 0, sizeof(delays));
   memset(counters, 0, sizeof(counters));
@@ -138,6 +140,10 @@ long fake_nvml_gpm_bad_pairs(void) { return gpm_bad_pairs; }
 long fake_nvml_gpm_metrics_calls(void) { return gpm_metrics_calls_n; }
 long fake_nvml_gpm_last_num_metrics(void) { return gpm_last_num_metrics; }
 void fake_nvml_set_device_count(int n) { device_count = n; }
+/* Sequence mode: every utilisation read returns the number of reads of that device so far (1, 2, ...),
+   so a test can tell a lost or duplicated sample from the values alone. */
+void fake_nvml_util_sequence(int on) { util_sequence = on; }
+long fake_nvml_util_reads(int dev) { ensure(); pthread_mutex_lock(&lock); long n = devs[dev].util_reads; pthread_mutex_unlock(&lock); return n; }
 void fake_nvml_fail_init(int code) { init_error = code; }
 long fake_nvml_init_calls(void) { return init_calls; }
 long fake_nvml_shutdown_calls(void) { return shutdown_calls; }
@@ -248,7 +254,7 @@ int nvmlDeviceGetUtilizationRates(nvmlDevice_t d, util_t* u) {
   pthread_mutex_lock(&lock);
   d->util_reads++;
   if (d->lose_after >= 0 && d->util_reads > d->lose_after) { d->lost = 1; rc = 15; }
-  u->gpu = (unsigned)d->util_gpu;
+  u->gpu = util_sequence ? (unsigned)d->util_reads : (unsigned)d->util_gpu;
   u->memory = (unsigned)d->util_mem;
   pthread_mutex_unlock(&lock);
   return rc;
