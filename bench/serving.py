@@ -6,7 +6,11 @@ last ones past saturation) with transformers' continuous-batching manager, write
 results file (a sweep over ``rate``, readable by ``fastprof report`` and ``compare``) and prints the
 serving curve, its knee and the rate at which p99 TTFT exceeds 10x its low-load value.
 
-    python bench/serving.py --out /tmp/serving.json [--rates 1,4,16,64,256 --num-requests 48]
+    python bench/serving.py --out /tmp/serving.json [--rates 1,8,64,256,1024 --arrival-seconds 16]
+
+Each rate gets rate x --arrival-seconds requests, at least --min-requests and at most
+--max-requests (or exactly --num-requests), so that high rates bring enough requests to build a
+queue and low rates do not take minutes.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="serving-1b.json")
     p.add_argument("--html", default=None, help="also write the HTML report here")
-    p.add_argument("--rates", default="1,4,16,64,256", help="offered loads, requests per second")
-    p.add_argument("--num-requests", type=int, default=48)
+    p.add_argument("--rates", default="1,8,64,256,1024", help="offered loads, requests per second")
+    p.add_argument("--num-requests", type=int, default=None, help="requests per rate (else from --arrival-seconds)")
+    p.add_argument("--arrival-seconds", type=float, default=16.0)
+    p.add_argument("--min-requests", type=int, default=16)
+    p.add_argument("--max-requests", type=int, default=256)
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--new", type=int, default=64)
     p.add_argument("--warmup-requests", type=int, default=4)
@@ -59,9 +66,11 @@ def main() -> int:
                   command=["python", *sys.argv], complete=False)
     for rate in rates:
         t = time.perf_counter()
-        config = {"model": "llama-1b-random", "rate": rate, "prompt_len": args.prompt_len, "max_new_tokens": args.new}
+        n = args.num_requests or int(min(max(round(rate * args.arrival_seconds), args.min_requests), args.max_requests))
+        config = {"model": "llama-1b-random", "rate": rate, "prompt_len": args.prompt_len, "max_new_tokens": args.new,
+                  "num_requests": n}
         try:
-            res = fastprof.benchmark_serving(model, prompts, rate=rate, num_requests=args.num_requests,
+            res = fastprof.benchmark_serving(model, prompts, rate=rate, num_requests=n,
                                              max_new_tokens=args.new, warmup_requests=args.warmup_requests,
                                              slo_ttft_ms=500, slo_itl_ms=50, config=config, seed=0)
         except Exception as exc:  # noqa: BLE001 - recorded, the other rates go on
@@ -72,6 +81,7 @@ def main() -> int:
             c = res.serving["counts"]
             print(f"rate {rate:g} req/s: {c['finished']}/{c['total']} finished in {time.perf_counter() - t:.1f} s, "
                   f"{res.serving['request_throughput_per_s']:.2f} req/s, "
+                  f"kept up {(res.serving.get('served_share') or float('nan')) * 100:.0f}%, "
                   f"{res.serving['output_token_throughput_per_s']:.0f} tok/s, "
                   f"TTFT p99 {res.summary['ttft_s']['p99'] * 1e3:.1f} ms, token clock {res.serving['token_clock']}",
                   flush=True)

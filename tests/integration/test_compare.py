@@ -8,6 +8,7 @@ import pytest
 from fastprof import cli
 from fastprof.analysis.compare import bootstrap_ratio, compare_metric
 from fastprof.report.compare import compare_sweeps
+from fastprof.results.sweep import validate
 from report_fixtures import synthetic_result, synthetic_sweep
 
 
@@ -110,3 +111,51 @@ def test_compare_bad_files(tmp_path, capsys):
     foreign.write_text(json.dumps({"results": [1, 2]}))
     assert cli.main(["compare", str(foreign), str(a)]) == 2
     assert "not a fastprof results file" in one_error_line(capsys)
+
+
+def _kernels(gemm_s: float, idle_share: float) -> dict:
+    """A kernel breakdown as fastprof.analysis.kernels.section writes it (2 iterations, 10 decode steps)."""
+    busy = gemm_s + 0.0002
+    step = busy / (1 - idle_share)
+    return {"available": True, "reason": "", "backend": "cupti", "timestamp_method": "callback", "dropped": 0,
+            "records": 400, "iterations": 2, "traced_timed": False, "itl_s_traced": step, "itl_s_untraced": step,
+            "trace_overhead_ratio": 1.0, "decode_steps": 10, "idle_share": idle_share, "busy_s_per_step": busy,
+            "step_s_median": step, "kernels_per_token": 20.0,
+            # class_s: seconds per iteration; 5 decode steps per iteration.
+            "class_s": {"gemm": gemm_s * 5, "elementwise": 0.0002 * 5, "attention": 0.0},
+            "class_share": {"gemm": gemm_s / busy, "elementwise": 0.0002 / busy, "attention": 0.0},
+            "top_prefill": [], "top_decode": [],
+            "per_step": {"step_s": [step] * 6, "busy_s": [busy] * 6, "kernels": [20] * 6,
+                         "class_s": {"gemm": [gemm_s] * 6}}}
+
+
+def test_compare_shows_the_kernel_breakdown_of_traced_runs(tmp_path, capsys):
+    a, b = synthetic_sweep({1: 8.0}), synthetic_sweep({1: 8.0}, seed=1)
+    a.runs[0].result.kernels = _kernels(0.001, 0.5)
+    b.runs[0].result.kernels = _kernels(0.0015, 0.25)
+    pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
+    validate(json.loads(pa.read_text()))
+    out_json = tmp_path / "cmp.json"
+    assert cli.main(["compare", str(pa), str(pb), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "kernel breakdown" in out
+    cells = {}
+    for line in out[out.index("kernel breakdown"):].splitlines():
+        parts = [c.strip() for c in line.split("\u2502")]
+        if len(parts) == 7:  # | configuration | item | A | B | change |
+            cells[parts[2]] = parts[3:6]
+    assert cells["gemm"] == ["1.000 ms", "1.500 ms", "+50.0%"]
+    assert cells["idle share"][:2] == ["50.0%", "25.0%"]
+    doc = json.loads(out_json.read_text())
+    items = {d["item"]: d for d in doc["comparisons"][0]["kernels"]}
+    assert items["gemm"]["a"] == pytest.approx(0.001) and items["gemm"]["change_pct"] == pytest.approx(50.0)
+    assert items["GPU idle"]["b"] == pytest.approx(0.0017 / 0.75 - 0.0017)
+    assert "attention" not in items  # a class with no time is left out
+
+
+def test_compare_without_traces_has_no_kernel_breakdown(tmp_path, capsys):
+    a, b = synthetic_sweep({1: 8.0}), synthetic_sweep({1: 8.0}, seed=1)
+    a.runs[0].result.kernels = _kernels(0.001, 0.5)  # only one side traced
+    pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
+    assert cli.main(["compare", str(pa), str(pb)]) == 0
+    assert "kernel breakdown" not in capsys.readouterr().out

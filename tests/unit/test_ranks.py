@@ -51,3 +51,26 @@ def test_data_parallel_throughput_adds_up_per_iteration():
     assert ranks.summed_per_iteration([np.array([1.0, 2.0]), np.array([10.0, 20.0])]).tolist() == [11.0, 22.0]
     with pytest.raises(ValueError):
         ranks.summed_per_iteration([np.array([1.0]), np.array([1.0, 2.0])])
+
+
+def test_merged_tensor_parallel_result_keeps_the_kernel_breakdown():
+    from fastprof.capture.environment import capture_environment
+    from fastprof.measure.distributed import merge
+    from report_fixtures import synthetic_result
+
+    results = [synthetic_result(8.0, seed=0), synthetic_result(9.0, seed=0)]  # rank 1 is the slower one
+    for rank, r in enumerate(results):
+        r.kernels = {"available": True, "reason": "", "idle_share": 0.5 + 0.1 * rank, "busy_s_per_step": 0.004,
+                     "kernels_per_token": 300.0 + rank, "class_share": {"gemm": 0.6}, "decode_steps": 30,
+                     "top_decode": [{"name": "gemm_kernel"}]}
+    payloads = [{"rank": i, "local_rank": i, "host": "h", "device": f"cuda:{i}", "result": r.to_dict(), "error": None}
+                for i, r in enumerate(results)]
+    offsets = [{"rank": i, "offset_ns": 0, "uncertainty_ns": 0, "applied": False} for i in range(2)]
+    merged = merge(payloads, mode="tp", offsets=offsets, environment=capture_environment(), world_size=2,
+                   backend="gloo")
+    assert merged.distributed["slowest_rank"] == 1
+    assert merged.kernels["rank"] == 1 and merged.kernels["kernels_per_token"] == 301.0
+    digests = [r["kernels"] for r in merged.distributed["ranks"]]
+    assert [d["idle_share"] for d in digests] == [0.5, 0.6]
+    assert "top_decode" not in digests[0]  # the digest is the headline only
+    merged.to_json()  # still a valid document

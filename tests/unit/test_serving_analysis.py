@@ -66,6 +66,38 @@ def test_curve_knee_and_saturation():
     assert sv.curve([point(1, 0.5, 0.02)])["knee_rate"] is None
 
 
+def test_keep_up_follows_completions_not_the_window():
+    s = 1_000_000_000
+    # Arrivals every second, each request generating for 8 s: the server keeps up, although the
+    # window (0 to 12 s) holds only 5 completions.
+    kept = [rec(i * s, [i * s + k * s for k in range(1, 9)]) for i in range(5)]
+    k = sv.keep_up(kept)
+    assert k["arrival_rate_per_s"] == pytest.approx(1.0) and k["completion_rate_per_s"] == pytest.approx(1.0)
+    assert k["served_share"] == pytest.approx(1.0)
+    summary = sv.summarize(kept, start_ns=0, end_ns=12 * s, rate=1.0)
+    assert summary["request_throughput_per_s"] < 0.5 and summary["served_share"] == pytest.approx(1.0)
+    # Ten arrivals per second, served one per second: a tenth of the load.
+    behind = [rec(i * s // 10, [i * s + s // 2, (i + 1) * s]) for i in range(6)]
+    assert sv.keep_up(behind)["served_share"] == pytest.approx(0.1)
+    # Requests left unfinished count against the share.
+    half = kept[:3] + [rec(3 * s, [4 * s], status="running"), rec(4 * s, [], status="queued")]
+    assert sv.keep_up(half)["served_share"] == pytest.approx((2 / 2) * (3 / 5) / 1.0)
+    # Undefined with one request or all at once.
+    assert sv.keep_up(kept[:1])["served_share"] is None
+    assert sv.keep_up([rec(0, [s]), rec(0, [2 * s])])["served_share"] is None
+
+
+def test_curve_knee_uses_served_share_when_present():
+    def point(rate, share, throughput):
+        return {"rate": rate, "request_throughput_per_s": throughput, "served_share": share,
+                "summary": {"ttft_s": {"p99": 0.1}}}
+    # Window throughput is far below the rate everywhere (long requests, few of them); the
+    # completion-based share says the server kept up to 8 req/s.
+    c = sv.curve([point(1, 0.98, 0.4), point(8, 0.93, 3.0), point(64, 0.3, 5.0)])
+    assert c["knee_rate"] == 8
+    assert c["points"][0]["served_share"] == 0.98
+
+
 def test_collector_records_a_failed_request():
     from fastprof.measure.serving import _Collector
 

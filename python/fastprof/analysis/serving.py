@@ -31,7 +31,8 @@ STATUSES = ("finished", "running", "queued", "failed")
 #: Per-request metrics summarised by :func:`summarize` (``itl_s``: every gap of every request).
 REQUEST_METRICS = ("queue_s", "ttft_s", "itl_s", "tpot_s", "e2e_s")
 
-#: The knee of the serving curve: the highest offered rate still served at this share of its load.
+#: The knee of the serving curve: the highest offered rate still served at this share of its load
+#: (completion rate over arrival rate, see :func:`keep_up`).
 KNEE_SERVED_SHARE = 0.9
 #: Saturation: the first rate whose p99 TTFT exceeds this multiple of the lowest rate's p99 TTFT.
 SATURATION_TTFT_FACTOR = 10.0
@@ -138,6 +139,37 @@ def _time_weighted_mean(t: Sequence[float], v: Sequence[float], end: float) -> f
     return float(np.sum(widths * np.asarray(v, dtype=np.float64)) / end) if widths.sum() > 0 else None
 
 
+def _rate_over_span(times_ns: Sequence[int]) -> float | None:
+    """Events per second between the first and the last of ``times_ns``: (n - 1) / span."""
+    if len(times_ns) < 2:
+        return None
+    span = (max(times_ns) - min(times_ns)) / 1e9
+    return (len(times_ns) - 1) / span if span > 0 else None
+
+
+def keep_up(requests: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Whether the server kept up with its load, free of the window's edges.
+
+    ``arrival_rate_per_s``: the realised arrival rate, (n - 1) / (last arrival - first arrival)
+    (a Poisson schedule's realised rate differs from the offered one); ``completion_rate_per_s``:
+    the same over the finished requests' completion times; ``served_share``: their ratio, or None
+    where either is undefined (fewer than two requests, or all arriving at once).
+
+    Throughput over the whole window (``request_throughput_per_s``) cannot answer this with few
+    requests: the window also holds the first request's wait for tokens and the last one's
+    generation, so a server that keeps up easily still looks behind. Completions, by contrast,
+    follow arrivals one for one while the server keeps up and fall to its capacity once it does
+    not, whatever the number of requests. Requests that did not finish count against the share:
+    the completion rate is scaled by finished / measured."""
+    arrivals = [int(r["arrival_ns"]) for r in requests if r.get("status") != "failed"]
+    done = [int(r["token_ns"][-1]) for r in requests if r.get("status") == "finished" and r.get("token_ns")]
+    a, c = _rate_over_span(arrivals), _rate_over_span(done)
+    if c is not None and arrivals:
+        c *= len(done) / len(arrivals)
+    share = c / a if a and c is not None else None
+    return {"arrival_rate_per_s": a, "completion_rate_per_s": c, "served_share": share}
+
+
 def summarize(requests: Sequence[dict[str, Any]], *, start_ns: int, end_ns: int, rate: float | None,
               slo_ttft_s: float | None = None, slo_itl_s: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Per-run figures of the measured requests in the window ``[start_ns, end_ns]``.
@@ -191,6 +223,7 @@ def summarize(requests: Sequence[dict[str, Any]], *, start_ns: int, end_ns: int,
         "slo": {"ttft_s": slo_ttft_s, "itl_s": slo_itl_s},
         "goodput_per_s": per_s(good),
         "goodput_share": good / counts["total"] if counts["total"] else None,
+        **keep_up(requests),
         "occupancy": {**occ, "mean_in_system": _time_weighted_mean(occ["t_s"], occ["in_system"], window_s),
                       "mean_generating": _time_weighted_mean(occ["t_s"], occ["generating"], window_s),
                       "max_generating": max(occ["generating"]) if occ["generating"] else 0},
@@ -204,8 +237,10 @@ def curve(points: Iterable[dict[str, Any]]) -> dict[str, Any]:
     ``summary``), sorted by offered rate.
 
     ``knee_rate``: the highest offered rate up to which every rate was served at
-    :data:`KNEE_SERVED_SHARE` of its load or better (request throughput / offered rate), the point
-    where throughput stops rising with load; None when even the lowest rate was not.
+    :data:`KNEE_SERVED_SHARE` of its load or better, the point where throughput stops rising with
+    load; None when even the lowest rate was not. The share is ``served_share`` (completion rate
+    over realised arrival rate, :func:`keep_up`) where a point has it, else request throughput
+    over the offered rate (results written before ``served_share`` existed, burst arrivals).
     ``saturation_rate``: the first rate whose p99 TTFT exceeds :data:`SATURATION_TTFT_FACTOR` times
     the lowest rate's p99 TTFT; None when none does (the sweep did not reach saturation)."""
     rows = []
@@ -218,13 +253,16 @@ def curve(points: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "request_throughput_per_s": p.get("request_throughput_per_s"),
             "output_token_throughput_per_s": p.get("output_token_throughput_per_s"),
             "goodput_per_s": p.get("goodput_per_s"),
+            "served_share": p.get("served_share"),
             **{f"{m}_{q}": (s.get(m) or {}).get(q) for m in ("ttft_s", "itl_s", "e2e_s") for q in ("p50", "p99")},
         })
     rows.sort(key=lambda r: r["rate"])
     knee = None
     for r in rows:
-        thr = r["request_throughput_per_s"]
-        if thr is None or thr < KNEE_SERVED_SHARE * r["rate"]:
+        share = r["served_share"]
+        if share is None and r["request_throughput_per_s"] is not None and r["rate"] > 0:
+            share = r["request_throughput_per_s"] / r["rate"]
+        if share is None or share < KNEE_SERVED_SHARE:
             break
         knee = r["rate"]
     saturation = None

@@ -245,14 +245,23 @@ def _rank_results(payloads: Sequence[dict[str, Any]], environment: dict[str, Any
     return out
 
 
+def _kernel_digest(kernels: dict[str, Any]) -> dict[str, Any]:
+    """The headline of one rank's kernel breakdown (what compares across ranks)."""
+    keys = ("available", "reason", "idle_share", "busy_s_per_step", "step_s_median", "kernels_per_token",
+            "class_share", "decode_steps", "trace_overhead_ratio")
+    return {k: kernels[k] for k in keys if k in kernels}
+
+
 def merge(payloads: Sequence[dict[str, Any]], *, mode: str, offsets: Sequence[dict[str, Any]],
           environment: dict[str, Any], world_size: int, backend: str, seed: int = 0) -> BenchmarkResult:
     """Rank 0's merged result of one configuration (see :mod:`fastprof.analysis.ranks`).
 
     ``tp``: the main summary is the job's (each step's slowest rank); ``dp``: the slowest rank's
     latency, plus ``total_*_tokens_per_s`` summed across ranks per iteration. Either way, the
-    ``distributed`` section holds every rank's own summary and raw iterations, the clock offsets,
-    and for ``tp`` the step skew and how often each rank was last.
+    ``distributed`` section holds every rank's own summary and raw iterations (and the headline of
+    its kernel breakdown when traced), the clock offsets, and for ``tp`` the step skew and how
+    often each rank was last. A ``tp`` result carries the slowest rank's kernel breakdown
+    (``kernels.rank`` says which); a ``dp`` result is the slowest rank's, breakdown included.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -266,7 +275,8 @@ def merge(payloads: Sequence[dict[str, Any]], *, mode: str, offsets: Sequence[di
     for p, r in zip(payloads, results):
         per_rank.append({"rank": p["rank"], "host": p["host"], "device": p.get("device"), "summary": r.summary,
                          "device_summary": r.device_summary, "hardware_summary": (r.hardware or {}).get("summary"),
-                         "iterations": r.iterations, "warnings": r.warnings})
+                         "iterations": r.iterations, "warnings": r.warnings,
+                         **({"kernels": _kernel_digest(r.kernels)} if r.kernels else {})})
     section: dict[str, Any] = {"mode": mode, "world_size": world_size, "backend": backend,
                                "clock": {"method": "offset estimated over the process group" if applied
                                          else "shared CLOCK_MONOTONIC (one host)", "offsets": list(offsets)},
@@ -285,6 +295,11 @@ def merge(payloads: Sequence[dict[str, Any]], *, mode: str, offsets: Sequence[di
                                              device_timing=device_timing, hardware=base.hardware,
                                              warnings=[w for w in base.warnings if "iteration" not in w], seed=seed)
         section["slowest_rank"] = section["skew"]["most_often_last"]
+        # The kernel breakdown is per GPU: the merged result carries the slowest rank's, and
+        # section["ranks"] every rank's digest.
+        traced = results[section["slowest_rank"] or 0].kernels or base.kernels
+        if traced is not None:
+            merged.kernels = {**traced, "rank": section["slowest_rank"] or 0}
     else:
         itl = [float(r.summary.get("itl_s", r.summary.get("e2e_latency_s", {})).get("p50") or 0.0) for r in results]
         slowest = int(np.argmax(itl))

@@ -7,7 +7,7 @@ in two results documents and presents the verdicts.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,12 +56,58 @@ def per_iteration_values(result: BenchmarkResult, metric: str, clock: str = "hos
 
 
 @dataclass
+class KernelDelta:
+    """One line of the kernel breakdown of two matched runs: a decode-step figure in A and B."""
+    config: str
+    item: str  # "GPU busy", "GPU idle", "idle share", "kernels / step" or a kernel class
+    a: float
+    b: float
+    unit: str  # "s", "share" or "count"
+
+    @property
+    def change_pct(self) -> float | None:
+        return (self.b / self.a - 1) * 100 if self.a else None
+
+
+@dataclass
 class Comparison:
     baseline: str
     other: str
     rows: list[Row]
     unmatched_a: list[str]
     unmatched_b: list[str]
+    #: The kernel breakdowns of matched runs that both have one (``fastprof run --kernel-trace``).
+    kernels: list[KernelDelta] = field(default_factory=list)
+
+
+def kernel_figures(result: BenchmarkResult) -> dict[str, tuple[float, str]] | None:
+    """A result's decode kernel breakdown as (value, unit) by item: median GPU busy and idle time
+    per decode step, the median idle share, kernels per step and the time per step of each kernel
+    class (class totals over the traced iterations' decode steps); None without a trace."""
+    k = result.kernels or {}
+    if not k.get("available") or k.get("busy_s_per_step") is None:
+        return None
+    out: dict[str, tuple[float, str]] = {"GPU busy": (k["busy_s_per_step"], "s")}
+    if k.get("step_s_median") is not None:
+        out["GPU idle"] = (max(k["step_s_median"] - k["busy_s_per_step"], 0.0), "s")
+    if k.get("idle_share") is not None:
+        out["idle share"] = (k["idle_share"], "share")
+    if k.get("kernels_per_token") is not None:
+        out["kernels / step"] = (k["kernels_per_token"], "count")
+    steps = k.get("decode_steps") or 0
+    iters = max(k.get("iterations") or 1, 1)
+    for cls, total in sorted((k.get("class_s") or {}).items(), key=lambda kv: -kv[1]):
+        if steps and total:
+            # class_s is per iteration; decode_steps counts every traced iteration's steps.
+            out[cls] = (total * iters / steps, "s")
+    return out
+
+
+def _kernel_deltas(config: str, ra: BenchmarkResult, rb: BenchmarkResult) -> list[KernelDelta]:
+    fa, fb = kernel_figures(ra), kernel_figures(rb)
+    if fa is None or fb is None:
+        return []
+    return [KernelDelta(config, item, va, fb[item][0], unit) for item, (va, unit) in fa.items() if item in fb]
 
 
 def _key(run: Run, ignore: Sequence[str]) -> str:
@@ -99,7 +145,9 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
                                f"{', '.join(m for m in available if m not in HARDWARE_COMPARED)}"
                                f"{', ' + ', '.join(HARDWARE_COMPARED) if HARDWARE_COMPARED else ''}")
     rows: list[Row] = []
+    kernels: list[KernelDelta] = []
     for ra, rb in pairs:
+        kernels += _kernel_deltas(label(ra), ra.result, rb.result)
         for metric in metrics if metrics is not None else available:
             va = per_iteration_values(ra.result, metric, clock)
             vb = per_iteration_values(rb.result, metric, clock)
@@ -111,7 +159,7 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         raise CompareError(f"no metric could be compared on the {clock} clock (is it recorded in both files?)")
     return Comparison(names[0], names[1], rows,
                       unmatched_a=[label(r) for r in a.ok_runs if id(r) not in matched_a],
-                      unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b])
+                      unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels)
 
 
 def compare_files(sweeps: Sequence[Sweep], *, names: Sequence[str], **kwargs: Any) -> list[Comparison]:
@@ -149,16 +197,41 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
             styles.append({"regression": "red", "improvement": "green"}.get(r.verdict))
         for t in fit_tables(columns, rows, width=console_width(console), row_styles=styles):
             console.print(t)
+        if c.kernels:
+            _print_kernels(c, console)
         for label in c.unmatched_a:
             console.print(f"[dim]only in {escape(c.baseline)}: {escape(label)}[/dim]", highlight=False)
         for label in c.unmatched_b:
             console.print(f"[dim]only in {escape(c.other)}: {escape(label)}[/dim]", highlight=False)
 
 
+def _print_kernels(c: Comparison, console: Any) -> None:
+    from rich.markup import escape
+
+    console.print(escape(f"kernel breakdown of the traced iterations, per decode step ({c.other} vs {c.baseline}; "
+                         "medians, no test of significance: the trace covers few iterations)"), highlight=False)
+    columns = [Column("configuration", "left", key=True), Column("item", "left", key=True), Column("A"),
+               Column("B"), Column("change")]
+    rows = []
+    for d in c.kernels:
+        if d.unit == "s":
+            unit, scale = display_unit("busy_s", d.a)
+            fmt = lambda v: f"{v * scale:,.3f} {unit}"  # noqa: E731
+        elif d.unit == "share":
+            fmt = lambda v: f"{v:.1%}"  # noqa: E731
+        else:
+            fmt = lambda v: f"{v:,.1f}"  # noqa: E731
+        change = "-" if d.change_pct is None else f"{d.change_pct:+.1f}%"
+        rows.append([d.config or "-", d.item, fmt(d.a), fmt(d.b), change])
+    for t in fit_tables(columns, rows, width=console_width(console)):
+        console.print(t)
+
+
 def write_json(comparisons: Sequence[Comparison], path: str, *, alpha: float) -> None:
 
     doc = {"kind": "comparison", "alpha": alpha,
            "comparisons": [{"baseline": c.baseline, "other": c.other, "rows": [asdict(r) for r in c.rows],
-                            "unmatched_baseline": c.unmatched_a, "unmatched_other": c.unmatched_b}
+                            "unmatched_baseline": c.unmatched_a, "unmatched_other": c.unmatched_b,
+                            "kernels": [{**asdict(d), "change_pct": d.change_pct} for d in c.kernels]}
                            for c in comparisons]}
     write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False))

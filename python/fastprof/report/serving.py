@@ -16,7 +16,7 @@ from fastprof.analysis import serving as _serving
 from fastprof.results.layout import Column, console_width, fit_tables
 from fastprof.results.sweep import Run, Sweep
 
-HEADER = ("rate req/s", "requests", "done", "running", "failed", "req/s", "out tok/s", "goodput req/s",
+HEADER = ("rate req/s", "requests", "done", "running", "failed", "req/s", "kept up %", "out tok/s", "goodput req/s",
           "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "E2E p99 s", "mean generating")
 
 
@@ -44,7 +44,7 @@ def rows(sweep: Sweep) -> list[list[str]]:
         out.append([
             f(s.get("rate"), fmt="{:g}") if s.get("rate") is not None else str(s.get("arrival")),
             str(c.get("total", 0)), str(c.get("finished", 0)), str(c.get("running", 0) + c.get("queued", 0)),
-            str(c.get("failed", 0)), f(s.get("request_throughput_per_s")),
+            str(c.get("failed", 0)), f(s.get("request_throughput_per_s")), f(s.get("served_share"), 100, "{:.0f}"),
             f(s.get("output_token_throughput_per_s"), fmt="{:,.1f}"), f(s.get("goodput_per_s")),
             f(q["ttft_s"].get("p50"), 1e3), f(q["ttft_s"].get("p99"), 1e3), f(q["itl_s"].get("p50"), 1e3),
             f(q["itl_s"].get("p99"), 1e3), f(q["e2e_s"].get("p99"), fmt="{:,.3f}"),
@@ -55,8 +55,8 @@ def rows(sweep: Sweep) -> list[list[str]]:
 
 def knee_text(c: dict[str, Any]) -> str:
     """One line: the knee and the saturation rate of a curve."""
-    knee = (f"knee at {c['knee_rate']:g} req/s (the highest rate served at >= {c['knee_served_share']:.0%} of its "
-            "load)" if c.get("knee_rate") is not None else "no knee: even the lowest rate was not served at "
+    knee = (f"knee at {c['knee_rate']:g} req/s (the highest rate whose completions kept up with >= "
+            f"{c['knee_served_share']:.0%} of its arrivals)" if c.get("knee_rate") is not None else "no knee: even the lowest rate was not served at "
             f"{c.get('knee_served_share', 0.9):.0%} of its load")
     if c.get("saturation_rate") is not None:
         sat = (f"p99 TTFT exceeds {c['saturation_factor']:g}x its low-load value "
