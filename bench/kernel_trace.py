@@ -21,7 +21,11 @@ median against the later untraced median (CUPTI then loaded and idle in the proc
 that of fastprof.analysis.kernels.section over one traced 128-token generate.
 
 Only one CUPTI subscriber can exist per process. If torch.profiler keeps CUPTI after its first use,
-the fastprof arm reports "unavailable" from then on: the table says how many rounds it ran.
+the fastprof arm reports "unavailable" from then on: the table says how many rounds it ran. Then
+run the arms in two processes, each against its own untraced and A/A arms, and compare the costs:
+
+    python bench/kernel_trace.py --arms fastprof --output fp.json
+    python bench/kernel_trace.py --arms profiler --output prof.json
 
 Targets: a traced generate costs at most half of what torch.profiler CUDA-only adds, on both
 workloads; "loaded but idle" inside the A/A band; the analysis of a 128-token trace under 1 s.
@@ -128,31 +132,32 @@ def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: C
         if r >= 3 and time.perf_counter() > deadline:
             log(f"{wl.name}: time budget reached after {r} rounds")
             break
-        order = list(ARMS)
+        order = list(args.arm_list)
         rng.shuffle(order)
         rounds.append({name: arms[name]() for name in order})
         log(f"{wl.name}: round {r + 1}/{args.rounds}")
     res["rounds"] = rounds
     base = [row["untraced"]["wall_ns"] for row in rounds]
     stats = {}
-    for i, name in enumerate(ARMS):
+    for i, name in enumerate(args.arm_list):
         rows = [row for row in rounds if name != "fastprof-traced" or row[name].get("available")]
         a = [row[name]["wall_ns"] for row in rows]
         b = [row["untraced"]["wall_ns"] for row in rows]
         stats[name] = paired_ratio(a, b, seed=args.seed + i) if a else {"n": 0, "median": None}
         stats[name]["median_wall_s"] = float(np.median(a)) / 1e9 if a else None
     res["arms"] = stats
-    fp = [row["fastprof-traced"] for row in rounds]
+    fp = [row["fastprof-traced"] for row in rounds if "fastprof-traced" in row]
     res["fastprof_rounds_available"] = sum(1 for x in fp if x.get("available"))
     res["fastprof_unavailable_reasons"] = sorted({x.get("reason") for x in fp if not x.get("available")} - {None})
     res["idle_loaded_ratio"] = (float(np.median(base)) / float(np.median(res["pristine_untraced_ns"]))
                                 if base and pristine else None)
-    cost = {k: (stats[k]["median"] - 1.0) if stats[k].get("median") else None
+    cost = {k: (stats[k]["median"] - 1.0) if stats.get(k, {}).get("median") else None
             for k in ("fastprof-traced", "torch.profiler CUDA")}
     res["fastprof_cost_over_profiler_cost"] = (cost["fastprof-traced"] / cost["torch.profiler CUDA"]
                                                if cost["fastprof-traced"] is not None and cost["torch.profiler CUDA"]
                                                else None)
-    res["analysis"] = analysis_time(wl)
+    res["analysis"] = analysis_time(wl) if "fastprof-traced" in args.arm_list else {"available": False,
+                                                                                    "reason": "fastprof arm not run"}
     return res
 
 
@@ -177,8 +182,12 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting rounds (after 3) past this time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output")
+    ap.add_argument("--arms", choices=("all", "fastprof", "profiler"), default="all",
+                    help="which traced arms run beside untraced and A/A (fastprof, torch.profiler or both)")
     args = ap.parse_args()
     args.rounds = args.rounds or (2 if args.smoke else 10)
+    args.arm_list = [a for a in ARMS if a.startswith("untraced") or args.arms == "all"
+                     or (args.arms == "fastprof") == a.startswith("fastprof")]
     args.pristine_rounds = args.pristine_rounds or (2 if args.smoke else 5)
     args.new_tokens = args.new_tokens or (8 if args.smoke else 64)
     args.prompt_len = args.prompt_len or (8 if args.smoke else 64)
@@ -222,7 +231,7 @@ def main() -> int:
     print(f"kernel trace cost: {report['device']}, batch 1, prompt {args.prompt_len}, new {args.new_tokens}")
     print(f"{'workload':10} {'arm':26} {'ratio to untraced [95% CI]':32} {'median wall':>12}")
     for name, res in report["workloads"].items():
-        for arm in ARMS:
+        for arm in args.arm_list:
             s = res["arms"][arm]
             wall = f"{s['median_wall_s'] * 1e3:9.1f} ms" if s.get("median_wall_s") else "-"
             print(f"{name:10} {arm:26} {fmt(s):32} {wall:>12}")
