@@ -126,8 +126,10 @@ def test_generate_ttft_and_itl_agree_with_torch_event_reference(monkeypatch):
     monkeypatch.setattr(fastprof.capture.hf, "make_hooks", hooks)
     model.generate = generate_with_start
     warmup, iterations, n = 3, 10, 64
+    # No traced iterations after the timed ones: every generate call here is a warm-up or a timed one.
     r = fastprof.benchmark_generate(model, inputs, max_new_tokens=n, warmup=warmup, iterations=iterations,
-                                    generate_kwargs={"logits_processor": LogitsProcessorList([RefEvents()])})
+                                    generate_kwargs={"logits_processor": LogitsProcessorList([RefEvents()])},
+                                    kernel_trace_iterations=0)
     assert r.device_timing["available"], r.device_timing
     torch.cuda.synchronize()
     s, dev, host = starts[warmup:], dev_ref[warmup:], [h[1:] for h in host_ref[warmup:]]  # h[0]: the prompt
