@@ -182,12 +182,13 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting rounds (after 3) past this time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output")
-    ap.add_argument("--arms", choices=("all", "fastprof", "profiler"), default="all",
-                    help="which traced arms run beside untraced and A/A (fastprof, torch.profiler or both)")
+    ap.add_argument("--arms", choices=("all", "fastprof", "profiler", "none"), default="all",
+                    help="which traced arms run beside untraced and A/A (fastprof, torch.profiler, both, or none: "
+                         "the control for 'loaded but idle', whose later-untraced/pristine ratio is drift alone)")
     args = ap.parse_args()
     args.rounds = args.rounds or (2 if args.smoke else 10)
     args.arm_list = [a for a in ARMS if a.startswith("untraced") or args.arms == "all"
-                     or (args.arms == "fastprof") == a.startswith("fastprof")]
+                     or (args.arms != "none" and (args.arms == "fastprof") == a.startswith("fastprof"))]
     args.pristine_rounds = args.pristine_rounds or (2 if args.smoke else 5)
     args.new_tokens = args.new_tokens or (8 if args.smoke else 64)
     args.prompt_len = args.prompt_len or (8 if args.smoke else 64)
