@@ -1,4 +1,4 @@
-"""fastprof compare: ratios of medians, bootstrap intervals, Mann-Whitney U, the CI gate."""
+"""fastprof compare: ratios over units, Welch intervals and tests, Holm, the CI gate."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastprof import cli
-from fastprof.analysis.compare import bootstrap_ratio, compare_metric
+from fastprof.analysis.compare import compare_metric, welch_log_ratio
 from fastprof.report.compare import compare_sweeps
 from fastprof.results.sweep import validate
 from report_fixtures import synthetic_result, synthetic_sweep
@@ -23,10 +23,11 @@ def test_slower_itl_is_a_significant_regression():
     b = synthetic_sweep({1: 12.0, 4: 20.0}, seed=100)  # batch 1: 20% slower tokens; batch 4 unchanged
     c = compare_sweeps(a, b, metrics=["itl_s", "decode_tokens_per_s"])
     rows = {(r.config, r.metric): r for r in c.rows}
+    assert all(r.unit == "iteration" and r.n_a == 12 for r in c.rows)  # one value per iteration, not per gap
     slow = rows[("bs=1", "itl_s")]
     assert slow.ratio == pytest.approx(1.2, rel=0.02)
     assert slow.ci_low > 1.1 and slow.ci_high < 1.3
-    assert slow.p_value < 1e-6 and slow.verdict == "regression" and slow.worse_pct == pytest.approx(20, abs=2)
+    assert slow.p_adjusted < 1e-6 and slow.verdict == "regression" and slow.worse_pct == pytest.approx(20, abs=2)
     tput = rows[("bs=1", "decode_tokens_per_s")]
     assert tput.ratio == pytest.approx(1 / 1.2, rel=0.03) and tput.verdict == "regression"  # lower throughput
     assert tput.worse_pct > 0 and tput.change_pct < 0
@@ -42,12 +43,12 @@ def test_faster_is_an_improvement():
     assert row.verdict == "improvement"
 
 
-def test_bootstrap_ratio_brackets_the_true_ratio():
+def test_welch_interval_brackets_the_true_ratio():
     rng = np.random.default_rng(1)
-    a, b = rng.normal(10, 0.5, 200), rng.normal(15, 0.5, 200)
-    lo, hi = bootstrap_ratio(a, b, seed=3)
-    assert lo < 1.5 < hi and hi - lo < 0.1
-    assert bootstrap_ratio(a, b, seed=3) == (lo, hi)  # seeded
+    a, b = rng.lognormal(np.log(10), 0.05, 40), rng.lognormal(np.log(15), 0.05, 40)
+    ratio, lo, hi, p = welch_log_ratio(a, b)
+    assert lo < 1.5 < hi and hi - lo < 0.1 and p < 1e-10
+    assert ratio == pytest.approx(1.5, rel=0.03)
 
 
 def test_identical_distributions_are_not_flagged():

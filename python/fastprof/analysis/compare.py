@@ -1,52 +1,64 @@
-"""Comparison of results files: ratio of medians, bootstrap interval, Mann-Whitney U.
+"""Comparison of two sets of measurements: the effect, its interval, a test, and a verdict.
 
-For each configuration present in the baseline A and in B (matched by their config values) and
-each metric, the per-iteration values are recomputed from the raw timestamps in both files
-(``itl_s`` pools every gap of every iteration), and:
+The unit of replication
+    Values inside one unit are not independent: the token gaps of one iteration share its
+    caches, clocks and neighbours, and the iterations of one process share its memory layout,
+    compilation and tenants. A test that counts every gap as a sample believes it has hundreds
+    of samples and draws intervals far too narrow. So each comparison is over *units*, one value
+    per unit:
 
-- ``ratio`` = median(B) / median(A);
-- ``ci_low``/``ci_high``: a percentile bootstrap interval of that ratio (A and B resampled
-  independently, ``resamples`` times, seeded), at level 1 - alpha;
-- ``p_value``: the two-sided Mann-Whitney U test of A against B (``scipy.stats.mannwhitneyu``).
+    - ``process``: with ``fastprof run --processes N`` on both sides (N >= 2), one value per worker
+      process (the median of its iterations' values). This covers run-to-run drift.
+    - ``iteration``: otherwise, one value per iteration (for ``itl_s``, the iteration's median
+      gap). Drift between runs is then *not* covered: two runs of the same code on a shared
+      machine differ by more than their iterations suggest.
+    - ``request`` for serving results (for ``itl_s``, the request's median gap).
 
-A change is significant when ``p_value < alpha`` and the interval excludes 1. Latencies
-(names ending in ``_s``) and energy are better lower; throughputs (``_tokens_per_s``) better
-higher. ``change_pct`` is the signed change of the median in percent; ``worse_pct`` is how much
-worse B is (positive for a regression, whatever the metric's direction).
+    The pooled distribution of gaps (p50, p99 of every gap) stays in the summaries as a
+    description; it is never the sample of a test.
+
+The statistics, per metric and configuration
+    - ``ratio``: exp(mean(log B) - mean(log A)), the ratio of geometric means of the units;
+      ``median_a``/``median_b`` are the medians of the unit values, for reading.
+    - ``ci_low``/``ci_high``: Welch's t interval for the difference of mean logs, exponentiated:
+      an interval for the ratio at level 1 - alpha (unequal variances, few units allowed).
+    - ``p_value``: Welch's two-sided t-test on the logs (``scipy.stats.ttest_ind``, unequal
+      variances). Timings are skewed; their logs are close to normal, and with 3-30 units per
+      side a rank test cannot reach small p-values (Mann-Whitney's smallest two-sided p with 3
+      against 3 is 0.1).
+    - ``p_adjusted``: Holm's step-down adjustment over every row of one comparison (all metrics
+      x all configurations), so that checking many does not make a false alarm likely: the
+      chance of any false alarm in the comparison stays at most alpha.
+    - ``verdict``: ``regression`` or ``improvement`` when ``p_adjusted < alpha`` and the change
+      is at least ``min_effect_pct``; else ``no significant change`` (or ``too little data``
+      with fewer than two units on a side).
+
+Latencies (names ending in ``_s``) and energy are better lower; throughputs (``_tokens_per_s``,
+``_per_s``) better higher. ``change_pct`` is the signed change of the ratio in percent;
+``worse_pct`` is how much worse B is (positive for a regression, whatever the direction).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 from scipy import stats as _scipy_stats
 
+UNITS = ("process", "iteration", "request")
+TOO_LITTLE = "too little data"
+
 
 def higher_is_better(metric: str) -> bool:
-    return metric.endswith("_tokens_per_s")
-
-
-def bootstrap_ratio(a: np.ndarray, b: np.ndarray, *, confidence: float = 0.95, resamples: int = 2000,
-                    seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(b) / median(a), resampling each independently."""
-    rng = np.random.default_rng(seed)
-    ma = np.median(rng.choice(a, size=(resamples, a.size), replace=True), axis=1)
-    mb = np.median(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = mb / ma
-    ratios = ratios[np.isfinite(ratios)]
-    if ratios.size == 0:
-        return float("nan"), float("nan")
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(ratios, [tail, 100 - tail])
-    return float(lo), float(hi)
+    return metric.endswith("_per_s")
 
 
 @dataclass
 class Row:
     config: str
     metric: str
+    unit: str  # "process", "iteration" or "request"
     n_a: int
     n_b: int
     median_a: float
@@ -55,26 +67,77 @@ class Row:
     ci_low: float
     ci_high: float
     p_value: float
+    p_adjusted: float
     significant: bool
     change_pct: float
     worse_pct: float
-    verdict: str  # "regression", "improvement" or "no significant change"
+    verdict: str  # "regression", "improvement", "no significant change" or "too little data"
 
 
-def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "", alpha: float = 0.05,
-                   resamples: int = 2000, seed: int = 0) -> Row:
-    ma, mb = float(np.median(a)), float(np.median(b))
-    ratio = mb / ma if ma != 0 else float("nan")
-    lo, hi = bootstrap_ratio(a, b, confidence=1 - alpha, resamples=resamples, seed=seed)
-    if np.ptp(np.concatenate([a, b])) == 0:
-        p = 1.0
-    else:
-        p = float(_scipy_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    significant = bool(p < alpha and np.isfinite(lo) and (lo > 1 or hi < 1))
+def _positive(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return x[np.isfinite(x) & (x > 0)]
+
+
+def welch_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, p) of B against A: Welch's t on the logs of the unit values.
+    NaNs where a side has fewer than two values."""
+    la, lb = np.log(_positive(a)), np.log(_positive(b))
+    if la.size < 2 or lb.size < 2:
+        ratio = float(np.exp(lb.mean() - la.mean())) if la.size and lb.size else float("nan")
+        return ratio, float("nan"), float("nan"), float("nan")
+    diff = float(lb.mean() - la.mean())
+    va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        p = 1.0 if diff == 0 else 0.0
+        return float(np.exp(diff)), float(np.exp(diff)), float(np.exp(diff)), p
+    # Welch-Satterthwaite degrees of freedom.
+    df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1))
+    q = float(_scipy_stats.t.ppf(1 - alpha / 2, df))
+    p = float(_scipy_stats.ttest_ind(lb, la, equal_var=False).pvalue)
+    return float(np.exp(diff)), float(np.exp(diff - q * se)), float(np.exp(diff + q * se)), p
+
+
+def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "", unit: str = "iteration",
+                   alpha: float = 0.05, min_effect_pct: float = 0.0) -> Row:
+    """One metric of one configuration: ``a`` and ``b`` hold one value per unit. The verdict
+    uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows."""
+    a, b = _positive(a), _positive(b)
+    ratio, lo, hi, p = welch_log_ratio(a, b, alpha=alpha)
     change = (ratio - 1) * 100 if np.isfinite(ratio) else float("nan")
     worse = -change if higher_is_better(metric) else change
+    ma = float(np.median(a)) if a.size else float("nan")
+    mb = float(np.median(b)) if b.size else float("nan")
+    row = Row(config, metric, unit, int(a.size), int(b.size), ma, mb, ratio, lo, hi, p, p, False, change, worse,
+              TOO_LITTLE)
+    return _decide(row, alpha, min_effect_pct)
+
+
+def _decide(row: Row, alpha: float, min_effect_pct: float) -> Row:
+    if not np.isfinite(row.p_adjusted):
+        return replace(row, significant=False, verdict=TOO_LITTLE)
+    significant = bool(row.p_adjusted < alpha and abs(row.change_pct) >= min_effect_pct)
     verdict = "no significant change"
     if significant:
-        verdict = "regression" if worse > 0 else "improvement"
-    return Row(config, metric, int(a.size), int(b.size), ma, mb, ratio, lo, hi, p, significant, change, worse,
-               verdict)
+        verdict = "regression" if row.worse_pct > 0 else "improvement"
+    return replace(row, significant=significant, verdict=verdict)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaNs stay NaN and do not count as tests)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+def adjust(rows: Sequence[Row], *, alpha: float = 0.05, min_effect_pct: float = 0.0) -> list[Row]:
+    """The rows with Holm-adjusted p-values and their verdicts decided on them."""
+    adjusted = holm([r.p_value for r in rows])
+    return [_decide(replace(r, p_adjusted=p), alpha, min_effect_pct) for r, p in zip(rows, adjusted)]

@@ -74,6 +74,45 @@ def generation_metrics(traces: Sequence[Trace], *, batch_size: int, prompt_len: 
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def itl_groups(traces: Sequence[Trace], *, clock: str = "host") -> np.ndarray | None:
+    """The iteration index of every gap of ``generation_metrics(...)["itl_s"]``, in the same order
+    (the clusters of the ITL interval's bootstrap); None when ``clock`` is missing."""
+    out: list[np.ndarray] = []
+    for i, trace in enumerate(traces):
+        view = clock_view(trace, clock)
+        if view is None:
+            return None
+        out.append(np.full(max(view[1].size - 1, 0), i, dtype=np.int64))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def iteration_values(traces: Sequence[Trace], *, kind: str = "generate", batch_size: int = 1, prompt_len: int = 0,
+                     clock: str = "host", unmarked_tokens: int | None = None) -> dict[str, np.ndarray] | None:
+    """One value per iteration and metric, aligned with ``traces`` (NaN where an iteration has
+    no value): the unit values of comparisons. ``itl_s`` is each iteration's *median* gap, not
+    its gaps: gaps inside an iteration are correlated and are never counted as separate samples.
+    None when ``clock`` is missing from any trace."""
+    out: dict[str, list[float]] = {}
+    for i, trace in enumerate(traces):
+        if kind == "generate":
+            m = generation_metrics([trace], batch_size=batch_size, prompt_len=prompt_len, clock=clock,
+                                   unmarked_tokens=unmarked_tokens)
+        else:
+            m = callable_metrics([trace], clock=clock)
+        if m is None:
+            return None
+        for name, v in m.items():
+            col = out.setdefault(name, [float("nan")] * i)
+            if name == "itl_s":
+                col.append(float(np.median(v)) if v.size else float("nan"))
+            else:
+                col.append(float(v[0]) if v.size else float("nan"))
+        for name, col in out.items():
+            if len(col) < i + 1:
+                col.append(float("nan"))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
 def callable_metrics(traces: Sequence[Trace], *, clock: str = "host") -> dict[str, np.ndarray] | None:
     """``latency_s`` per iteration of a timed callable."""
     values = []

@@ -12,23 +12,29 @@ from fastprof.cli._common import (
     comma_list,
     load_results,
     non_negative_float,
-    non_negative_int,
-    positive_int,
 )
 
 
 def add_parser(sub: Any) -> None:
     cmp_ = sub.add_parser(
         "compare",
-        help="compare results files: ratios, bootstrap confidence intervals, Mann-Whitney U; a CI gate",
+        help="compare results files: ratios with intervals, Welch tests over processes or iterations, Holm; "
+             "a CI gate",
         description=(
             "Compare each results file with the first (the baseline A). For every configuration found in both\n"
-            "(same config values) and every metric: the ratio of medians B/A, a bootstrap confidence interval\n"
-            "of that ratio from the raw per-iteration data, and the two-sided Mann-Whitney U p-value. A change\n"
-            "is significant when p < --alpha and the interval excludes 1; it is a regression when a latency\n"
-            "went up or a throughput went down. Exit code 1 with --fail-on-regression PCT when a significant\n"
-            "regression exceeds PCT percent; 2 for bad input.\n\n"
+            "(same config values) and every metric, over units that are independent enough:\n"
+            "  process    one value per worker process, when both files come from 'fastprof run --processes N'\n"
+            "             with N >= 2 (covers run-to-run drift);\n"
+            "  iteration  otherwise, one value per iteration (ITL: each iteration's median gap; token gaps\n"
+            "             are never counted as separate samples). Run-to-run drift is then NOT covered.\n"
+            "B/A is the ratio of geometric means of the unit values, with Welch's t interval and p-value on\n"
+            "their logs. p-values are Holm-adjusted over every metric and configuration of the comparison, so\n"
+            "the chance of any false alarm stays at most --alpha. A change is significant when the adjusted p\n"
+            "< --alpha and it is at least --min-effect percent; a regression when a latency went up or a\n"
+            "throughput went down. Exit code 1 with --fail-on-regression PCT when a significant regression\n"
+            "exceeds PCT percent; 2 for bad input.\n\n"
             "example:\n"
+            "  fastprof run --processes 5 -o main.json   # on each side\n"
             "  fastprof compare main.json branch.json --fail-on-regression 5"
         ),
         formatter_class=Formatter,
@@ -42,8 +48,8 @@ def add_parser(sub: Any) -> None:
                       help="exit 1 when a significant regression exceeds PCT percent")
     cmp_.add_argument("--ignore", type=comma_list(str), default=[], metavar="KEY[,...]",
                       help="config keys not used to match configurations (e.g. model, to compare two models)")
-    cmp_.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples")
-    cmp_.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
+    cmp_.add_argument("--min-effect", type=non_negative_float, default=1.0, metavar="PCT",
+                      help="smallest change, in percent, called a regression or an improvement")
     cmp_.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
 
 
@@ -56,8 +62,7 @@ def main(args: argparse.Namespace) -> int:
     sweeps = [load_results(p) for p in args.files]
     try:
         comparisons = compare.compare_files(sweeps, names=args.files, metrics=args.metric, clock=args.clock,
-                                            alpha=args.alpha, ignore=args.ignore, resamples=args.resamples,
-                                            seed=args.seed)
+                                            alpha=args.alpha, ignore=args.ignore, min_effect_pct=args.min_effect)
     except compare.CompareError as exc:
         raise UsageError(str(exc)) from None
     compare.print_console(comparisons, alpha=args.alpha, threshold_pct=args.fail_on_regression)

@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastprof.analysis import metrics as _metrics
-from fastprof.analysis.compare import Row, compare_metric
+from fastprof.analysis.compare import TOO_LITTLE, Row, adjust, compare_metric
 from fastprof.results.io import json_safe, write_atomic
 from fastprof.results.layout import Column, console_width, fit_tables
+from fastprof.results.processes import iteration_table, process_count, process_labels
 from fastprof.results.result import BenchmarkResult
 from fastprof.results.sweep import Run, Sweep
 from fastprof.results.units import display_unit
@@ -27,32 +27,46 @@ class CompareError(ValueError):
     """Files that cannot be compared (no common configuration, an unknown metric)."""
 
 
-def per_iteration_values(result: BenchmarkResult, metric: str, clock: str = "host") -> np.ndarray | None:
-    """The raw values behind a metric: one per iteration (every gap for ``itl_s``), recomputed
-    from the stored timestamps; None when the result does not have it."""
-    if metric in HARDWARE_COMPARED:
-        rows = (result.hardware or {}).get("per_iteration") or []
-        vals = [r.get(metric) for r in rows if r.get(metric) is not None]
-        return np.asarray(vals, dtype=np.float64) if vals else None
-    if result.kind == "serving":  # one value per request (every gap for itl_s), from the raw timestamps
+def unit_values(result: BenchmarkResult, metric: str, clock: str = "host", unit: str = "iteration") -> np.ndarray | None:
+    """The values a comparison tests: one per unit, recomputed from the stored timestamps; None
+    when the result does not have the metric.
+
+    ``unit="iteration"``: one value per iteration (``itl_s``: the iteration's median gap; gaps
+    are never separate samples). ``unit="process"``: the median of those per worker process
+    (needs a result of ``fastprof run --processes N``). Serving results: one value per request
+    (``itl_s``: the request's median gap). Energy: one value per iteration (or process)."""
+    if result.kind == "serving":
         from fastprof.analysis.serving import request_metrics
 
         per = [request_metrics(r) for r in (result.serving or {}).get("requests") or []]
-        vals = [x for m in per for x in (m[metric] if metric == "itl_s" else [m.get(metric)]) if x is not None]
-        return np.asarray(vals, dtype=np.float64) if vals else None
-    traces = result.traces()
-    if not traces:
-        return None
-    if result.kind == "generate":
-        m = _metrics.generation_metrics(traces, batch_size=int(result.config["batch_size"]),
-                                        prompt_len=int(result.config["prompt_len"]), clock=clock)
+        vals = [float(np.median(m["itl_s"])) if metric == "itl_s" and m["itl_s"] else m.get(metric)
+                for m in per]
+        arr = np.asarray([v for v in vals if v is not None and not isinstance(v, list)], dtype=np.float64)
+        return arr if arr.size else None
+    if metric in HARDWARE_COMPARED:
+        rows = (result.hardware or {}).get("per_iteration") or []
+        vals = np.asarray([r.get(metric) if r.get(metric) is not None else np.nan for r in rows], dtype=np.float64)
     else:
-        m = _metrics.callable_metrics(traces, clock=clock)
-    if m is None or metric not in m:
-        return None
-    v = m[metric]
-    v = v[np.isfinite(v)]
-    return v if v.size else None
+        table = iteration_table(result, clock)
+        if table is None or metric not in table:
+            return None
+        vals = table[metric]
+    if unit == "process":
+        labels = process_labels(result)
+        if labels is None or labels.size != vals.size:
+            return None
+        vals = np.asarray([np.nanmedian(vals[labels == p]) if np.isfinite(vals[labels == p]).any() else np.nan
+                           for p in np.unique(labels)])
+    vals = vals[np.isfinite(vals)]
+    return vals if vals.size else None
+
+
+def choose_unit(ra: BenchmarkResult, rb: BenchmarkResult) -> str:
+    """``process`` when both results come from at least two worker processes, ``request`` for
+    serving, else ``iteration``."""
+    if ra.kind == "serving" or rb.kind == "serving":
+        return "request"
+    return "process" if process_count(ra) >= 2 and process_count(rb) >= 2 else "iteration"
 
 
 @dataclass
@@ -115,8 +129,11 @@ def _key(run: Run, ignore: Sequence[str]) -> str:
 
 
 def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, clock: str = "host",
-                   alpha: float = 0.05, ignore: Sequence[str] = (), resamples: int = 2000, seed: int = 0,
+                   alpha: float = 0.05, ignore: Sequence[str] = (), min_effect_pct: float = 0.0,
                    names: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Every configuration present in both (matched by config values, ``ignore`` left out) and
+    every metric, compared over units (see :mod:`fastprof.analysis.compare`), with Holm's
+    adjustment over all the rows."""
     runs_a = {_key(r, ignore): r for r in a.ok_runs}
     runs_b = {_key(r, ignore): r for r in b.ok_runs}
     pairs = [(runs_a[k], runs_b[k]) for k in runs_a if k in runs_b]
@@ -149,14 +166,16 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     for ra, rb in pairs:
         kernels += _kernel_deltas(label(ra), ra.result, rb.result)
         for metric in metrics if metrics is not None else available:
-            va = per_iteration_values(ra.result, metric, clock)
-            vb = per_iteration_values(rb.result, metric, clock)
+            unit = choose_unit(ra.result, rb.result)
+            va = unit_values(ra.result, metric, clock, unit)
+            vb = unit_values(rb.result, metric, clock, unit)
             if va is None or vb is None:
                 continue
-            rows.append(compare_metric(va, vb, metric, config=label(ra), alpha=alpha, resamples=resamples,
-                                       seed=seed))
+            rows.append(compare_metric(va, vb, metric, config=label(ra), unit=unit, alpha=alpha,
+                                       min_effect_pct=min_effect_pct))
     if not rows:
         raise CompareError(f"no metric could be compared on the {clock} clock (is it recorded in both files?)")
+    rows = adjust(rows, alpha=alpha, min_effect_pct=min_effect_pct)
     return Comparison(names[0], names[1], rows,
                       unmatched_a=[label(r) for r in a.ok_runs if id(r) not in matched_a],
                       unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels)
@@ -179,30 +198,65 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
 
     console = console or Console()
     for c in comparisons:
-        console.print(escape(f"{c.other} vs {c.baseline}: ratio of medians B/A, its {1 - alpha:.0%} bootstrap interval, "
-                             "Mann-Whitney U p-value"), highlight=False)
+        units = sorted({r.unit for r in c.rows})
+        console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}s, "
+                             f"Welch's {1 - alpha:.0%} interval, p-value Holm-adjusted over {len(c.rows)} tests"),
+                      highlight=False)
         columns = [Column("configuration", "left", key=True), Column("metric", "left", key=True),
-                   Column("A p50"), Column("B p50"), Column("B/A"), Column(f"{1 - alpha:.0%} interval"), Column("p"),
-                   Column("change"), Column("verdict", "left")]
+                   Column("units A/B"), Column("A p50"), Column("B p50"), Column("B/A"),
+                   Column(f"{1 - alpha:.0%} interval"), Column("p (Holm)"), Column("change"),
+                   Column("verdict", "left")]
         rows, styles = [], []
         for r in c.rows:
             unit, scale = display_unit(r.metric, r.median_a) if r.metric.endswith("_s") else ("", 1.0)
-            fmt = (lambda v: f"{v * scale:,.3f} {unit}".strip()) if not r.metric.endswith("_tokens_per_s") \
+            fmt = (lambda v: f"{v * scale:,.3f} {unit}".strip()) if not r.metric.endswith("_per_s") \
                 else (lambda v: f"{v:,.1f}")
             flag = r.verdict
             if r.verdict == "regression" and threshold_pct is not None and r.worse_pct > threshold_pct:
                 flag = f"REGRESSION > {threshold_pct:g}%"
-            rows.append([r.config or "-", r.metric, fmt(r.median_a), fmt(r.median_b), f"{r.ratio:.3f}",
-                         f"{r.ci_low:.3f}-{r.ci_high:.3f}", f"{r.p_value:.2g}", f"{r.change_pct:+.1f}%", flag])
+            interval = "-" if not np.isfinite(r.ci_low) else f"{r.ci_low:.3f}-{r.ci_high:.3f}"
+            p = "-" if not np.isfinite(r.p_adjusted) else f"{r.p_adjusted:.2g}"
+            rows.append([r.config or "-", r.metric, f"{r.n_a}/{r.n_b} {r.unit[0]}", fmt(r.median_a),
+                         fmt(r.median_b), f"{r.ratio:.3f}", interval, p, f"{r.change_pct:+.1f}%", flag])
             styles.append({"regression": "red", "improvement": "green"}.get(r.verdict))
         for t in fit_tables(columns, rows, width=console_width(console), row_styles=styles):
             console.print(t)
+        for note in notes(c):
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
         if c.kernels:
             _print_kernels(c, console)
         for label in c.unmatched_a:
             console.print(f"[dim]only in {escape(c.baseline)}: {escape(label)}[/dim]", highlight=False)
         for label in c.unmatched_b:
             console.print(f"[dim]only in {escape(c.other)}: {escape(label)}[/dim]", highlight=False)
+
+
+#: Below these, comparisons miss their calibrated false-alarm and power targets (bench/RESULTS.md,
+#: "Comparisons: false alarms and power"): processes per side, and iterations per side.
+RECOMMENDED_PROCESSES = 5
+RECOMMENDED_ITERATIONS = 10
+
+
+def notes(c: Comparison) -> list[str]:
+    """One-line notes on what the comparison cannot see: drift with one process per side, or
+    too few units for the calibrated targets."""
+    out = []
+    units = {r.unit for r in c.rows}
+    if "iteration" in units:
+        out.append("one process per side: the unit is the iteration, so run-to-run drift is not covered and a "
+                   "difference between two runs of the same code can show as significant; measure both sides "
+                   f"with 'fastprof run --processes {RECOMMENDED_PROCESSES}'")
+    few_p = [r for r in c.rows if r.unit == "process" and min(r.n_a, r.n_b) < RECOMMENDED_PROCESSES]
+    if few_p:
+        n = min(min(r.n_a, r.n_b) for r in few_p)
+        out.append(f"only {n} process(es) on a side: fewer than the {RECOMMENDED_PROCESSES} at which a 20% "
+                   "slowdown is caught 95% of the time (bench/RESULTS.md)")
+    few_i = [r for r in c.rows if r.unit == "iteration" and min(r.n_a, r.n_b) < RECOMMENDED_ITERATIONS]
+    if few_i:
+        out.append(f"only {min(min(r.n_a, r.n_b) for r in few_i)} iteration(s) on a side: too few for a reliable test")
+    if any(r.verdict == TOO_LITTLE for r in c.rows):
+        out.append("some metrics have fewer than two units on a side and were not tested")
+    return out
 
 
 def _print_kernels(c: Comparison, console: Any) -> None:
@@ -229,9 +283,10 @@ def _print_kernels(c: Comparison, console: Any) -> None:
 
 def write_json(comparisons: Sequence[Comparison], path: str, *, alpha: float) -> None:
 
-    doc = {"kind": "comparison", "alpha": alpha,
+    doc = {"kind": "comparison", "alpha": alpha, "test": "welch-t on log unit values, holm-adjusted",
            "comparisons": [{"baseline": c.baseline, "other": c.other, "rows": [asdict(r) for r in c.rows],
                             "unmatched_baseline": c.unmatched_a, "unmatched_other": c.unmatched_b,
+                            "notes": notes(c),
                             "kernels": [{**asdict(d), "change_pct": d.change_pct} for d in c.kernels]}
                            for c in comparisons]}
     write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False))

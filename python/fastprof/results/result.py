@@ -90,6 +90,10 @@ class BenchmarkResult:
     #: The kernel breakdown from traced iterations (:func:`fastprof.analysis.kernels.section`):
     #: availability, GPU busy/idle per decode step, time by class, top kernels; None when not traced.
     kernels: dict[str, Any] | None = None
+    #: ``fastprof run --processes N``: the count, each worker process's medians, and the spread
+    #: between processes beside the spread within them (:mod:`fastprof.results.processes`);
+    #: None for one process. Each iteration then carries its ``process``.
+    processes: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -115,10 +119,17 @@ class BenchmarkResult:
         def keep(values: Any) -> bool:  # without per-token marks, the per-token metrics do not exist
             return kind != "generate" or config.get("per_token_marks", True) or values.size > 0
 
-        summary = {name: _stats.describe(v, seed=seed) for name, v in host.items() if keep(v)}
+        def described(metrics: dict[str, Any], clock: str) -> dict[str, dict[str, Any]]:
+            # Token gaps are correlated within an iteration: their interval resamples iterations.
+            groups = _metrics.itl_groups(traces, clock=clock) if kind == "generate" else None
+            return {name: _stats.describe(v, seed=seed, groups=groups if name == "itl_s" and groups is not None
+                                          and groups.size == v.size else None)
+                    for name, v in metrics.items() if keep(v)}
+
+        summary = described(host, "host")
         device_summary = None
         if device is not None and device_timing.get("available"):
-            device_summary = {name: _stats.describe(v, seed=seed) for name, v in device.items() if keep(v)}
+            device_summary = described(device, "device")
         all_warnings = list(warnings)
         if len(traces) < _stats.MIN_SAMPLES:
             all_warnings.append(f"only {len(traces)} measured iteration(s): percentiles and confidence intervals "
@@ -235,6 +246,7 @@ class BenchmarkResult:
             **({"distributed": self.distributed} if self.distributed is not None else {}),
             **({"serving": self.serving} if self.serving is not None else {}),
             **({"kernels": self.kernels} if self.kernels is not None else {}),
+            **({"processes": self.processes} if self.processes is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -265,7 +277,7 @@ class BenchmarkResult:
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
-                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"),
+                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
@@ -353,6 +365,7 @@ class BenchmarkResult:
             yield f"[dim]GPU samples unavailable: {hw.get('reason')}[/dim]"
         if self.serving is not None:
             yield from serving_lines(self.serving)
+        yield from process_lines(self.processes)
         yield from kernel_lines(self.kernels)
         yield from roofline_lines(self.roofline, self.verdict)
         from fastprof.results.warnings import grouped
@@ -441,6 +454,20 @@ def serving_lines(serving: dict[str, Any]) -> Iterator[str]:
     yield (f"[bold]occupancy[/bold]: mean {num(occ.get('mean_in_system'))} requests in the system, "
            f"{num(occ.get('mean_generating'))} generating (max {occ.get('max_generating', '-')}); token times "
            f"from {serving.get('token_clock', '?')}")
+
+
+def process_lines(processes: dict[str, Any] | None) -> Iterator[str]:
+    """One line per metric: the spread between worker processes beside the spread within them."""
+    if not processes or (processes.get("count") or 0) < 2:
+        return
+    yield (f"[bold]{processes['count']} worker processes[/bold]: spread of the per-process medians "
+           "(run-to-run) beside the spread of iterations within a process")
+    for name, sp in (processes.get("spread") or {}).items():
+        between, within = sp.get("between_process_cv"), sp.get("within_process_cv")
+        if between is None and within is None:
+            continue
+        fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+        yield f"  {name}: between processes CV {fmt(between)}, within a process CV {fmt(within)}"
 
 
 def kernel_lines(kernels: dict[str, Any] | None, top: int = 5) -> Iterator[str]:

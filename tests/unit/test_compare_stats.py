@@ -1,0 +1,164 @@
+"""The statistics of comparisons on synthetic data whose truth is known.
+
+Token gaps are simulated as decode really produces them: inside an iteration they follow an AR(1)
+series (a slow gap tends to be followed by another), and each iteration has its own level. Two
+draws from the same model must not differ significantly in more than about the nominal share of
+seeds; a 20% slowdown must be found almost always. The same data, with every gap counted as an
+independent sample, raises false alarms far above the nominal rate: that is what the unit of
+replication prevents.
+"""
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from fastprof.analysis import stats as fstats
+from fastprof.analysis.compare import adjust, compare_metric, holm, welch_log_ratio
+from fastprof.capture.recorder import Trace
+from fastprof.results.processes import merge_processes, process_labels
+from fastprof.results.result import BenchmarkResult
+
+MS = 1_000_000
+
+
+def ar1_gaps(rng, iterations=10, gaps=31, mean_ms=10.0, phi=0.9, noise=0.03, level_sd=0.03, slow=1.0):
+    """Per iteration, `gaps` token gaps (ms): an iteration level times an AR(1) series around 1."""
+    out = []
+    for _ in range(iterations):
+        level = mean_ms * slow * np.exp(rng.normal(0, level_sd))
+        e = np.zeros(gaps)
+        e[0] = rng.normal(0, noise / np.sqrt(1 - phi ** 2))
+        for i in range(1, gaps):
+            e[i] = phi * e[i - 1] + rng.normal(0, noise)
+        out.append(level * np.exp(e))
+    return out
+
+
+def per_iteration(gaps):
+    return np.asarray([np.median(g) for g in gaps])
+
+
+def test_correlated_gaps_do_not_raise_false_alarms_with_iterations_as_the_unit():
+    seeds = 300
+    unit_alarms = pooled_alarms = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        a, b = ar1_gaps(rng), ar1_gaps(rng)
+        unit_alarms += compare_metric(per_iteration(a), per_iteration(b), "itl_s").significant
+        # The mistake this design avoids: every gap an independent sample.
+        pooled_alarms += scipy_stats.mannwhitneyu(np.concatenate(a), np.concatenate(b)).pvalue < 0.05
+    assert unit_alarms / seeds <= 0.08, unit_alarms
+    assert pooled_alarms / seeds > 0.3, pooled_alarms  # the pooled test is badly miscalibrated
+
+
+def test_a_twenty_percent_slowdown_is_found():
+    seeds = 200
+    found = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(10_000 + seed)
+        a, b = ar1_gaps(rng), ar1_gaps(rng, slow=1.2)
+        row = compare_metric(per_iteration(a), per_iteration(b), "itl_s", min_effect_pct=5)
+        found += row.verdict == "regression" and row.worse_pct > 5
+    assert found / seeds >= 0.95, found
+
+
+def test_welch_interval_covers_the_truth_at_about_its_level():
+    covered = 0
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        a = rng.lognormal(0.0, 0.1, 5)
+        b = rng.lognormal(np.log(1.1), 0.1, 5)
+        _, lo, hi, _ = welch_log_ratio(a, b)
+        covered += lo <= 1.1 <= hi
+    assert 0.9 <= covered / 300 <= 0.99
+
+
+def test_too_few_units_are_not_tested():
+    row = compare_metric(np.array([1.0]), np.array([2.0, 2.1]), "itl_s")
+    assert row.verdict == "too little data" and not row.significant and np.isnan(row.p_value)
+
+
+def test_holm_adjustment():
+    assert holm([0.01, 0.04, 0.03, np.nan]) == pytest.approx([0.03, 0.06, 0.06, np.nan], nan_ok=True)
+    # Twenty metrics of the same null: some raw p-values fall below 0.05, none after Holm here.
+    rng = np.random.default_rng(4)
+    rows = [compare_metric(rng.lognormal(0, 0.05, 10), rng.lognormal(0, 0.05, 10), f"m{i}_s") for i in range(20)]
+    raw = sum(r.significant for r in rows)
+    after = adjust(rows)
+    assert sum(r.significant for r in after) <= raw
+    assert all(a.p_adjusted >= r.p_value for a, r in zip(after, rows))
+
+
+def test_min_effect_keeps_tiny_changes_out_of_the_verdict():
+    a = np.linspace(10.0, 10.01, 30)
+    b = a * 1.004  # a real but 0.4% change, very significant
+    assert compare_metric(a, b, "itl_s").verdict == "regression"
+    assert compare_metric(a, b, "itl_s", min_effect_pct=1).verdict == "no significant change"
+
+
+def test_cluster_bootstrap_interval_is_wider_for_correlated_gaps():
+    rng = np.random.default_rng(3)
+    gaps = ar1_gaps(rng, iterations=12, level_sd=0.05)
+    values = np.concatenate(gaps)
+    groups = np.repeat(np.arange(len(gaps)), [len(g) for g in gaps])
+    naive = fstats.describe(values, seed=0)
+    clustered = fstats.describe(values, seed=0, groups=groups)
+    assert clustered["p50"] == naive["p50"]
+    width = clustered["ci95_high"] - clustered["ci95_low"]
+    assert width > 2 * (naive["ci95_high"] - naive["ci95_low"])
+    with pytest.raises(ValueError):
+        fstats.cluster_bootstrap_median(values, groups[:-1])
+
+
+def _generate(gap_ms, rng, iterations=6, tokens=12):
+    traces, start = [], 10 ** 12
+    for _ in range(iterations):
+        gaps = gap_ms * np.exp(rng.normal(0, 0.02, tokens - 1))
+        marks = start + (np.concatenate([[20.0], 20.0 + np.cumsum(gaps)]) * MS).astype(np.int64)
+        traces.append(Trace(start, int(marks[-1] + MS), marks))
+        start = int(marks[-1]) + 5 * MS
+    return BenchmarkResult.from_traces("generate", traces, config={"batch_size": 1, "prompt_len": 8,
+                                                                   "max_new_tokens": tokens},
+                                       environment={}, device_timing={"available": False, "reason": "test"})
+
+
+def test_merged_processes_keep_their_iterations_and_spread():
+    rng = np.random.default_rng(0)
+    parts = [_generate(10.0 * f, rng) for f in (1.0, 1.05, 0.95)]  # drift between processes
+    merged = merge_processes(parts, pids=[11, 12, 13])
+    assert len(merged.iterations) == 18 and merged.processes["count"] == 3
+    assert list(process_labels(merged)) == [0] * 6 + [1] * 6 + [2] * 6
+    assert [p["pid"] for p in merged.processes["per_process"]] == [11, 12, 13]
+    meds = [p["median"]["itl_s"] for p in merged.processes["per_process"]]
+    assert meds[1] / meds[0] == pytest.approx(1.05, rel=0.02)
+    spread = merged.processes["spread"]["itl_s"]
+    assert spread["between_process_cv"] > 3 * spread["within_process_cv"]
+    again = BenchmarkResult.from_dict(merged.to_dict())
+    assert again.processes == merged.processes and list(process_labels(again)) == list(process_labels(merged))
+
+
+def _sweep(result):
+    from fastprof.results.sweep import Sweep
+
+    s = Sweep(environment={}, parameters={})
+    s.add_ok(dict(result.config), result)
+    return s
+
+
+def test_compare_uses_processes_as_the_unit_and_covers_drift():
+    from fastprof.report.compare import compare_sweeps, notes
+
+    rng = np.random.default_rng(5)
+    drift = rng.lognormal(0, 0.05, 10)  # each process lands at its own level
+    a = merge_processes([_generate(10.0 * d, rng) for d in drift[:5]])
+    b = merge_processes([_generate(10.0 * d, rng) for d in drift[5:]])
+    c = compare_sweeps(_sweep(a), _sweep(b), metrics=["itl_s"])
+    (row,) = c.rows
+    assert row.unit == "process" and (row.n_a, row.n_b) == (5, 5)
+    assert row.verdict == "no significant change"
+    assert not any("one process per side" in n for n in notes(c))
+    # One process per side, at two drifted levels: iterations as the unit see a "change".
+    one_a, one_b = _generate(10.0, rng), _generate(10.8, rng)
+    c1 = compare_sweeps(_sweep(one_a), _sweep(one_b), metrics=["itl_s"])
+    assert c1.rows[0].unit == "iteration" and c1.rows[0].verdict == "regression"
+    assert any("run-to-run drift is not covered" in n for n in notes(c1))
