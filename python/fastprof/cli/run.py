@@ -84,6 +84,11 @@ def add_parser(sub: Any) -> None:
                           "decode step, time by kernel class, top kernels (default: 2 on a CUDA GPU, else 0; 0: off)")
     run.add_argument("--kernel-trace-timed", action="store_true",
                      help="trace the timed iterations themselves (their timings then include the tracer's cost)")
+    run.add_argument("--processes", type=positive_int, default=1, metavar="N",
+                     help="measure every configuration in N fresh worker processes, one after the other, each with "
+                          "its own model load, warm-up and iterations; the result keeps every process and reports "
+                          "their spread, and 'fastprof compare' then tests over processes, which covers run-to-run "
+                          "drift (5 reach the calibrated targets, see bench/RESULTS.md)")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -202,8 +207,23 @@ def main(args: argparse.Namespace) -> int:
     if note:
         print(f"fastprof: warning: {note}", file=sys.stderr)
     if args.serving or args.rate is not None:
+        if args.processes > 1:
+            raise UsageError("--processes does not apply to --serving (one process serves every rate)")
         return _serving_main(args, device, argv)
     mode = runner.distributed_mode(args)
+    if args.processes > 1:
+        if mode is not None:
+            raise UsageError(f"--processes does not apply to --{mode}: torchrun starts the processes")
+        from fastprof.measure import workers
+
+        try:
+            outcome = workers.run_processes(args, argv if argv is not None else sys.argv[1:],
+                                            command=["fastprof", *(argv if argv is not None else sys.argv[1:])])
+        except RuntimeError as exc:
+            print(f"fastprof: {exc}", file=sys.stderr)
+            return 1
+        _print_outcome(outcome, args)
+        return outcome.exit_code
     if mode is not None:
         device = _distributed_checks(args, mode, device, torch)
     try:

@@ -119,6 +119,25 @@ def _injected_failure(config_index: int, rank: int) -> None:
         raise RuntimeError(f"failure injected by FASTPROF_FAIL_RANK={spec}")
 
 
+def _injected_delay() -> dict[str, Any]:
+    """``FASTPROF_STEP_DELAY_MS=D`` (a testing aid): every decode step sleeps D ms on the host, a
+    known slowdown for checking that comparisons find it. Returns generate kwargs."""
+    spec = os.environ.get("FASTPROF_STEP_DELAY_MS")
+    if not spec:
+        return {}
+    delay = float(spec) / 1e3
+    import time
+
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class _Delay(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            time.sleep(delay)
+            return scores
+
+    return {"logits_processor": LogitsProcessorList([_Delay()])}
+
+
 def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -> SweepOutcome:
     """Runs every configuration of ``args`` (the parsed ``fastprof run`` options), writing the
     results file after each; an interruption keeps the finished ones."""
@@ -205,7 +224,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     _injected_failure(n, ctx.rank if ctx is not None else 0)
                     result = benchmark_generate(
                         model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
-                        generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args)}, seed=args.seed, progress=on_progress,
+                        generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay()}, seed=args.seed, progress=on_progress,
                         sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
                         kernel_trace_iterations=getattr(args, "kernel_trace", None),
                         trace_timed=getattr(args, "kernel_trace_timed", False),

@@ -198,8 +198,9 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
 
     console = console or Console()
     for c in comparisons:
-        units = sorted({r.unit for r in c.rows})
-        console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}s, "
+        plural = {"process": "processes", "iteration": "iterations", "request": "requests"}
+        units = [plural.get(u, u) for u in sorted({r.unit for r in c.rows})]
+        console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}, "
                              f"Welch's {1 - alpha:.0%} interval, p-value Holm-adjusted over {len(c.rows)} tests"),
                       highlight=False)
         columns = [Column("configuration", "left", key=True), Column("metric", "left", key=True),

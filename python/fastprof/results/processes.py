@@ -75,7 +75,8 @@ def merge_processes(results: Sequence[BenchmarkResult], *, pids: Sequence[int | 
         for rec, t in zip(r.iterations, r.traces()):
             traces.append(t)
             extras.append({**{k: v for k, v in rec.items() if k not in ("host", "device")}, "process": p})
-    timing = base.device_timing if all(r.device_timing.get("available") for r in results) else \
+    available = [bool(r.device_timing.get("available")) for r in results]
+    timing = base.device_timing if all(available) or not any(available) else \
         {"available": False, "reason": "not every process had device timing"}
     warnings = [w for r in results for w in r.warnings if "measured iteration" not in w]
     merged = BenchmarkResult.from_traces(base.kind, traces, config=dict(base.config), environment=base.environment,

@@ -1,0 +1,62 @@
+"""fastprof run --processes N end to end on the CPU, and compare over processes as a CI gate:
+an A/A comparison passes the gate, an A/B comparison with an injected per-step delay fails it."""
+
+import json
+
+import pytest
+
+from fastprof import cli
+from fastprof.results.sweep import load, validate
+
+pytest.importorskip("transformers")
+
+SMALL = ["--prompt-len", "8", "--max-new-tokens", "8", "--iterations", "6", "--warmup", "1", "--quiet",
+         "--device", "cpu", "--sample-interval-ms", "0", "--kernel-trace", "0"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    import os
+
+    d = tmp_path_factory.mktemp("processes")
+    out = {}
+    for name, delay in (("a", None), ("a2", None), ("b", "15")):
+        if delay:
+            os.environ["FASTPROF_STEP_DELAY_MS"] = delay
+        try:
+            assert cli.main(["run", "--processes", "3", *SMALL, "-o", str(d / f"{name}.json")]) == 0
+        finally:
+            os.environ.pop("FASTPROF_STEP_DELAY_MS", None)
+        out[name] = d / f"{name}.json"
+    return out
+
+
+def test_every_process_is_kept(runs):
+    doc = json.loads(runs["a"].read_text())
+    validate(doc)
+    result = load(runs["a"]).runs[0].result
+    assert result.processes["count"] == 3
+    assert [it["process"] for it in result.iterations] == [0] * 6 + [1] * 6 + [2] * 6
+    pids = [p["pid"] for p in result.processes["per_process"]]
+    assert len(set(pids)) == 3 and all(isinstance(p, int) for p in pids)  # three distinct processes
+    assert result.processes["spread"]["itl_s"]["within_process_cv"] is not None
+
+
+def test_a_a_passes_the_gate_and_a_b_fails_it(runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    # A/A: at --alpha 0.01 (Holm over every metric) a false alarm is a 1-in-100 event at most.
+    code = cli.main(["compare", str(runs["a"]), str(runs["a2"]), "--fail-on-regression", "5", "--alpha", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "geometric means over processes" in out and "3/3 p" in out
+    code = cli.main(["compare", str(runs["a"]), str(runs["b"]), "--fail-on-regression", "5", "--alpha", "0.01",
+                     "--json", str(tmp_path / "c.json")])
+    assert code == 1, capsys.readouterr().out
+    rows = {r["metric"]: r for r in json.loads((tmp_path / "c.json").read_text())["comparisons"][0]["rows"]}
+    assert rows["itl_s"]["unit"] == "process" and rows["itl_s"]["verdict"] == "regression"
+    assert rows["itl_s"]["p_adjusted"] >= rows["itl_s"]["p_value"]
+
+
+def test_processes_refused_where_they_do_not_apply(capsys):
+    assert cli.main(["run", "--processes", "2", "--serving", "--rate", "1"]) == 2
+    assert "--processes" in capsys.readouterr().err
