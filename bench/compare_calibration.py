@@ -1,0 +1,157 @@
+"""How often `fastprof compare --fail-on-regression 5` fires on A/A, and how often it catches a 20% slowdown.
+
+Collects a pool of independent single-process runs of the built-in model (`fastprof run
+--processes 1`, each a fresh process with its own model load, warm-up and iterations), arm A
+unchanged and arm B slowed by a fixed host delay per decode step (FASTPROF_STEP_DELAY_MS) sized
+to 20% of A's median inter-token latency, in a shuffled order. Then, for each number of processes
+per side N, draws many comparisons from the pool: A/A (2N distinct A runs, split in two) and A/B
+(N A runs against N B runs); each side is merged as `fastprof run --processes N` merges it, and
+compared as `fastprof compare --fail-on-regression 5` does (every metric, Holm, alpha 0.05).
+Reports the false-alarm rate (A/A comparisons that fail the gate) and the power (A/B comparisons
+that fail it) per N.
+
+Comparisons drawn from one pool share runs, so they are not independent: the rates are
+estimates whose precision is set by the pool size (printed), not by the number of draws.
+
+    python bench/compare_calibration.py --pool-a 16 --pool-b 8          # CPU: about 5 minutes
+    python bench/compare_calibration.py --device cuda --pool-a 16 --pool-b 8
+    python bench/compare_calibration.py --smoke                         # the script only
+
+On a GPU machine, collect only and analyse elsewhere (the analysis is CPU work):
+
+    python bench/compare_calibration.py --device cuda --pool-dir $OUT/pool --collect-only
+    python bench/compare_calibration.py --pool-dir pool --analyse-only
+
+Writes every figure to --output (or $OUT/compare_calibration.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def worker(out: Path, args: argparse.Namespace, delay_ms: float | None) -> None:
+    cmd = [sys.executable, "-m", "fastprof", "run", "--processes", "1", "--quiet", "--device", args.device,
+           "--prompt-len", str(args.prompt_len), "--max-new-tokens", str(args.new_tokens),
+           "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--kernel-trace", "0",
+           "--sample-interval-ms", "0", "-o", str(out)]
+    env = dict(os.environ)
+    if delay_ms:
+        env["FASTPROF_STEP_DELAY_MS"] = f"{delay_ms:.4f}"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--pool-a", type=int, default=16, help="single-process runs of arm A")
+    ap.add_argument("--pool-b", type=int, default=8, help="single-process runs of arm B (slowed)")
+    ap.add_argument("--processes", default="1,2,3,5", help="processes per side to evaluate")
+    ap.add_argument("--draws", type=int, default=300, help="comparisons drawn per N and arm")
+    ap.add_argument("--slowdown", type=float, default=0.20)
+    ap.add_argument("--threshold", type=float, default=5.0, help="--fail-on-regression PCT")
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output")
+    ap.add_argument("--smoke", action="store_true", help="tiny pool and few draws: checks the script")
+    ap.add_argument("--pool-dir", help="keep the pool's results files here (default: a temporary directory)")
+    ap.add_argument("--collect-only", action="store_true", help="collect the pool into --pool-dir and stop")
+    ap.add_argument("--analyse-only", action="store_true", help="analyse the pool already in --pool-dir")
+    args = ap.parse_args()
+    if args.smoke:
+        args.pool_a, args.pool_b, args.draws, args.processes = 4, 2, 20, "1,2"
+        args.prompt_len, args.new_tokens, args.iterations, args.warmup = 8, 8, 4, 1
+
+    from fastprof.report.compare import compare_sweeps, regressions
+    from fastprof.results.processes import merge_processes
+    from fastprof.results.sweep import Sweep, load
+
+    t0 = time.perf_counter()
+    rng = random.Random(args.seed)
+    if (args.collect_only or args.analyse_only) and not args.pool_dir:
+        ap.error("--collect-only and --analyse-only need --pool-dir")
+    tmp = None if args.pool_dir else tempfile.TemporaryDirectory(prefix="fastprof-calibration-")
+    d = Path(args.pool_dir or tmp.name)
+    d.mkdir(parents=True, exist_ok=True)
+    if not args.analyse_only:
+        worker(d / "probe.json", args, None)  # sizes the delay: 20% of A's median ITL
+        itl_ms = load(d / "probe.json").runs[0].result.summary["itl_s"]["p50"] * 1e3
+        delay = args.slowdown * itl_ms
+        (d / "delay.json").write_text(json.dumps({"itl_ms": itl_ms, "delay_ms": delay, "device": args.device}))
+        order = ["a"] * args.pool_a + ["b"] * args.pool_b
+        rng.shuffle(order)
+        for i, arm in enumerate(order):
+            worker(d / f"{arm}-{i}.json", args, delay if arm == "b" else None)
+            print(f"[{time.perf_counter() - t0:6.0f} s] run {i + 1}/{len(order)} ({arm})", flush=True)
+        if args.collect_only:
+            print(f"pool in {d}; total {time.perf_counter() - t0:.0f} s")
+            return 0
+    meta = json.loads((d / "delay.json").read_text())
+    itl_ms, delay, args.device = meta["itl_ms"], meta["delay_ms"], meta.get("device", args.device)
+    pools: dict[str, list] = {arm: [load(p).runs[0].result for p in sorted(d.glob(f"{arm}-*.json"))]
+                              for arm in ("a", "b")}
+    if tmp is not None:
+        tmp.cleanup()
+
+    def sweep_of(results):
+        merged = merge_processes(results) if len(results) > 1 else results[0]
+        s = Sweep(environment={}, parameters={})
+        s.add_ok(dict(merged.config), merged)
+        return s
+
+    def fires(a, b) -> tuple[bool, float | None]:
+        c = compare_sweeps(sweep_of(a), sweep_of(b), alpha=0.05)
+        itl = next((r for r in c.rows if r.metric == "itl_s"), None)
+        return bool(regressions([c], args.threshold)), (itl.change_pct if itl else None)
+
+    table = []
+    for n in (int(x) for x in args.processes.split(",")):
+        row = {"processes": n}
+        if 2 * n <= len(pools["a"]):
+            alarms = 0
+            for _ in range(args.draws):
+                pick = rng.sample(pools["a"], 2 * n)
+                alarms += fires(pick[:n], pick[n:])[0]
+            row["false_alarm_rate"] = alarms / args.draws
+        if n <= len(pools["a"]) and n <= len(pools["b"]):
+            caught, changes = 0, []
+            for _ in range(args.draws):
+                hit, change = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n))
+                caught += hit
+                if change is not None:
+                    changes.append(change)
+            row["power"] = caught / args.draws
+            row["median_itl_change_pct"] = sorted(changes)[len(changes) // 2] if changes else None
+        table.append(row)
+    report = {"device": args.device, "config": vars(args), "itl_ms": itl_ms, "delay_ms": delay,
+              "pool": {k: len(v) for k, v in pools.items()}, "rows": table,
+              "seconds": time.perf_counter() - t0}
+    out = args.output or (os.path.join(os.environ["OUT"], "compare_calibration.json") if os.environ.get("OUT") else None)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1))
+    print(f"\ncompare calibration on {args.device}: A ITL {itl_ms:.2f} ms, B +{delay:.2f} ms per step "
+          f"({args.slowdown:.0%}); pool {len(pools['a'])} A + {len(pools['b'])} B single-process runs of "
+          f"{args.iterations} iterations; {args.draws} draws per cell; gate --fail-on-regression {args.threshold:g}")
+    print(f"{'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} {'ITL change':>11}")
+    for row in table:
+        fa = f"{row['false_alarm_rate']:.1%}" if "false_alarm_rate" in row else "-"
+        pw = f"{row['power']:.1%}" if "power" in row else "-"
+        ch = f"{row['median_itl_change_pct']:+.1f}%" if row.get("median_itl_change_pct") is not None else "-"
+        print(f"{row['processes']:>15} {fa:>17} {pw:>11} {ch:>11}")
+    print(f"total {report['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
