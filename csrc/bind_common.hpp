@@ -23,5 +23,6 @@ void bind_recorder(pybind11::module_& m);   // bind_recorder.cpp: Recorder, devi
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler, sampler_fields
 void bind_selftest(pybind11::module_& m);   // bind_selftest.cpp: measure_clock, SpinKernel
 void bind_tracer(pybind11::module_& m);     // bind_tracer.cpp: KernelTracer, demangle
+void bind_stalls(pybind11::module_& m);     // bind_stalls.cpp: SchedWatch
 
 }  // namespace fastprof::bind

@@ -68,4 +68,5 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_sampler(m);
   bind::bind_selftest(m);
   bind::bind_tracer(m);
+  bind::bind_stalls(m);
 }

@@ -1,7 +1,7 @@
 """The ``fastprof`` command: the parser and one module per command.
 
 Each command is a module here with ``add_parser(sub)`` (its options and help) and
-``main(args)`` (returns the exit code): :mod:`.run`, :mod:`.report`, :mod:`.compare`, :mod:`.env`,
+``main(args)`` (returns the exit code): :mod:`.run`, :mod:`.report`, :mod:`.compare`, :mod:`.export`, :mod:`.env`,
 :mod:`.monitor`, :mod:`.selftest`. To add a command, add such a module and list it in
 ``COMMANDS``. The top layer: it may import every other part of fastprof.
 """
@@ -13,11 +13,12 @@ import os
 import sys
 from typing import Sequence
 
-from fastprof.cli import compare, env, monitor, report, run, selftest
+from fastprof.cli import compare, env, export, monitor, report, run, selftest
 from fastprof.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 
 #: The commands, in the order of ``fastprof --help``.
-COMMANDS = {"run": run, "report": report, "compare": compare, "env": env, "monitor": monitor, "selftest": selftest}
+COMMANDS = {"run": run, "report": report, "compare": compare, "export": export, "env": env, "monitor": monitor,
+            "selftest": selftest}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  fastprof run                    benchmark generate (a sweep of configurations), write results JSON\n"
             "  fastprof report RESULTS.json    tables; --html, --csv, --markdown reports\n"
             "  fastprof compare A.json B.json  ratios, confidence intervals, significance; CI gate\n"
+            "  fastprof export R.json --trace T  one timeline for Perfetto / chrome://tracing\n"
             "  fastprof env                    GPUs, drivers, CPU, versions and what spoils measurements\n"
             "  fastprof monitor -- CMD ...     sample the GPUs while a command runs\n"
             "  fastprof selftest               check this installation\n\n"

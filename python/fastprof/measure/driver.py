@@ -53,6 +53,7 @@ class _Sampling:
     def __init__(self, device_timing: dict[str, Any], interval_ms: float | None, backend: str) -> None:
         check_interval_ms(interval_ms)
         self.sampler = None
+        self.samples = None
         self.reason: str | None = None
         if interval_ms is None:
             self.reason = "GPU sampling disabled"
@@ -74,12 +75,28 @@ class _Sampling:
     def finish(self, traces: Sequence[Trace], tokens: Sequence[int], seed: int) -> dict[str, Any]:
         if self.sampler is None:
             return _hardware.unavailable(self.reason or "no sampler")
-        samples = self.sampler.stop()
+        samples = self.samples = self.sampler.stop()
         return _hardware.summarize(samples, traces, tokens_per_iteration=tokens, seed=seed)
 
     def abort(self) -> None:
         if self.sampler is not None and self.sampler.running:
             self.sampler.stop()
+
+
+def _stall_section(rec: Any, events: list[dict[str, Any]], traces: Sequence[Trace], sampling: _Sampling) -> dict[str, Any]:
+    """The ``stalls`` section: the recorder's events plus GPU throttling from the samples."""
+    from fastprof.analysis import stalls as _stalls
+
+    sources = dict(rec.sources)
+    samples = sampling.samples
+    if samples is not None and samples.n_samples and "throttle_reasons" in samples.fields:
+        events = sorted(events + _stalls.throttle_events(samples.timestamps_ns, samples.fields["throttle_reasons"],
+                                                         int(samples.interval_ms * 1e6)),
+                        key=lambda e: (e["start_ns"], e["end_ns"]))
+        sources["gpu_throttle"] = {"available": True}
+    else:
+        sources["gpu_throttle"] = {"available": False, "reason": sampling.reason or "no GPU samples"}
+    return _stalls.section([t.host_marks_ns for t in traces], events, sources, cost=rec.cost)
 
 
 class _KernelTracing:
@@ -243,7 +260,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        progress: Callable[[str, int, int], None] | None = None,
                        weight_bytes: float | None = None,
                        distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
-                       trace_timed: bool = False) -> BenchmarkResult:
+                       trace_timed: bool = False, stalls: bool = True) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -281,6 +298,12 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     ranks their own. The mode is ``"tp"`` for a model sharded by transformers' tensor parallelism
     (``tp_plan``), else ``"dp"``; pass ``distributed="tp"`` or ``"dp"`` to say so, ``False`` to
     keep every rank's result to itself. Every rank must call it, with the same counts.
+
+    Stalls (``stalls=True``, the default): during the timed iterations, Python garbage
+    collections, the measuring thread's waits for a CPU (read by a native thread from ``/proc``),
+    torch.compile recompilations, CUDA allocator growth and GPU throttling are recorded on the
+    same clock, and every slow token gap is listed with the events that overlap it (the result's
+    ``stalls`` section; see :mod:`fastprof.analysis.stalls`).
 
     Kernel trace: the timed iterations are never traced by default. After them,
     ``kernel_trace_iterations`` more iterations run under the CUPTI kernel tracer (default: 2 on a
@@ -360,18 +383,33 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
             progress("warmup", i + 1, warmup)
     sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
     traces: list[Trace] = []
+    stall_rec = None
+    if stalls:
+        from fastprof.capture.stalls import StallRecorder
+
+        stall_rec = StallRecorder(cuda_device=model_device if getattr(model_device, "type", None) == "cuda"
+                                  else None)
     sampling.start()
     try:
         if tracing.trace_timed:
             tracing.start()
+        if stall_rec is not None:
+            stall_rec.start()
         for i in range(iterations):
+            if stall_rec is not None:
+                stall_rec.iteration_begin()
             traces.append(run_once())
+            if stall_rec is not None:
+                stall_rec.iteration_end()
             if progress:
                 progress("measure", i + 1, iterations)
     except BaseException:
+        if stall_rec is not None:
+            stall_rec.stop()
         sampling.abort()
         tracing.abort()
         raise
+    stall_events = stall_rec.stop() if stall_rec is not None else None
     hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
     traced = tracing.run_after(traces, run_once)
 
@@ -403,6 +441,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                                          warnings=notes + environment_warnings(env) + hardware.get("warnings", []))
     result.kernels = tracing.finish(traced, (result.summary.get("itl_s") or {}).get("mean"))
     result.warnings += tracing.warnings
+    if stall_rec is not None and per_token:
+        result.stalls = _stall_section(stall_rec, stall_events or [], traces, sampling)
     breakdown = result.kernels if result.kernels and result.kernels.get("available") else None
     gpu = None
     if getattr(model_device, "type", None) == "cuda":

@@ -94,6 +94,10 @@ class BenchmarkResult:
     #: between processes beside the spread within them (:mod:`fastprof.results.processes`);
     #: None for one process. Each iteration then carries its ``process``.
     processes: dict[str, Any] | None = None
+    #: Stall sources during the timed iterations and the slow tokens they explain
+    #: (:mod:`fastprof.analysis.stalls`): ``sources``, ``events``, ``slow_tokens``, ``summary``,
+    #: ``unexplained_excess_s``; None when not recorded.
+    stalls: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -247,6 +251,7 @@ class BenchmarkResult:
             **({"serving": self.serving} if self.serving is not None else {}),
             **({"kernels": self.kernels} if self.kernels is not None else {}),
             **({"processes": self.processes} if self.processes is not None else {}),
+            **({"stalls": self.stalls} if self.stalls is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -277,7 +282,7 @@ class BenchmarkResult:
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
-                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"),
+                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"), stalls=d.get("stalls"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
@@ -366,6 +371,7 @@ class BenchmarkResult:
         if self.serving is not None:
             yield from serving_lines(self.serving)
         yield from process_lines(self.processes)
+        yield from stall_lines(self.stalls)
         yield from kernel_lines(self.kernels)
         yield from roofline_lines(self.roofline, self.verdict)
         from fastprof.results.warnings import grouped
@@ -454,6 +460,31 @@ def serving_lines(serving: dict[str, Any]) -> Iterator[str]:
     yield (f"[bold]occupancy[/bold]: mean {num(occ.get('mean_in_system'))} requests in the system, "
            f"{num(occ.get('mean_generating'))} generating (max {occ.get('max_generating', '-')}); token times "
            f"from {serving.get('token_clock', '?')}")
+
+
+def stall_lines(stalls: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
+    """Slow tokens: how many, the excess time per cause and the unexplained, then the worst few."""
+    from rich.markup import escape
+
+    if not stalls:
+        return
+    slow = stalls.get("slow_tokens") or []
+    missing = [k for k, v in (stalls.get("sources") or {}).items() if isinstance(v, dict) and not v.get("available")]
+    if not slow:
+        yield "[bold]slow tokens[/bold]: none" + (f" [dim](not recorded: {escape(', '.join(missing))})[/dim]"
+                                                   if missing else "")
+        return
+    parts = [f"{k} {v['count']} ({v['excess_s'] * 1e3:.2f} ms)" for k, v in (stalls.get("summary") or {}).items()
+             if v.get("count")]
+    parts.append(f"unexplained {stalls.get('unexplained_excess_s', 0.0) * 1e3:.2f} ms")
+    yield (f"[bold]slow tokens[/bold]: {len(slow)}, {stalls.get('slow_excess_s', 0.0) * 1e3:.2f} ms over their "
+           f"iterations' median gap; by cause: {escape(', '.join(parts))}")
+    for t in sorted(slow, key=lambda t: -t["excess_s"])[:top]:
+        causes = ", ".join(f"{c['kind']} {c['overlap_s'] * 1e3:.2f} ms" for c in t["causes"]) or "unexplained"
+        yield (f"  iteration {t['iteration']} token {t['token']}: {t['gap_s'] * 1e3:.2f} ms "
+               f"(+{t['excess_s'] * 1e3:.2f} ms): {escape(causes)}")
+    if missing:
+        yield f"  [dim]not recorded here: {escape(', '.join(missing))}[/dim]"
 
 
 def process_lines(processes: dict[str, Any] | None) -> Iterator[str]:

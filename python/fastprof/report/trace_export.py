@@ -1,0 +1,93 @@
+"""A results file as one timeline in the Chrome trace-event format (Perfetto UI, chrome://tracing).
+
+Everything is on fastprof's clock (CLOCK_MONOTONIC), written in microseconds as the format asks,
+so tokens, GPU samples and stall events line up. Per configuration (one trace process each):
+
+- thread "iterations": one slice per timed iteration (host start to end);
+- thread "host tokens": one slice per token gap on the host clock (prefill, then token i), slow
+  tokens named as such with their causes in ``args``;
+- thread "device tokens": the same on the GPU event clock, placed from the iteration's start
+  (the recorder's start event is recorded at the iteration's host start);
+- thread "stalls": one slice per stall event (gc, cpu_wait, recompile, allocator, gpu_throttle);
+- counters: every GPU sample field that has values (power, utilisation, clocks, memory, the
+  performance counters), one counter track each.
+
+The format is plain JSON (``{"traceEvents": [...]}``), written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from fastprof.results.io import json_safe, write_atomic
+from fastprof.results.sweep import Sweep
+
+TIDS = {"iterations": 1, "host tokens": 2, "device tokens": 3, "stalls": 4}
+_COUNTER_SKIP = {"timestamps_ns", "device", "iteration", "phase"}
+
+
+def _us(ns: int | float) -> float:
+    return ns / 1000.0
+
+
+def trace_events(sweep: Sweep) -> list[dict[str, Any]]:
+    """The trace events of every run of ``sweep`` that has a result."""
+    events: list[dict[str, Any]] = []
+    for pid, run in enumerate(sweep.runs, start=1):
+        r = run.result
+        if r is None:
+            continue
+        events.append({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": run.label()}})
+        for name, tid in TIDS.items():
+            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
+            events.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
+        slow = {(t["iteration"], t["token"]): t for t in (r.stalls or {}).get("slow_tokens") or []}
+        for i, t in enumerate(r.traces()):
+            start = int(t.host_start_ns)
+            events.append({"ph": "X", "name": f"iteration {i}", "cat": "iteration", "pid": pid,
+                           "tid": TIDS["iterations"], "ts": _us(start), "dur": _us(int(t.host_end_ns) - start),
+                           "args": {"iteration": i, "tokens": int(t.n_marks)}})
+            marks = [int(m) for m in t.host_marks_ns]
+            prev = start
+            for k, m in enumerate(marks):
+                s = slow.get((i, k))
+                args: dict[str, Any] = {"iteration": i, "token": k}
+                name = "prefill" if k == 0 else f"token {k}"
+                if s is not None:
+                    name = f"SLOW token {k}"
+                    args.update(excess_ms=s["excess_s"] * 1e3, causes=[c["kind"] for c in s["causes"]] or ["unexplained"])
+                events.append({"ph": "X", "name": name, "cat": "slow" if s else "token", "pid": pid,
+                               "tid": TIDS["host tokens"], "ts": _us(prev), "dur": _us(m - prev), "args": args})
+                prev = m
+            if t.device_marks_ns is not None:
+                dprev = 0
+                for k, m in enumerate(int(x) for x in t.device_marks_ns):
+                    events.append({"ph": "X", "name": "prefill" if k == 0 else f"token {k}", "cat": "device",
+                                   "pid": pid, "tid": TIDS["device tokens"], "ts": _us(start + dprev),
+                                   "dur": _us(m - dprev), "args": {"iteration": i, "token": k}})
+                    dprev = m
+        for e in (r.stalls or {}).get("events") or []:
+            events.append({"ph": "X", "name": e["kind"], "cat": "stall", "pid": pid, "tid": TIDS["stalls"],
+                           "ts": _us(int(e["start_ns"])), "dur": _us(int(e["end_ns"]) - int(e["start_ns"])),
+                           "args": e.get("detail") or {}})
+        samples = ((r.hardware or {}).get("samples") or {})
+        ts = samples.get("timestamps_ns") or []
+        for field, values in samples.items():
+            if field in _COUNTER_SKIP or not isinstance(values, list) or len(values) != len(ts):
+                continue
+            for t_ns, v in zip(ts, values):
+                if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                    continue
+                events.append({"ph": "C", "name": field, "pid": pid, "ts": _us(int(t_ns)), "args": {field: v}})
+    return events
+
+
+def write_trace(sweep: Sweep, path: str) -> int:
+    """Writes ``sweep`` as a Chrome trace-event JSON file; returns the number of events."""
+    events = trace_events(sweep)
+    doc = {"traceEvents": events, "displayTimeUnit": "ms",
+           "otherData": {"producer": "fastprof", "clock": "CLOCK_MONOTONIC"}}
+    write_atomic(path, json.dumps(json_safe(doc), separators=(",", ":"), allow_nan=False))
+    return len(events)

@@ -1,0 +1,220 @@
+"""Slow tokens with injected causes, on the CPU with a small model.
+
+A logits processor forces a full garbage collection over a heap of cycles at one step (the gap
+ending at the next token must be slow and attributed to gc), and sleeps 20 ms at another (slow
+and unexplained: a voluntary sleep is not a stall). With the process pinned to one CPU and a busy
+thread competing for it, slow gaps must show run-queue wait (cpu_wait).
+"""
+
+import gc
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import fastprof  # noqa: E402
+from fastprof.analysis import stalls as S  # noqa: E402
+from fastprof.capture.hf import build_default_model, random_inputs  # noqa: E402
+
+NEW = 24
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_default_model(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                               num_key_value_heads=1, vocab_size=128)
+
+
+def _processor(actions):
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Inject(LogitsProcessor):
+        def __init__(self):
+            self.step = 0
+
+        def __call__(self, input_ids, scores):
+            act = actions.get(self.step)
+            self.step += 1
+            if act == "gc":
+                junk = []
+                for _ in range(100_000):
+                    a = []
+                    a.append(a)  # a reference cycle: only the collector frees it
+                    junk.append(a)
+                del junk
+                gc.collect()
+            elif act == "sleep":
+                time.sleep(0.02)
+            return scores
+
+    return Inject
+
+
+def _run(model, actions, iterations=3):
+    Inject = _processor(actions)
+    from transformers import LogitsProcessorList
+
+    class Fresh(LogitsProcessorList):  # a new step counter for every generate call
+        def __init__(self):
+            super().__init__([Inject()])
+
+    results = []
+    # One generate per measured iteration; the processor is created per call through a hook.
+    orig = model.generate
+
+    def generate(*args, **kwargs):
+        kwargs["logits_processor"] = Fresh()
+        return orig(*args, **kwargs)
+
+    model.generate = generate
+    try:
+        results = fastprof.benchmark_generate(model, random_inputs(128, 1, 8), max_new_tokens=NEW, warmup=1,
+                                              iterations=iterations, device=None, sample_interval_ms=None)
+    finally:
+        del model.generate
+    return results
+
+
+def _slow_by_token(result):
+    return {(t["iteration"], t["token"]): t for t in result.stalls["slow_tokens"]}
+
+
+@pytest.fixture(scope="module")
+def injected(model):
+    # Logits step s produces token s; the token's mark follows the step, so an action at step s
+    # lengthens the gap ending at token s.
+    return _run(model, {8: "gc", 16: "sleep"})
+
+
+def test_gc_and_sleep_are_told_apart(injected):
+    r = injected
+    st = r.stalls
+    assert st["sources"]["gc"]["available"]
+    slow = _slow_by_token(r)
+    for it in range(3):
+        g = slow.get((it, 8))
+        assert g is not None, f"iteration {it}: the gc step is not slow: {sorted(slow)}"
+        assert any(c["kind"] == "gc" for c in g["causes"]), g
+        s = slow.get((it, 16))
+        assert s is not None and s["excess_s"] > 0.015, s
+        # A sleep is no stall: nothing explains most of it (a busy machine may add a little CPU wait).
+        assert not any(c["kind"] == "gc" for c in s["causes"])
+        assert sum(c["overlap_s"] for c in s["causes"]) < 0.5 * s["excess_s"]
+    assert st["summary"]["gc"]["count"] >= 3
+    gcs = [e for e in st["events"] if e["kind"] == "gc" and e["detail"]["collected"] >= 100_000]
+    assert len(gcs) >= 3
+    # Events are on the tokens' clock: each big collection lies inside its slow gap.
+    for it in range(3):
+        marks = np.asarray(r.traces()[it].host_marks_ns)
+        lo, hi = marks[7], marks[8]
+        assert any(lo <= e["start_ns"] and e["end_ns"] <= hi for e in gcs)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/schedstat"),
+                    reason="needs CPU affinity and /proc schedstat")
+def test_cpu_contention_shows_as_run_queue_wait(model):
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    stop = threading.Event()
+
+    def spin():
+        os.sched_setaffinity(0, {cpu})
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    os.sched_setaffinity(0, {cpu})
+    t = threading.Thread(target=spin, daemon=True)
+    # A process competitor as well: threads share the GIL, processes do not.
+    import subprocess
+    import sys
+
+    competitor = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {%d})\nwhile True: pass" % cpu])
+    try:
+        t.start()
+        r = _run(model, {}, iterations=3)
+    finally:
+        stop.set()
+        competitor.kill()
+        competitor.wait()
+        t.join()
+        os.sched_setaffinity(0, before)
+    st = r.stalls
+    assert st["sources"]["cpu_wait"]["available"], st["sources"]
+    waits = [e for e in st["events"] if e["kind"] == "cpu_wait"]
+    assert sum(e["detail"]["run_queue_wait_s"] for e in waits) > 0.01
+    slow = st["slow_tokens"]
+    assert slow, "no slow token under contention"
+    assert sum(1 for t in slow if any(c["kind"] == "cpu_wait" for c in t["causes"])) >= len(slow) // 2
+
+
+def test_rule_and_overlap_on_known_data():
+    ms = 1_000_000
+    marks = np.cumsum([0] + [10 * ms] * 10 + [30 * ms] + [10 * ms] * 5)  # token 11 is 20 ms late
+    slow = S.slow_gaps(marks)
+    assert [(t, round(e, 3)) for t, _, e in slow] == [(11, 0.02)]
+    events = [{"kind": "gc", "start_ns": int(marks[10] + 1 * ms), "end_ns": int(marks[10] + 16 * ms), "detail": {}},
+              {"kind": "cpu_wait", "start_ns": int(marks[2]), "end_ns": int(marks[3]),
+               "detail": {"run_queue_wait_s": 0.005}}]
+    out = S.explain([marks], events)
+    (tok,) = out["slow_tokens"]
+    assert tok["causes"] == [{"kind": "gc", "overlap_s": pytest.approx(0.015)}]
+    assert out["summary"]["gc"] == {"count": 1, "excess_s": pytest.approx(0.02)}
+    assert out["unexplained_excess_s"] == 0
+    # Sub-millisecond jitter never counts.
+    jitter = np.cumsum([0] + list(10 * ms + np.random.default_rng(0).integers(-50_000, 50_000, 40)))
+    assert S.slow_gaps(jitter) == []
+
+
+def test_throttle_events_from_samples():
+    ts = np.arange(10) * 10_000_000
+    reasons = np.array([0, 1, 4, 4, 0, 0, 0x20, np.nan, 0x21, 0], dtype=float)
+    ev = S.throttle_events(ts, reasons, 10_000_000)
+    assert [(e["start_ns"], e["end_ns"], e["detail"]["reasons"]) for e in ev] == [
+        (10_000_000, 30_000_000, 4), (50_000_000, 80_000_000, 0x20)]
+
+
+def test_export_trace_holds_every_token_and_stall(injected, tmp_path, capsys):
+    import json
+
+    from fastprof import cli
+
+    path = injected.save(tmp_path / "r.json")
+    out = tmp_path / "t.json"
+    assert cli.main(["export", str(path), "--trace", str(out)]) == 0
+    assert "trace events written" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    events = doc["traceEvents"]
+    for e in events:  # the trace-event format's required fields
+        assert e["ph"] in ("X", "C", "M", "i") and "pid" in e and "name" in e
+        if e["ph"] in ("X", "C"):
+            assert isinstance(e["ts"], (int, float))
+        if e["ph"] == "X":
+            assert e["dur"] >= 0 and "tid" in e
+    tokens = [e for e in events if e["ph"] == "X" and e.get("cat") in ("token", "slow")]
+    assert len(tokens) == 3 * NEW
+    assert {(e["args"]["iteration"], e["args"]["token"]) for e in tokens} == {(i, k) for i in range(3) for k in range(NEW)}
+    slow_named = {(e["args"]["iteration"], e["args"]["token"]) for e in tokens if e["name"].startswith("SLOW")}
+    assert slow_named == {(t["iteration"], t["token"]) for t in injected.stalls["slow_tokens"]}
+    stalls = [e for e in events if e.get("cat") == "stall"]
+    assert len(stalls) == len(injected.stalls["events"])
+    assert sorted(e["ts"] for e in stalls) == sorted(ev["start_ns"] / 1000 for ev in injected.stalls["events"])
+    # Slices of one thread never go back in time.
+    for tid in (1, 2):
+        ts = [e["ts"] for e in events if e["ph"] == "X" and e.get("tid") == tid]
+        assert ts == sorted(ts)
+
+
+def test_export_refuses_a_file_without_runs(tmp_path, capsys):
+    from fastprof import cli
+
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    assert cli.main(["export", str(bad), "--trace", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastprof: error:") and err.count("\n") == 1
