@@ -106,7 +106,8 @@ def test_gc_and_sleep_are_told_apart(injected):
         assert not any(c["kind"] == "gc" for c in s["causes"])
         assert sum(c["overlap_s"] for c in s["causes"]) < 0.5 * s["excess_s"]
     assert st["summary"]["gc"]["count"] >= 3
-    gcs = [e for e in st["events"] if e["kind"] == "gc" and e["detail"]["collected"] >= 100_000]
+    gcs = [e for e in st["events"] if e["kind"] == "gc" and e["detail"]["generation"] == 2
+           and e["end_ns"] - e["start_ns"] > 5_000_000]  # the forced full collections
     assert len(gcs) >= 3
     # Events are on the tokens' clock: each big collection lies inside its slow gap.
     for it in range(3):
@@ -115,34 +116,34 @@ def test_gc_and_sleep_are_told_apart(injected):
         assert any(lo <= e["start_ns"] and e["end_ns"] <= hi for e in gcs)
 
 
+BURSTS = """
+import os, time
+os.sched_setaffinity(0, {%d})
+while True:
+    time.sleep(0.08)
+    end = time.perf_counter() + 0.03
+    while time.perf_counter() < end:
+        pass
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/schedstat"),
                     reason="needs CPU affinity and /proc schedstat")
 def test_cpu_contention_shows_as_run_queue_wait(model):
-    before = os.sched_getaffinity(0)
-    cpu = min(before)
-    stop = threading.Event()
-
-    def spin():
-        os.sched_setaffinity(0, {cpu})
-        x = 0
-        while not stop.is_set():
-            x += 1
-
-    os.sched_setaffinity(0, {cpu})
-    t = threading.Thread(target=spin, daemon=True)
-    # A process competitor as well: threads share the GIL, processes do not.
     import subprocess
     import sys
 
-    competitor = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {%d})\nwhile True: pass" % cpu])
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    # Two processes on the same CPU that spin in bursts: the gaps they fall on wait for the CPU.
+    competitors = [subprocess.Popen([sys.executable, "-c", BURSTS % cpu]) for _ in range(2)]
     try:
-        t.start()
-        r = _run(model, {}, iterations=3)
+        r = _run(model, {}, iterations=4)
     finally:
-        stop.set()
-        competitor.kill()
-        competitor.wait()
-        t.join()
+        for c in competitors:
+            c.kill()
+            c.wait()
         os.sched_setaffinity(0, before)
     st = r.stalls
     assert st["sources"]["cpu_wait"]["available"], st["sources"]
@@ -150,7 +151,8 @@ def test_cpu_contention_shows_as_run_queue_wait(model):
     assert sum(e["detail"]["run_queue_wait_s"] for e in waits) > 0.01
     slow = st["slow_tokens"]
     assert slow, "no slow token under contention"
-    assert sum(1 for t in slow if any(c["kind"] == "cpu_wait" for c in t["causes"])) >= len(slow) // 2
+    explained = [t for t in slow if any(c["kind"] == "cpu_wait" for c in t["causes"])]
+    assert len(explained) >= len(slow) // 2, slow
 
 
 def test_rule_and_overlap_on_known_data():
@@ -218,3 +220,25 @@ def test_export_refuses_a_file_without_runs(tmp_path, capsys):
     assert cli.main(["export", str(bad), "--trace", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastprof: error:") and err.count("\n") == 1
+
+
+def test_reports_show_slow_tokens(injected):
+    import io
+
+    from rich.console import Console
+
+    from fastprof.report import html as report_html
+    from fastprof.results.sweep import Sweep
+
+    buf = io.StringIO()
+    Console(file=buf, width=100, color_system=None).print(injected)
+    out = buf.getvalue()
+    assert "slow tokens" in out and "gc" in out and "unexplained" in out
+    sweep = Sweep(environment=injected.environment, parameters={})
+    sweep.add_ok(dict(injected.config), injected)
+    page = report_html.html_report(sweep)
+    assert "<h3>Slow tokens</h3>" in page and "<td class=\"l\">gc</td>" in page
+    bare = Sweep(environment=injected.environment, parameters={})
+    plain = fastprof.BenchmarkResult.from_dict({**injected.to_dict(), "stalls": None})
+    bare.add_ok(dict(injected.config), plain)
+    assert "Slow tokens" not in report_html.html_report(bare)

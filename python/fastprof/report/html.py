@@ -66,11 +66,23 @@ def _token_latency_chart(run: Run) -> str | None:
     flat = np.concatenate(all_vals)
     if flat.size and flat.min() > 0 and flat.max() / flat.min() > 20:
         ax.set_yscale("log")
+    # Slow tokens, coloured by their main cause (see fastprof.analysis.stalls).
+    colours = {"gc": "#d62728", "cpu_wait": "#ff7f0e", "recompile": "#9467bd", "allocator": "#8c564b",
+               "gpu_throttle": "#e377c2", "unexplained": "#7f7f7f"}
+    by_cause: dict[str, list[tuple[int, float]]] = {}
+    for tok in ((run.result.stalls or {}).get("slow_tokens") or []):
+        it, k = int(tok["iteration"]), int(tok["token"])
+        cause = tok["causes"][0]["kind"] if tok["causes"] else "unexplained"
+        by_cause.setdefault(cause, []).append((k + 1, tok["gap_s"] * 1e3))
+    for cause, pts in by_cause.items():
+        xs, ys = zip(*pts)
+        ax.scatter(xs, ys, s=36, facecolors="none", edgecolors=colours.get(cause, "k"), linewidths=1.5, zorder=4,
+                   label=f"slow: {cause}")
     ax.set_xlabel("token (1 = time to first token, then inter-token gaps)")
     ax.set_ylabel("latency [ms]")
     ax.set_title("per-token latency, every measured iteration (host clock)")
     ax.grid(alpha=0.3)
-    if len(traces) <= 8:
+    if len(traces) <= 8 or by_cause:
         ax.legend(fontsize=7, ncol=4)
     return _png(fig)
 
@@ -290,6 +302,34 @@ def _esc(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
 
+def _stalls_section(stalls: dict[str, Any] | None, top: int = 20) -> list[str]:
+    """Slow tokens: the excess by cause, then the worst tokens with their causes."""
+    if not stalls:
+        return []
+    slow = stalls.get("slow_tokens") or []
+    parts = ["<h3>Slow tokens</h3>"]
+    if not slow:
+        parts.append('<p class="muted">no slow token (a gap above its iteration\'s median by more than the rule\'s '
+                     "margin)</p>")
+        return parts
+    rows = [[k, str(v["count"]), f"{v['excess_s'] * 1e3:.2f}"] for k, v in (stalls.get("summary") or {}).items()
+            if v.get("count")]
+    rows.append(["unexplained", str(sum(1 for t in slow if not t["causes"])),
+                 f"{stalls.get('unexplained_excess_s', 0.0) * 1e3:.2f}"])
+    parts.append(_html_table(["cause", "slow tokens", "excess [ms]"], rows))
+    worst = sorted(slow, key=lambda t: -t["excess_s"])[:top]
+    parts.append(_html_table(["iteration", "token", "gap [ms]", "excess [ms]", "causes (overlap ms)"],
+                             [[str(t["iteration"]), str(t["token"]), f"{t['gap_s'] * 1e3:.2f}",
+                               f"{t['excess_s'] * 1e3:.2f}",
+                               ", ".join(f"{c['kind']} {c['overlap_s'] * 1e3:.2f}" for c in t["causes"])
+                               or "unexplained"] for t in worst]))
+    missing = [f"{k}: {v.get('reason')}" for k, v in (stalls.get("sources") or {}).items()
+               if isinstance(v, dict) and v.get("available") is False]
+    if missing:
+        parts.append(f'<p class="muted">not recorded here: {_esc("; ".join(missing))}</p>')
+    return parts
+
+
 def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, row_class: Any = None) -> str:
     out = ["<table><tr>" + "".join(f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>'
                                    for i, h in enumerate(header)) + "</tr>"]
@@ -403,6 +443,7 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
                     parts.append(f'<p class="muted">{_esc(reason)}</p>')
             elif roof.get("reason"):
                 parts.append(f'<p class="muted">roofline unavailable: {_esc(roof["reason"])}</p>')
+        parts += _stalls_section(run.result.stalls)
         parts += kernel_section(getattr(run.result, "kernels", None), plt=_plt, png=_png, table=_html_table)
         hw = run.result.hardware or {}
         gpu = _gpu_timeline_chart(run)
