@@ -13,6 +13,8 @@ end the same way (synchronise, clock, generate, synchronise, clock):
   fastprof 10 ms  fastprof's streamer + logits processor on a TokenRecorder with GPU events, and
                   the native GPU sampler at 10 ms (started before the timed region, stopped after)
   fastprof 1 ms   the same with the sampler at 1 ms
+  fastprof+stalls fastprof 10 ms plus stall recording (gc callbacks, the native /proc scheduler
+                  watch at 1 ms, compile callbacks), as benchmark_generate records them
   hf-style        a BaseStreamer appending time.perf_counter() per token, plus a pynvml monitor
                   in a spawned process polling utilisation and memory every 50 ms
   torch.profiler  torch.profiler.profile with CPU and CUDA activities around generate
@@ -51,8 +53,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-ARMS = ("none", "none (A/A)", "fastprof 10 ms", "fastprof 1 ms", "hf-style", "torch.profiler")
-FASTPROF_ARMS = ("fastprof 10 ms", "fastprof 1 ms")
+ARMS = ("none", "none (A/A)", "fastprof 10 ms", "fastprof 1 ms", "fastprof+stalls", "hf-style", "torch.profiler")
+FASTPROF_ARMS = ("fastprof 10 ms", "fastprof 1 ms", "fastprof+stalls")
 TARGETS = {"compiled": 0.005, "eager": 0.002}  # per-token host cost / median ITL
 
 MODEL_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
@@ -182,9 +184,14 @@ def make_arms(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int) -
     def arm_none() -> dict:
         return {"wall_ns": wl.timed()}
 
-    def arm_fastprof(interval_ms: float) -> Callable[[], dict]:
+    def arm_fastprof(interval_ms: float, stalls: bool = False) -> Callable[[], dict]:
         def run() -> dict:
             sampler, reason = None, None
+            stall_rec = None
+            if stalls:
+                from fastprof.capture.stalls import StallRecorder
+
+                stall_rec = StallRecorder(cuda_device=torch.cuda.current_device() if wl.cuda else None).start()
             if wl.cuda:
                 from fastprof.capture.sampler import Sampler
 
@@ -204,6 +211,9 @@ def make_arms(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int) -
             wl.sync()
             wall = time.perf_counter_ns() - t0
             out: dict[str, Any] = {"wall_ns": wall}
+            if stall_rec is not None:
+                events = stall_rec.stop()
+                out["stalls"] = {"events": len(events), **stall_rec.cost}
             if trace.n_marks != wl.new_tokens:
                 raise RuntimeError(f"the streamer saw {trace.n_marks} tokens, expected {wl.new_tokens}")
             out["itl_host_ns"] = np.diff(trace.host_marks_ns).tolist()
@@ -258,7 +268,8 @@ def make_arms(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int) -
         return {"wall_ns": wall, "profiler_exit_s": post}
 
     return {"none": arm_none, "none (A/A)": arm_none, "fastprof 10 ms": arm_fastprof(10),
-            "fastprof 1 ms": arm_fastprof(1), "hf-style": arm_hf_style, "torch.profiler": arm_profiler}
+            "fastprof 1 ms": arm_fastprof(1), "fastprof+stalls": arm_fastprof(10, stalls=True),
+            "hf-style": arm_hf_style, "torch.profiler": arm_profiler}
 
 
 class _PresignedProcessor:
@@ -444,6 +455,15 @@ def run_workload(wl: Workload, args: argparse.Namespace, mp_ctx, nvml_index: int
               if name in row["arms"] and "cpu_fraction" in row["arms"][name].get("sampler", {})]
         res.setdefault("sampler_cpu_fraction", {})[name] = float(np.median(fr)) if fr else None
 
+    res["new_tokens"] = wl.new_tokens
+    st = [row["arms"]["fastprof+stalls"]["stalls"] for row in rounds if "fastprof+stalls" in row["arms"]]
+    if st:
+        res["stalls_cost"] = {
+            "watch_cpu_s_per_generate": float(np.median([x.get("sched_watch_cpu_s", 0.0) for x in st])),
+            "watch_reads_per_generate": float(np.median([x.get("sched_reads", 0) for x in st])),
+            "stop_s": float(np.median([x.get("stop_s", 0.0) for x in st])),
+            "events_per_generate": float(np.median([x["events"] for x in st])),
+        }
     res["direct"] = direct_cost(wl, args.direct_calls)
     itl_ns = res["itl_host_p50_ns"]
     worst = max(v["per_token_total_ns"] for k, v in res["direct"].items() if isinstance(v, dict))
@@ -529,8 +549,15 @@ def print_summary(report: dict) -> None:
                       f"HF list dispatch {v['hf_dispatch_ns'] / 1e3:.2f} (presigned: list+processor "
                       f"{v['list_presigned_processor_ns'] / 1e3:.2f}), begin+end {v['begin_end_ns'] / 1e3:.1f}/generate]")
         sc = wl.get("sampler_cpu_fraction", {})
-        print("  sampler thread CPU: " + ", ".join(f"{k.split()[-2]} ms {v:.3%}" if v is not None else
-                                                    f"{k.split()[-2]} ms -" for k, v in sc.items()))
+        print("  sampler thread CPU: " + ", ".join(f"{k} {v:.3%}" if v is not None else f"{k} -"
+                                                    for k, v in sc.items()))
+        stc = wl.get("stalls_cost")
+        if stc:
+            tokens = wl.get("new_tokens") or 0
+            per_tok = stc["watch_cpu_s_per_generate"] / tokens * 1e6 if tokens else float("nan")
+            print(f"  stall recording: scheduler watch {stc['watch_cpu_s_per_generate'] * 1e3:.2f} ms CPU per generate "
+                  f"({per_tok:.2f} us/token, on its own thread), {stc['watch_reads_per_generate']:.0f} reads, "
+                  f"{stc['events_per_generate']:.0f} events, stop {stc['stop_s'] * 1e3:.2f} ms (after the clock)")
         t = wl.get("direct_target")
         ok = wl.get("direct_ok")
         frac = wl.get("direct_fraction")

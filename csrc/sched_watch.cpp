@@ -53,7 +53,7 @@ SchedWatch::SchedWatch(int64_t tid, int64_t interval_ns, size_t capacity)
 
 SchedWatch::~SchedWatch() { stop(); }
 
-bool SchedWatch::read(int64_t& run_delay, int64_t& nonvoluntary) {
+bool SchedWatch::read(int64_t& run_delay, int64_t& nonvoluntary, bool with_status) {
   char buf[2048];
   if (!slurp(schedstat_path_, buf, sizeof buf)) return false;
   // "<time on cpu ns> <run-queue wait ns> <timeslices>"
@@ -63,6 +63,7 @@ bool SchedWatch::read(int64_t& run_delay, int64_t& nonvoluntary) {
   const char* p = end;
   run_delay = std::strtoll(p, &end, 10);
   if (end == p) return false;
+  if (!with_status) return true;
   if (!slurp(status_path_, buf, sizeof buf)) return false;
   const char* key = std::strstr(buf, "nonvoluntary_ctxt_switches:");
   if (!key) return false;
@@ -75,7 +76,7 @@ bool SchedWatch::start() {
   count_ = 0;
   dropped_ = reads_ = 0;
   reason_.clear();
-  if (!read(last_delay_, last_nonvol_)) {
+  if (!read(last_delay_, last_nonvol_, true)) {
     reason_ = "cannot read " + schedstat_path_ + " and " + status_path_ +
               " (no /proc, or a kernel without schedstats)";
     return false;
@@ -98,9 +99,11 @@ void SchedWatch::loop() {
       continue;
     }
     next += interval_ns_ * ((now - next) / interval_ns_ + 1);  // skip missed slots
-    int64_t delay = 0, nonvol = 0;
+    int64_t delay = 0, nonvol = last_nonvol_;
     const int64_t ts = monotonic_ns();
-    if (!read(delay, nonvol)) {
+    // The status file (ten times larger) is read only when the run-queue delay moved: an
+    // involuntary switch leaves the thread runnable, so it always adds run-queue delay.
+    if (!read(delay, nonvol, false) || (delay != last_delay_ && !read(delay, nonvol, true))) {
       reason_ = "the watched thread ended";
       break;
     }

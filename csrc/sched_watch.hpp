@@ -45,7 +45,7 @@ class SchedWatch {
   int64_t thread_cpu_ns() const { return thread_cpu_ns_; }
 
  private:
-  bool read(int64_t& run_delay, int64_t& nonvoluntary);
+  bool read(int64_t& run_delay, int64_t& nonvoluntary, bool with_status);
   void loop();
 
   int64_t tid_, interval_ns_;
