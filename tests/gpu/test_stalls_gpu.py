@@ -45,7 +45,10 @@ def test_stalls_on_the_gpu_and_export(torch_cuda, tmp_path):
     orig = model.generate
 
     def generate(*args, **kwargs):
-        kwargs["logits_processor"] = LogitsProcessorList([FullCollection()])
+        # Beside fastprof's own processor (it records the GPU event of each step), not instead of it.
+        procs = LogitsProcessorList(kwargs.get("logits_processor") or [])
+        procs.append(FullCollection())
+        kwargs["logits_processor"] = procs
         return orig(*args, **kwargs)
 
     model.generate = generate
