@@ -68,7 +68,10 @@ def _run(model, actions, iterations=3):
     orig = model.generate
 
     def generate(*args, **kwargs):
-        kwargs["logits_processor"] = Fresh()
+        procs = Fresh()  # the injector, after fastprof's own processor when there is one
+        for p in reversed(list(kwargs.get("logits_processor") or [])):
+            procs.insert(0, p)
+        kwargs["logits_processor"] = procs
         return orig(*args, **kwargs)
 
     model.generate = generate
