@@ -138,11 +138,12 @@ def test_attn_implementation_reaches_the_model(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("command, options", [
-    ([], ["run", "report", "compare", "env", "monitor", "selftest"]),
+    ([], ["run", "report", "compare", "export", "env", "monitor", "selftest"]),
     (["run"], ["--batch-size", "--attn-implementation", "--compile", "comma", "Ctrl-C", "--kernel-trace",
-               "--kernel-trace-timed"]),
+               "--kernel-trace-timed", "--processes"]),
     (["report"], ["--html", "--csv", "--markdown", "--metric"]),
-    (["compare"], ["--fail-on-regression", "Mann-Whitney", "--alpha", "--ignore"]),
+    (["compare"], ["--fail-on-regression", "Holm", "--alpha", "--ignore", "--min-effect", "process"]),
+    (["export"], ["--trace", "Perfetto"]),
     (["env"], ["--json", "governor"]),
     (["monitor"], ["--interval-ms", "--output", "-- CMD"]),
 ])

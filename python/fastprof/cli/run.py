@@ -88,7 +88,7 @@ def add_parser(sub: Any) -> None:
                      help="measure every configuration in N fresh worker processes, one after the other, each with "
                           "its own model load, warm-up and iterations; the result keeps every process and reports "
                           "their spread, and 'fastprof compare' then tests over processes, which covers run-to-run "
-                          "drift (5 reach the calibrated targets, see bench/RESULTS.md)")
+                          "drift (see bench/RESULTS.md for the measured false-alarm rate and power)")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
