@@ -27,14 +27,16 @@ class CompareError(ValueError):
     """Files that cannot be compared (no common configuration, an unknown metric)."""
 
 
-def unit_values(result: BenchmarkResult, metric: str, clock: str = "host", unit: str = "iteration") -> np.ndarray | None:
+def unit_values(result: BenchmarkResult, metric: str, clock: str = "host", unit: str = "iteration",
+                table: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
     """The values a comparison tests: one per unit, recomputed from the stored timestamps; None
     when the result does not have the metric.
 
     ``unit="iteration"``: one value per iteration (``itl_s``: the iteration's median gap; gaps
     are never separate samples). ``unit="process"``: the median of those per worker process
     (needs a result of ``fastprof run --processes N``). Serving results: one value per request
-    (``itl_s``: the request's median gap). Energy: one value per iteration (or process)."""
+    (``itl_s``: the request's median gap). Energy: one value per iteration (or process).
+    ``table``: the result's :func:`iteration_table` on ``clock``, when the caller already has it."""
     if result.kind == "serving":
         from fastprof.analysis.serving import request_metrics
 
@@ -47,7 +49,7 @@ def unit_values(result: BenchmarkResult, metric: str, clock: str = "host", unit:
         rows = (result.hardware or {}).get("per_iteration") or []
         vals = np.asarray([r.get(metric) if r.get(metric) is not None else np.nan for r in rows], dtype=np.float64)
     else:
-        table = iteration_table(result, clock)
+        table = table if table is not None else iteration_table(result, clock)
         if table is None or metric not in table:
             return None
         vals = table[metric]
@@ -165,10 +167,12 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     kernels: list[KernelDelta] = []
     for ra, rb in pairs:
         kernels += _kernel_deltas(label(ra), ra.result, rb.result)
+        unit = choose_unit(ra.result, rb.result)
+        # Each iteration's values, computed once per result rather than once per metric.
+        tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
-            unit = choose_unit(ra.result, rb.result)
-            va = unit_values(ra.result, metric, clock, unit)
-            vb = unit_values(rb.result, metric, clock, unit)
+            va = unit_values(ra.result, metric, clock, unit, table=tables[0])
+            vb = unit_values(rb.result, metric, clock, unit, table=tables[1])
             if va is None or vb is None:
                 continue
             rows.append(compare_metric(va, vb, metric, config=label(ra), unit=unit, alpha=alpha,
