@@ -130,3 +130,66 @@ def random_inputs(vocab_size: int, batch_size: int, prompt_len: int, *, device: 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab_size, (batch_size, prompt_len), generator=g)
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
+
+def load_tokenizer(path: str) -> Any:
+    """The tokenizer saved in directory ``path`` (nothing is downloaded), padding on the left as
+    batched generation needs; a tokenizer without a pad token pads with its end-of-sequence token.
+    Raises OSError or ValueError when the directory holds none."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"the tokenizer in {path} has neither a pad nor an end-of-sequence token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def read_prompts(path: str) -> list[str]:
+    """Prompts from a text file, one per line; blank lines are skipped. ValueError when none."""
+    with open(path, encoding="utf-8") as f:
+        prompts = [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompt (one per line)")
+    return prompts
+
+
+class TextPrompts:
+    """Text prompts for one batch: ``batch_size`` of them (the list cycled when shorter), tokenized
+    with ``tokenizer`` onto ``device``, left-padded to the longest.
+
+    ``encode()`` returns generate's inputs; ``decode(sequences)`` turns generated ids back into
+    text (the new tokens only); ``timed`` says whether both run inside the timed region."""
+
+    def __init__(self, tokenizer: Any, prompts: list[str], batch_size: int, *, device: Any = "cpu",
+                 source: str = "text", tokenizer_path: str | None = None, timed: bool = False) -> None:
+        if not prompts:
+            raise ValueError("no prompts")
+        self.tokenizer = tokenizer
+        self.texts = [prompts[i % len(prompts)] for i in range(batch_size)]
+        self.device = device
+        self.source = source
+        self.tokenizer_path = tokenizer_path
+        self.timed = timed
+        first = self.encode()
+        self.prompt_len = int(first["input_ids"].shape[-1])
+        self.prompt_tokens = [int(n) for n in first["attention_mask"].sum(dim=-1).tolist()]
+        self.n_prompts = len(prompts)
+
+    def encode(self) -> dict[str, Any]:
+        enc = self.tokenizer(self.texts, return_tensors="pt", padding=True)
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def decode(self, sequences: Any) -> list[str]:
+        return self.tokenizer.batch_decode(sequences[:, self.prompt_len:], skip_special_tokens=True)
+
+    def max_id(self) -> int:
+        return int(self.encode()["input_ids"].max())
+
+    def describe(self, untimed_cost: dict[str, float] | None) -> dict[str, Any]:
+        """The result's ``inputs`` section."""
+        return {"source": self.source, "tokenizer": self.tokenizer_path, "prompts": self.n_prompts,
+                "prompt_tokens": self.prompt_tokens, "tokenization_timed": self.timed,
+                **(untimed_cost or {})}

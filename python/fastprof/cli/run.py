@@ -18,6 +18,11 @@ from fastprof.cli._common import (
 )
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# The method table (fastprof.capture.quantization imports nothing heavy at module level).
+from fastprof.capture.quantization import METHODS as _METHODS  # noqa: E402
+
+QUANT_METHODS = tuple(_METHODS)
+QUANT_TABLE = "\n".join(f"  {m.name:<17} {m.maps_to}" for m in _METHODS.values())
 ARRIVALS = ("poisson", "burst", "fixed")
 
 
@@ -45,32 +50,53 @@ def add_parser(sub: Any) -> None:
             "on Hopper and newer beside the GPU's own DRAM bandwidth counter) and a verdict: host-overhead-,\n"
             "memory- or compute-bound. On CUDA GPUs, 2 extra iterations after the timed ones run under a\n"
             "CUPTI kernel trace (--kernel-trace): GPU idle share per step, kernels per token, time by class.\n\n"
-            "Sweeps: --batch-size, --prompt-len, --max-new-tokens, --dtype, --attn-implementation and --compile\n"
-            "take comma lists; every combination is one configuration. A configuration that fails (out of\n"
-            "memory, an unsupported attention implementation, any error) is recorded as failed with its reason\n"
-            "and the sweep goes on. The results file holds every configuration and is rewritten after each\n"
+            "Sweeps: --batch-size, --prompt-len, --max-new-tokens, --dtype, --quantization,\n"
+            "--attn-implementation and --compile take comma lists; every combination is one configuration.\n"
+            "A configuration that fails (out of memory, an unsupported attention implementation, a missing\n"
+            "quantization backend, any error) is recorded as failed with its reason and the sweep goes on. The results file holds every configuration and is rewritten after each\n"
             "one, so Ctrl-C keeps the finished ones. Exit code: 0 when every configuration ran, 1 when any\n"
             "failed, 2 for bad input, 130 when interrupted.\n\n"
-            "example:\n"
-            "  fastprof run --batch-size 1,4,16 --prompt-len 128,1024 --attn-implementation eager,sdpa"
+            "Quantization methods (--quantization; pip install 'fastprof[quant]' for the backends):\n"
+            + QUANT_TABLE + "\n"
+            "A method whose backend is missing or which the device cannot run fails its configurations.\n\n"
+            "examples:\n"
+            "  fastprof run --batch-size 1,4,16 --prompt-len 128,1024 --attn-implementation eager,sdpa\n"
+            "  fastprof run --model DIR --quantization none,bnb-int8,bnb-nf4,torchao-int8wo --batch-size 1,4,16\n"
+            "  fastprof run --model DIR --prompts prompts.txt --time-tokenization"
         ),
         formatter_class=Formatter,
     )
     run.add_argument("--model", metavar="DIR", help="local model directory (from save_pretrained); default: built-in")
     run.add_argument("--batch-size", type=comma_list(positive_int), default=[1], metavar="N[,N...]",
                      help="sequences per generate call")
-    run.add_argument("--prompt-len", type=comma_list(positive_int), default=[128], metavar="N[,N...]",
-                     help="prompt tokens per sequence (random ids)")
+    run.add_argument("--prompt-len", type=comma_list(positive_int), default=None, metavar="N[,N...]",
+                     help="prompt tokens per sequence, random ids (default: 128; not with --prompt/--prompts)")
     run.add_argument("--max-new-tokens", type=comma_list(positive_int), default=[64], metavar="N[,N...]",
                      help="tokens generated per sequence")
     run.add_argument("--dtype", type=comma_list(choice(DTYPES)), default=["auto"], metavar="DTYPE[,...]",
                      help=f"weights dtype, of {', '.join(DTYPES)}; auto: bfloat16 on GPU, float32 on CPU")
+    run.add_argument("--quantization", type=comma_list(choice(QUANT_METHODS)), default=["none"], metavar="METHOD[,...]",
+                     help=f"weight quantization through transformers' configs, of {', '.join(QUANT_METHODS)} "
+                          "(the table in 'fastprof run --help'; needs pip install 'fastprof[quant]')")
     run.add_argument("--attn-implementation", type=comma_list(name), default=["auto"], metavar="NAME[,...]",
                      help="attention implementation passed to the model (eager, sdpa, flash_attention_2, ...); "
                           "auto: the model's default")
     run.add_argument("--compile", type=comma_list(choice(COMPILE_MODES)), default=["off"], metavar="off,on",
                      help="on: static KV cache and transformers' torch.compile of the forward pass "
                           "(mode reduce-overhead, fullgraph); transformers compiles on GPUs only")
+    text = run.add_argument_group(
+        "real prompts",
+        "--prompt or --prompts replace the random prompt ids with text, tokenized by the model's tokenizer\n"
+        "(--model DIR holding one, or --tokenizer DIR); the prompt length is then the tokenized length, and\n"
+        "a batch takes the prompts in turn. Tokenization and detokenization run outside the timed region\n"
+        "(their cost is reported beside it) unless --time-tokenization puts them inside, for end-to-end\n"
+        "user latency.")
+    given = text.add_mutually_exclusive_group()
+    given.add_argument("--prompt", metavar="TEXT", help="one prompt, used for every sequence of the batch")
+    given.add_argument("--prompts", metavar="FILE", help="a text file of prompts, one per line")
+    text.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: --model)")
+    text.add_argument("--time-tokenization", action="store_true",
+                      help="tokenize and detokenize inside every timed iteration (TTFT and latency include them)")
     run.add_argument("--warmup", type=non_negative_int, default=5, help="untimed iterations first, per configuration")
     run.add_argument("--iterations", type=positive_int, default=20, help="measured iterations per configuration")
     run.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -167,6 +193,56 @@ def _check_positions(args: argparse.Namespace) -> str | None:
     raise UsageError(what)
 
 
+def _prepare_prompts(args: argparse.Namespace) -> None:
+    """Reads --prompt/--prompts and loads the tokenizer, refusing bad input before anything runs;
+    sets ``args.prompt_texts`` (None for random ids), ``prompt_source``, ``tokenizer_path``,
+    ``tokenizer_obj`` and, for random ids, the default --prompt-len."""
+    args.prompt_texts = None
+    if args.prompt is None and args.prompts is None:
+        for flag, given in (("--tokenizer", args.tokenizer is not None), ("--time-tokenization", args.time_tokenization)):
+            if given:
+                raise UsageError(f"argument {flag}: needs --prompt TEXT or --prompts FILE")
+        args.prompt_len = args.prompt_len or [128]
+        return
+    from fastprof.capture import hf
+
+    if args.prompt_len is not None:
+        raise UsageError("argument --prompt-len: does not apply with --prompt/--prompts (the tokenized text sets it)")
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise UsageError("argument --prompt: the prompt is empty")
+        texts, args.prompt_source = [args.prompt], "text"
+    else:
+        try:
+            texts = hf.read_prompts(args.prompts)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"argument --prompts: {getattr(exc, 'strerror', None) or exc}: {args.prompts}"
+                             if isinstance(exc, OSError) else f"argument --prompts: {exc}") from None
+        args.prompt_source = "file"
+    where = args.tokenizer or args.model
+    if where is None:
+        raise UsageError("--prompt/--prompts need a tokenizer: --model DIR that holds one, or --tokenizer DIR")
+    try:
+        tokenizer = hf.load_tokenizer(where)
+    except (OSError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        flag = "--tokenizer" if args.tokenizer else "--model"
+        raise UsageError(f"argument {flag}: cannot load a tokenizer from {where!r}: {first}") from None
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    if min(lengths) == 0:
+        raise UsageError("a prompt tokenizes to no tokens")
+    try:
+        vocab = int(getattr(_model_config(args), "vocab_size", 0) or 0)
+    except (OSError, ValueError):
+        vocab = 0
+    biggest = max(max(tokenizer(t)["input_ids"]) for t in texts)
+    if vocab and biggest >= vocab:
+        raise UsageError(f"the tokenizer in {where!r} gives token id {biggest}, beyond the model's vocabulary of "
+                         f"{vocab}: the tokenizer does not belong to this model")
+    args.prompt_texts, args.tokenizer_path, args.tokenizer_obj = texts, where, tokenizer
+    args.prompt_len = [max(lengths)]  # for the position check; the configurations use the real lengths
+
+
 def _check_device(text: str) -> None:
     """The spelling of --device, checked before torch is imported (bad input is an error even without torch)."""
     kind, _, index = text.partition(":")
@@ -203,6 +279,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     device = _resolve_device(args.device, torch)
+    _prepare_prompts(args)
     note = _check_positions(args)
     if note:
         print(f"fastprof: warning: {note}", file=sys.stderr)
@@ -211,6 +288,8 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError("--processes does not apply to --serving (one process serves every rate)")
         return _serving_main(args, device, argv)
     mode = runner.distributed_mode(args)
+    if mode == "tp" and args.quantization != ["none"]:
+        raise UsageError("--quantization does not combine with --tp (a quantized model is loaded on one device)")
     if args.processes > 1:
         if mode is not None:
             raise UsageError(f"--processes does not apply to --{mode}: torchrun starts the processes")
@@ -256,8 +335,11 @@ def _serving_main(args: argparse.Namespace, device: str, argv: Any) -> int:
         raise UsageError("--serving runs in one process; --tp and --dp do not apply")
     if args.arrival == "burst" and args.duration is not None:
         raise UsageError("--arrival burst needs --num-requests (all requests arrive at once), not --duration")
+    if args.prompt_texts:
+        raise UsageError("--serving sends random prompt ids; --prompt and --prompts do not apply")
     for flag, values in (("--prompt-len", args.prompt_len), ("--max-new-tokens", args.max_new_tokens),
-                         ("--dtype", args.dtype), ("--attn-implementation", args.attn_implementation)):
+                         ("--dtype", args.dtype), ("--quantization", args.quantization),
+                         ("--attn-implementation", args.attn_implementation)):
         if len(values) > 1:
             raise UsageError(f"argument {flag}: --serving sweeps rates only; give one value")
     try:

@@ -260,7 +260,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        progress: Callable[[str, int, int], None] | None = None,
                        weight_bytes: float | None = None,
                        distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
-                       trace_timed: bool = False, stalls: bool = True) -> BenchmarkResult:
+                       trace_timed: bool = False, stalls: bool = True, text: Any = None) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -313,6 +313,12 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     so the tracer's cost is visible. Without CUPTI, or while another profiler holds it, the section
     says why. ``trace_timed=True`` traces the timed iterations themselves, with a warning: their
     timings then include the tracer's cost. The breakdown also feeds the verdict.
+
+    Text prompts: ``text`` (a :class:`fastprof.capture.hf.TextPrompts`) says where ``inputs`` came
+    from. With ``text.timed``, every timed iteration tokenizes the prompts first and detokenizes
+    the output last, inside the timed region (end-to-end user latency: TTFT then includes
+    tokenization, latency detokenization); otherwise both are timed once, outside, and reported
+    beside the result (its ``inputs`` section).
     """
     from transformers import LogitsProcessorList
 
@@ -359,6 +365,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
 
     import torch
 
+    timed_text = text is not None and bool(getattr(text, "timed", False))
+
     def run_once() -> Trace:
         streamer.reset()
         _torch.free_memory()
@@ -366,7 +374,11 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         rec.begin()
         try:
             with torch.inference_mode():
-                out = model.generate(**inputs, **kwargs)
+                if timed_text:
+                    out = model.generate(**text.encode(), **kwargs)
+                    text.decode(out.sequences if hasattr(out, "sequences") else out)
+                else:
+                    out = model.generate(**inputs, **kwargs)
         finally:
             trace = rec.end()
         sequences = out.sequences if hasattr(out, "sequences") else out
@@ -443,6 +455,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     result.warnings += tracing.warnings
     if stall_rec is not None and per_token:
         result.stalls = _stall_section(stall_rec, stall_events or [], traces, sampling)
+    if text is not None:
+        result.inputs = text.describe(None if timed_text else _untimed_text_cost(text, traces))
     breakdown = result.kernels if result.kernels and result.kernels.get("available") else None
     gpu = None
     if getattr(model_device, "type", None) == "cuda":
@@ -456,11 +470,35 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     return result
 
 
+def _untimed_text_cost(text: Any, traces: Sequence[Trace], repeats: int = 5) -> dict[str, float]:
+    """Median seconds of tokenizing the prompts and of detokenizing an output as long as the
+    timed ones, each run ``repeats`` times after the timed iterations."""
+    import time
+
+    enc, dec = [], []
+    sequences = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ids = text.encode()
+        enc.append(time.perf_counter() - t0)
+        sequences = ids["input_ids"] if sequences is None else sequences
+    n_new = max((t.n_marks for t in traces), default=0)
+    import torch
+
+    out = torch.cat([sequences, sequences[:, -1:].repeat(1, max(n_new, 0))], dim=1)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        text.decode(out)
+        dec.append(time.perf_counter() - t0)
+    return {"tokenize_s": float(np.median(enc)), "detokenize_s": float(np.median(dec))}
+
+
 def model_facts(model: Any, *, weight_bytes: float | None = None) -> dict[str, Any] | None:
     """The facts the roofline needs about a transformers model: its config's shape (layers, heads,
     KV heads, head dimension, vocabulary), the parameter count, whether the input embedding is tied
     to the output layer, and the bytes the weights really occupy: the storage of every parameter and
-    every non-boolean buffer (quantised weights are often buffers), unless ``weight_bytes`` is given.
+    every non-boolean buffer, quantized storage with its scales included
+    (:func:`fastprof.capture.quantization.weight_bytes`), unless ``weight_bytes`` is given.
     None when the model has no usable config."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "parameters"):
@@ -468,11 +506,11 @@ def model_facts(model: Any, *, weight_bytes: float | None = None) -> dict[str, A
     params = list(model.parameters())
     if not params:
         return None
-    n_params = sum(int(p.numel()) for p in params)
+    from fastprof.capture import quantization
+
+    n_params = sum(quantization.logical_numel(p) for p in params)
     if weight_bytes is None:
-        weight_bytes = sum(int(p.numel()) * int(p.element_size()) for p in params)
-        weight_bytes += sum(int(b.numel()) * int(b.element_size()) for b in model.buffers()
-                            if str(b.dtype) != "torch.bool")  # masks are not weights
+        weight_bytes = quantization.weight_bytes(model)
     floating = [p for p in params if p.dtype.is_floating_point]
     element = int(floating[0].element_size()) if floating else 2
     dtype = getattr(model, "dtype", None)

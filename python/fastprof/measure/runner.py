@@ -1,7 +1,8 @@
 """The sweep behind ``fastprof run``: every combination of the swept values is one configuration.
 
-Configurations run in the order dtype, attention implementation, compile, batch size, prompt
-length, new tokens (the model is loaded once per dtype and attention implementation). A
+Configurations run in the order dtype, quantization, attention implementation, compile, batch
+size, prompt length, new tokens (the model is loaded once per dtype, quantization and attention
+implementation). A
 configuration that raises is recorded as failed with its reason and the sweep goes on; the
 results file (a sweep document, see :mod:`fastprof.results.sweep`) is rewritten atomically after each
 configuration, so an interruption keeps the finished ones. When there is one configuration and it
@@ -14,6 +15,7 @@ import gc
 import itertools
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -22,7 +24,7 @@ from fastprof.results.sweep import Sweep
 BUILTIN_MODEL = "fastprof-builtin-llama"
 
 #: The sweep axes of ``fastprof run``, in the order they nest (outermost first).
-AXES = ("dtype", "attn_implementation", "compile", "batch_size", "prompt_len", "max_new_tokens")
+AXES = ("dtype", "quantization", "attn_implementation", "compile", "batch_size", "prompt_len", "max_new_tokens")
 
 
 class ModelLoadError(Exception):
@@ -34,32 +36,47 @@ def _dtype_name(dtype: str, device: str) -> str:
 
 
 def load_model(model_dir: str | None, *, dtype: str, attn_implementation: str, device: str, seed: int,
-               tensor_parallel: bool = False) -> Any:
+               tensor_parallel: bool = False, quantization: str = "none") -> Any:
     """The built-in model (``model_dir`` None) or a local model, on ``device``, in eval mode.
 
     ``tensor_parallel``: loaded with transformers' ``tp_plan="auto"`` across the torchrun ranks
     (the built-in model is saved to a temporary directory first, since that goes through
-    ``from_pretrained``)."""
+    ``from_pretrained``). ``quantization``: a method of :mod:`fastprof.capture.quantization`,
+    loaded through ``from_pretrained`` with its transformers config straight onto ``device``;
+    :class:`~fastprof.capture.quantization.QuantizationUnavailable` when its backend is missing."""
+    import tempfile
+
     import torch
 
     from fastprof.capture import hf
+    from fastprof.capture import quantization as _quant
     kwargs = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
     torch_dtype = getattr(torch, dtype)
-    if model_dir is None and not tensor_parallel:
+    qconfig = _quant.transformers_config(quantization, torch_dtype, device)
+    if model_dir is None and not tensor_parallel and qconfig is None:
         return hf.build_default_model(dtype=torch_dtype, device=device, seed=seed, **kwargs)
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    if tensor_parallel:
-        import tempfile
-
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' loading bar would break fastprof's own progress
+    try:
         with tempfile.TemporaryDirectory(prefix="fastprof-model-") as tmp:
             if model_dir is None:
                 hf.save_default_model(tmp, dtype=torch_dtype, seed=seed)
-            model = AutoModelForCausalLM.from_pretrained(model_dir or tmp, dtype=torch_dtype, local_files_only=True,
-                                                         tp_plan="auto", **kwargs)
-        return model.eval()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, local_files_only=True, **kwargs)
-    return model.to(device).eval()
+            source = model_dir or tmp
+            if qconfig is not None:
+                return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True,
+                                                            quantization_config=qconfig, device_map=device,
+                                                            **kwargs).eval()
+            if tensor_parallel:
+                return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True,
+                                                            tp_plan="auto", **kwargs).eval()
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True, **kwargs)
+            return model.to(device).eval()
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def compile_kwargs(mode: str) -> dict[str, Any]:
@@ -82,6 +99,24 @@ def _free(torch: Any) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _allocated(torch: Any, device: str) -> int | None:
+    """Bytes the CUDA caching allocator holds for tensors on ``device`` (None off CUDA)."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.memory_allocated(device))
+
+
+def _model_info(model: Any, quant: str, torch: Any, device: str, allocated0: int | None) -> dict[str, Any]:
+    """The result's ``quantization`` section: the method and its backend, the bytes the weights
+    occupy, and on CUDA how much the allocator grew while the model loaded."""
+    from fastprof.capture import quantization as _quant
+
+    after = _allocated(torch, device)
+    return {**_quant.details(quant), "weight_bytes": _quant.weight_bytes(model),
+            "allocated_bytes": None if after is None or allocated0 is None else after - allocated0}
 
 
 @dataclass
@@ -164,8 +199,11 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     model_name = BUILTIN_MODEL if args.model is None else args.model
     dtypes = [_dtype_name(d, device) for d in args.dtype]
     dtypes = list(dict.fromkeys(dtypes))
-    axes = {"dtype": dtypes, "attn_implementation": args.attn_implementation, "compile": args.compile,
-            "batch_size": args.batch_size, "prompt_len": args.prompt_len, "max_new_tokens": args.max_new_tokens}
+    texts = getattr(args, "prompt_texts", None)
+    axes = {"dtype": dtypes, "quantization": list(getattr(args, "quantization", None) or ["none"]),
+            "attn_implementation": args.attn_implementation, "compile": args.compile,
+            "batch_size": args.batch_size, "prompt_len": [None] if texts else args.prompt_len,
+            "max_new_tokens": args.max_new_tokens}
     combos = list(itertools.product(*(axes[a] for a in AXES)))
     sweep = Sweep(environment=capture_environment(), parameters={"model": [model_name], **axes},
                   command=list(command) if command else None, complete=False)
@@ -179,30 +217,36 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                         console=console, transient=False, disable=args.quiet or not rank0)
     failed = 0
     model = None
-    model_key: tuple[str, str] | None = None
+    model_key: tuple[str, str, str] | None = None
+    model_info: dict[str, Any] = {}
     model_error: BaseException | None = None
     try:
         with progress:
             overall = progress.add_task("configurations", total=len(combos))
             iters = progress.add_task("iterations", total=args.warmup + args.iterations)
-            for n, (dtype, attn, comp, bs, pl, new) in enumerate(combos):
+            for n, (dtype, quant, attn, comp, bs, pl, new) in enumerate(combos):
                 config = {"model": model_name, "batch_size": bs, "prompt_len": pl, "max_new_tokens": new,
-                          "dtype": dtype, "attn_implementation": attn, "compile": comp}
+                          "dtype": dtype, "quantization": quant, "attn_implementation": attn, "compile": comp}
+                if texts:
+                    config["prompts"] = args.prompt_source
                 if beam_kwargs(args):
                     config["num_beams"] = int(args.num_beams)
-                label = f"[{n + 1}/{len(combos)}] bs={bs} prompt={pl} new={new} {dtype} attn={attn} compile={comp}"
+                label = (f"[{n + 1}/{len(combos)}] bs={bs} prompt={'text' if texts else pl} new={new} {dtype}"
+                         f"{'' if quant == 'none' else ' ' + quant} attn={attn} compile={comp}")
                 progress.update(overall, description=escape(label))
                 progress.reset(iters, total=args.warmup + args.iterations, description="  warmup")
                 result, error = None, None
                 try:
-                    if (dtype, attn) != model_key:
-                        model, model_error, model_key = None, None, (dtype, attn)
+                    if (dtype, quant, attn) != model_key:
+                        model, model_error, model_key = None, None, (dtype, quant, attn)
                         _free(torch)
                         try:
+                            allocated0 = _allocated(torch, device)
                             model = load_model(args.model, dtype=dtype, attn_implementation=attn, device=device,
-                                               seed=args.seed, tensor_parallel=mode == "tp")
+                                               seed=args.seed, tensor_parallel=mode == "tp", quantization=quant)
+                            model_info = _model_info(model, quant, torch, device, allocated0)
                         except (OSError, ValueError, ImportError) as exc:
-                            if args.model is not None and attn == "auto":
+                            if args.model is not None and attn == "auto" and quant == "none":
                                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                                 raise ModelLoadError(f"argument --model: cannot load {args.model!r}: {first}") from None
                             model_error = exc
@@ -220,15 +264,32 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
 
                     # Data parallel: every rank its own prompts; tensor parallel: the same on every rank.
                     input_seed = args.seed + (ctx.rank if ctx is not None and mode == "dp" else 0)
-                    inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)
+                    text = None
+                    if texts:
+                        text = hf.TextPrompts(args.tokenizer_obj, texts, bs, device=device, source=args.prompt_source,
+                                              tokenizer_path=args.tokenizer_path,
+                                              timed=bool(getattr(args, "time_tokenization", False)))
+                        inputs = text.encode()
+                        config["prompt_len"] = text.prompt_len
+                    else:
+                        inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)
                     _injected_failure(n, ctx.rank if ctx is not None else 0)
-                    result = benchmark_generate(
-                        model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
-                        generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay()}, seed=args.seed, progress=on_progress,
-                        sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
-                        kernel_trace_iterations=getattr(args, "kernel_trace", None),
-                        trace_timed=getattr(args, "kernel_trace_timed", False),
-                    )
+                    with warnings.catch_warnings():
+                        # bitsandbytes' int8 matmul warns at every call that it casts its inputs to
+                        # float16; said once in the result instead.
+                        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+                        result = benchmark_generate(
+                            model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
+                            generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay()},
+                            seed=args.seed, progress=on_progress,
+                            sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
+                            kernel_trace_iterations=getattr(args, "kernel_trace", None),
+                            trace_timed=getattr(args, "kernel_trace_timed", False), text=text,
+                        )
+                    result.quantization = dict(model_info) or None
+                    if quant == "bnb-int8" and dtype != "float16":
+                        result.warnings.append(f"bnb-int8 runs its int8 matmuls in float16: the {dtype} activations "
+                                               "are cast at every quantized layer (--dtype float16 avoids it)")
                     if comp == "on" and not device.startswith("cuda"):
                         result.warnings.append("--compile on: transformers compiles the forward pass on GPUs only; "
                                                f"on {device} this configuration ran with a static cache, uncompiled")

@@ -438,8 +438,13 @@ def run_rates(args: Any, *, device: str, command: Sequence[str] | None = None) -
     if num_requests is None and args.duration is None:
         num_requests = 32
     check_attention(attn)
+    quant = (getattr(args, "quantization", None) or ["none"])[0]
+    from fastprof.capture.quantization import QuantizationUnavailable
     try:
-        model = runner.load_model(args.model, dtype=dtype, attn_implementation=attn, device=device, seed=args.seed)
+        model = runner.load_model(args.model, dtype=dtype, attn_implementation=attn, device=device, seed=args.seed,
+                                  quantization=quant)
+    except QuantizationUnavailable as exc:
+        raise UnsupportedServingError(str(exc)) from None
     except (OSError, ValueError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if args.model is not None and attn == "auto":
@@ -460,7 +465,7 @@ def run_rates(args: Any, *, device: str, command: Sequence[str] | None = None) -
     try:
         for n, rate in enumerate(rates):
             config = {"model": model_name, "rate": rate, "arrival": args.arrival, "prompt_len": prompt_len,
-                      "max_new_tokens": new, "dtype": dtype,
+                      "max_new_tokens": new, "dtype": dtype, "quantization": quant,
                       "attn_implementation": getattr(model.config, "_attn_implementation", None) or attn}
             label = f"[{n + 1}/{len(rates)}] rate={rate}"
             console.print(escape(label), highlight=False)

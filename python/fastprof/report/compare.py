@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastprof.analysis.compare import TOO_LITTLE, Row, adjust, compare_metric
+from fastprof.report.quantization import methods_compared
 from fastprof.results.io import json_safe, write_atomic
 from fastprof.results.layout import Column, console_width, fit_tables
 from fastprof.results.processes import iteration_table, process_count, process_labels
@@ -94,6 +95,8 @@ class Comparison:
     unmatched_b: list[str]
     #: The kernel breakdowns of matched runs that both have one (``fastprof run --kernel-trace``).
     kernels: list[KernelDelta] = field(default_factory=list)
+    #: What each side ran, when the matched runs differ in quantization (method, backend, weights).
+    about: list[str] = field(default_factory=list)
 
 
 def kernel_figures(result: BenchmarkResult) -> dict[str, tuple[float, str]] | None:
@@ -126,8 +129,14 @@ def _kernel_deltas(config: str, ra: BenchmarkResult, rb: BenchmarkResult) -> lis
     return [KernelDelta(config, item, va, fb[item][0], unit) for item, (va, unit) in fa.items() if item in fb]
 
 
+#: Config keys that older results files lack, with the value they meant (so an old file still
+#: matches a new one of the same settings).
+IMPLIED_CONFIG = {"quantization": "none"}
+
+
 def _key(run: Run, ignore: Sequence[str]) -> str:
-    return json.dumps({k: v for k, v in run.config.items() if k not in ignore}, sort_keys=True, default=str)
+    config = {**IMPLIED_CONFIG, **run.config}
+    return json.dumps({k: v for k, v in config.items() if k not in ignore}, sort_keys=True, default=str)
 
 
 def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, clock: str = "host",
@@ -182,7 +191,8 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     rows = adjust(rows, alpha=alpha, min_effect_pct=min_effect_pct)
     return Comparison(names[0], names[1], rows,
                       unmatched_a=[label(r) for r in a.ok_runs if id(r) not in matched_a],
-                      unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels)
+                      unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels,
+                      about=methods_compared([p[0] for p in pairs], [p[1] for p in pairs]))
 
 
 def compare_files(sweeps: Sequence[Sweep], *, names: Sequence[str], **kwargs: Any) -> list[Comparison]:
@@ -226,6 +236,8 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
             styles.append({"regression": "red", "improvement": "green"}.get(r.verdict))
         for t in fit_tables(columns, rows, width=console_width(console), row_styles=styles):
             console.print(t)
+        for line in c.about:
+            console.print(escape(line), highlight=False)
         for note in notes(c):
             console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
         if c.kernels:
@@ -291,7 +303,7 @@ def write_json(comparisons: Sequence[Comparison], path: str, *, alpha: float) ->
     doc = {"kind": "comparison", "alpha": alpha, "test": "welch-t on log unit values, holm-adjusted",
            "comparisons": [{"baseline": c.baseline, "other": c.other, "rows": [asdict(r) for r in c.rows],
                             "unmatched_baseline": c.unmatched_a, "unmatched_other": c.unmatched_b,
-                            "notes": notes(c),
+                            "notes": notes(c), "about": c.about,
                             "kernels": [{**asdict(d), "change_pct": d.change_pct} for d in c.kernels]}
                            for c in comparisons]}
     write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False))

@@ -401,6 +401,9 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
     from fastprof.report.serving import serving_html
 
     parts.append(serving_html(sweep))
+    from fastprof.report.quantization import quantization_html
+
+    parts.append(quantization_html(sweep))
     sweep_charts = []
     for axis, ms in (("batch_size", ("throughput_tokens_per_s", "decode_tokens_per_s")),
                      ("prompt_len", ("throughput_tokens_per_s", "prefill_tokens_per_s", "ttft_s"))):

@@ -156,6 +156,9 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
     from fastprof.report.serving import print_serving
 
     print_serving(sweep, console=console, warnings=False)  # the warnings follow below
+    from fastprof.report.quantization import print_quantization
+
+    print_quantization(sweep, console)
     if details:
         for run in sweep.ok_runs:
             console.rule(escape(f"configuration {run.index}: {run.label()}"))

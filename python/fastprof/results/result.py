@@ -98,6 +98,12 @@ class BenchmarkResult:
     #: (:mod:`fastprof.analysis.stalls`): ``sources``, ``events``, ``slow_tokens``, ``summary``,
     #: ``unexplained_excess_s``; None when not recorded.
     stalls: dict[str, Any] | None = None
+    #: ``fastprof run``: the quantization method, its backend and version, and the bytes the weights
+    #: occupy (:func:`fastprof.capture.quantization.details`); None for other callers.
+    quantization: dict[str, Any] | None = None
+    #: Where the prompts came from (random ids or text through a tokenizer) and whether tokenization
+    #: is timed; None for random prompts given by the caller.
+    inputs: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -252,6 +258,8 @@ class BenchmarkResult:
             **({"kernels": self.kernels} if self.kernels is not None else {}),
             **({"processes": self.processes} if self.processes is not None else {}),
             **({"stalls": self.stalls} if self.stalls is not None else {}),
+            **({"quantization": self.quantization} if self.quantization is not None else {}),
+            **({"inputs": self.inputs} if self.inputs is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -282,7 +290,8 @@ class BenchmarkResult:
                 summary=d["summary"], device_summary=d.get("device_summary"), device_timing=d["device_timing"],
                 warnings=list(d.get("warnings", [])), hardware=d.get("hardware"), roofline=d.get("roofline"),
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
-                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"), stalls=d.get("stalls"),
+                distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"),
+                stalls=d.get("stalls"), quantization=d.get("quantization"), inputs=d.get("inputs"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None

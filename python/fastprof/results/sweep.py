@@ -43,7 +43,8 @@ from fastprof.results.io import (
 from fastprof.results.result import SCHEMA_VERSION, BenchmarkResult
 
 #: Configuration keys that name a run of ``fastprof run`` (the sweep axes and the model).
-CONFIG_KEYS = ("model", "batch_size", "prompt_len", "max_new_tokens", "dtype", "attn_implementation", "compile")
+CONFIG_KEYS = ("model", "batch_size", "prompt_len", "max_new_tokens", "dtype", "quantization", "attn_implementation",
+               "compile", "prompts")
 
 SCHEMA_FILE = f"results-v{SCHEMA_VERSION}.schema.json"
 
