@@ -105,3 +105,18 @@ def test_method_table():
     with pytest.raises(ValueError, match="known: none, bnb-int8"):
         quant.method("int3")
     assert quant.transformers_config("none", torch.float32, "cpu") is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed")
+def test_a_torchao_method_this_machine_cannot_run_fails_in_one_line(monkeypatch):
+    """torchao 0.18's int4 weight-only needs the mslk kernels (seen on an H200 without them): the
+    layer-by-layer loading report is replaced by one line naming the cause."""
+    import torchao.quantization
+
+    def missing(*a, **k):
+        raise ImportError("Requires mslk >= 1.0.0\n(and more lines)")
+
+    monkeypatch.setattr(torchao.quantization, "quantize_", missing)
+    with pytest.raises(quant.QuantizationUnavailable) as info:
+        quant.transformers_config("torchao-int8wo", torch.float32, "cpu")
+    assert str(info.value) == "torchao-int8wo cannot run on cpu here: ImportError: Requires mslk >= 1.0.0"

@@ -114,7 +114,29 @@ def transformers_config(name: str, dtype: Any, device: str) -> Any:
                                       "pip install 'fastprof[quant]'")
     if m.cuda_only and not str(device).startswith("cuda"):
         raise QuantizationUnavailable(f"{name} runs on CUDA GPUs only, not on {device}")
-    return m.make(dtype)
+    config = m.make(dtype)
+    if m.backend == "torchao":
+        _preflight_torchao(name, config, dtype, device)
+    return config
+
+
+def _preflight_torchao(name: str, config: Any, dtype: Any, device: str) -> None:
+    """Quantizes one small linear layer with the method first and runs it, so that a method this
+    machine cannot run (a kernel package missing, an unsupported GPU) fails in one line here
+    rather than in a multi-page loading report for every layer of the model."""
+    import torch
+    from torchao.quantization import quantize_
+
+    dtype = dtype or torch.bfloat16
+    try:
+        layer = torch.nn.Linear(256, 256, bias=False, dtype=dtype, device=device)
+        quantize_(layer, config.quant_type)
+        with torch.inference_mode():
+            layer(torch.ones(2, 256, dtype=dtype, device=device))
+    except Exception as exc:  # noqa: BLE001 - any failure means the method cannot run here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise QuantizationUnavailable(f"{name} cannot run on {device} here: {type(exc).__name__}"
+                                      f"{': ' + first if first else ''}") from None
 
 
 def details(name: str) -> dict[str, Any]:
