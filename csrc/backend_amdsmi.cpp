@@ -196,6 +196,7 @@ class AmdSmiBackend final : public SamplerBackend {
   std::vector<std::string> unavailable(size_t i) const override {
     std::vector<std::string> names;
     names.push_back("proc_mem_bytes");
+    names.push_back("other_processes");
     names.push_back("throttle_reasons");
     append_comma_list(gpm_field_names(), names);
     for (int g = 0; g < kNumGroups; ++g) {

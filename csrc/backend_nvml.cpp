@@ -160,7 +160,7 @@ const char* group_field_names(int g) {
   switch (g) {
     case kUtil: return "gpu_util_pct,mem_util_pct";
     case kMemory: return "mem_used_bytes,mem_total_bytes";
-    case kProcesses: return "proc_mem_bytes";
+    case kProcesses: return "proc_mem_bytes,other_processes";
     case kPowerInstant: return "power_instant";
     case kPowerAverage: return "power_avg_w";
     case kSmClock: return "sm_clock_mhz";
@@ -279,7 +279,7 @@ class NvmlBackend final : public SamplerBackend {
         out[kMemTotalBytes] = static_cast<double>(m.total);
       }
     }
-    if (!d.skip[kProcesses] && want(kProcMemBytes)) {
+    if (!d.skip[kProcesses] && (want(kProcMemBytes) || want(kOtherProcesses))) {
       unsigned count = kMaxProcesses;
       rc = procs_(d.handle, &count, procs_v1_ ? static_cast<void*>(procs_buf_v1_) : static_cast<void*>(procs_buf_));
       if (rc == NVML_ERROR_INSUFFICIENT_SIZE) {
@@ -287,14 +287,17 @@ class NvmlBackend final : public SamplerBackend {
       } else {
         if (!ok(d, kProcesses, rc, "nvmlDeviceGetComputeRunningProcesses", reason)) return ReadStatus::Lost;
         if (rc == NVML_SUCCESS) {
+          unsigned others = 0;
           for (unsigned k = 0; k < count && k < kMaxProcesses; ++k) {
             const unsigned pid = procs_v1_ ? procs_buf_v1_[k].pid : procs_buf_[k].pid;
             const unsigned long long used = procs_v1_ ? procs_buf_v1_[k].usedGpuMemory : procs_buf_[k].usedGpuMemory;
             if (pid == pid_) {
               if (used != NVML_VALUE_NOT_AVAILABLE_ULL) out[kProcMemBytes] = static_cast<double>(used);
-              break;
+            } else {
+              ++others;
             }
           }
+          out[kOtherProcesses] = static_cast<double>(others);
         }
       }
     }

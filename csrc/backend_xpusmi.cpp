@@ -181,7 +181,7 @@ class XpuSmiBackend final : public SamplerBackend {
   }
 
   std::vector<std::string> unavailable(size_t i) const override {
-    std::vector<std::string> names = {"mem_total_bytes", "proc_mem_bytes", "power_avg_w", "mem_clock_mhz",
+    std::vector<std::string> names = {"mem_total_bytes", "proc_mem_bytes", "other_processes", "power_avg_w", "mem_clock_mhz",
                                       "throttle_reasons"};
     append_comma_list(gpm_field_names(), names);
     const char* streamed[] = {"gpu_util_pct", "mem_util_pct", "mem_used_bytes", "power_w", "sm_clock_mhz",

@@ -42,7 +42,7 @@ void sleep_abs(int64_t t_ns) {
 
 const char* sample_field_name(int field) {
   static const char* names[kNumFields] = {
-      "gpu_util_pct", "mem_util_pct",  "mem_used_bytes", "mem_total_bytes", "proc_mem_bytes",   "power_w",
+      "gpu_util_pct", "mem_util_pct",  "mem_used_bytes", "mem_total_bytes", "proc_mem_bytes",   "other_processes", "power_w",
       "power_avg_w",  "sm_clock_mhz",  "mem_clock_mhz",  "temperature_c",   "throttle_reasons",
       "dram_bw_util_pct", "sm_active_pct", "sm_occupancy_pct", "tensor_active_pct", "tensor_hmma_active_pct",
       "fp16_active_pct",
@@ -221,6 +221,7 @@ std::vector<int64_t> SamplerConfig::default_field_periods() {
   p[kMemUsedBytes] = p[kMemTotalBytes] = 10000000;  // ~15 us a read on NVML (H100)
   p[kGpuUtilPct] = p[kMemUtilPct] = 10000000;      // the driver averages utilisation over many ms
   p[kProcMemBytes] = 100000000;                     // ~11 us, and it changes with allocations only
+  p[kOtherProcesses] = 100000000;                   // the same query as kProcMemBytes
   p[kPowerAvgW] = 100000000;                        // a 1 s average: kPowerW is the live value
   p[kMemClockMHz] = 100000000;
   p[kTemperatureC] = 100000000;

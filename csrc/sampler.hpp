@@ -26,6 +26,7 @@ enum SampleField : int {
   kMemUsedBytes,       // device memory in use, all processes
   kMemTotalBytes,      // device memory in total
   kProcMemBytes,       // device memory used by this process (NVML only; NaN when not listed)
+  kOtherProcesses,     // compute processes on the device other than this one (NVML only)
   kPowerW,             // instantaneous power where the device has it, else the averaged reading
   kPowerAvgW,          // the driver's averaged power reading
   kSmClockMHz,         // graphics/SM clock

@@ -45,6 +45,7 @@ typedef struct {
   double util_gpu, util_mem, mem_total, mem_used, proc_mem, power_instant_mw, power_mw;
   double sm_clock, mem_clock, temperature, throttle, energy_mj;
   double gpm_supported;
+  double other_procs;      /* compute processes listed besides this one (default 1) */
   double gpm_value[128];   /* scripted metric values by NVML_GPM_METRIC_* id (< 128) */
   int gpm_mode[128];       /* 0: scripted value, 1: NOT_SUPPORTED, 2: window length in ms */
   long gpm_seq;            /* samples taken on this device */
@@ -71,6 +72,7 @@ static void defaults(void) {
     d->util_gpu = 40 + i; d->util_mem = 20 + i;
     d->mem_total = 80.0 * (1ULL << 30); d->mem_used = 1.0 * (1ULL << 30) * (i + 1);
     d->proc_mem = 512.0 * (1 << 20);
+    d->other_procs = 1;
     d->power_instant_mw = 250000 + 1000 * i; d->power_mw = 240000 + 1000 * i;
     d->sm_clock = 1980; d->mem_clock = 2619; d->temperature = 45 + i; d->throttle = 4;
     d->energy_mj = 1000000.0 * (i + 1);
@@ -169,7 +171,8 @@ long fake_nvml_calls(const char* name) {
   return c;
 }
 /* Sets a value: util_gpu, util_mem, mem_total, mem_used, proc_mem, power_instant_mw, power_mw,
- * sm_clock, mem_clock, temperature, throttle, energy_mj, gpm_supported. Returns -1 for an unknown name. */
+ * sm_clock, mem_clock, temperature, throttle, energy_mj, gpm_supported, other_procs (0 to 8). Returns -1 for
+ * an unknown name. */
 int fake_nvml_set(int dev, const char* what, double v) {
   ensure();
   fake_dev* d = &devs[dev];
@@ -187,6 +190,7 @@ int fake_nvml_set(int dev, const char* what, double v) {
   else if (!strcmp(what, "throttle")) p = &d->throttle;
   else if (!strcmp(what, "energy_mj")) p = &d->energy_mj;
   else if (!strcmp(what, "gpm_supported")) p = &d->gpm_supported;
+  else if (!strcmp(what, "other_procs")) p = &d->other_procs;
   if (!p) return -1;
   pthread_mutex_lock(&lock);
   *p = v;
@@ -271,11 +275,20 @@ int nvmlDeviceGetMemoryInfo(nvmlDevice_t d, mem_t* m) {
 int nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned* count, proc_info_t* infos) {
   int rc = enter("nvmlDeviceGetComputeRunningProcesses_v3", d);
   if (rc) return rc;
-  if (*count < 2) { *count = 2; return 7; }
-  infos[0].pid = 1; infos[0].usedGpuMemory = 12345; infos[0].gpuInstanceId = 0xFFFFFFFF; infos[0].computeInstanceId = 0xFFFFFFFF;
-  infos[1].pid = (unsigned)getpid(); infos[1].usedGpuMemory = (unsigned long long)d->proc_mem;
-  infos[1].gpuInstanceId = 0xFFFFFFFF; infos[1].computeInstanceId = 0xFFFFFFFF;
-  *count = 2;
+  pthread_mutex_lock(&lock);
+  unsigned others = (unsigned)d->other_procs;
+  unsigned long long mine = (unsigned long long)d->proc_mem;
+  pthread_mutex_unlock(&lock);
+  if (others > 8) others = 8;
+  unsigned n = others + 1;
+  if (*count < n) { *count = n; return 7; }
+  for (unsigned k = 0; k < others; ++k) {
+    infos[k].pid = 1 + k; infos[k].usedGpuMemory = 12345; infos[k].gpuInstanceId = 0xFFFFFFFF;
+    infos[k].computeInstanceId = 0xFFFFFFFF;
+  }
+  infos[others].pid = (unsigned)getpid(); infos[others].usedGpuMemory = mine;
+  infos[others].gpuInstanceId = 0xFFFFFFFF; infos[others].computeInstanceId = 0xFFFFFFFF;
+  *count = n;
   return 0;
 }
 int nvmlDeviceGetFieldValues(nvmlDevice_t d, int n, field_value_t* values) {

@@ -184,6 +184,16 @@ def test_throttle_events_from_samples():
         (10_000_000, 30_000_000, 4), (50_000_000, 80_000_000, 0x20)]
 
 
+def test_process_events_from_samples():
+    ts = np.arange(8) * 100_000_000
+    others = np.array([1, 1, np.nan, 2, 3, 1, 2, 2], dtype=float)  # one other job from the start
+    ev = S.process_events(ts, others, 100_000_000)
+    assert [(e["start_ns"], e["end_ns"], e["detail"]["other_processes"]) for e in ev] == [
+        (200_000_000, 400_000_000, 3), (500_000_000, 700_000_000, 2)]
+    assert all(e["kind"] == "gpu_process" and e["detail"]["at_start"] == 1 for e in ev)
+    assert S.process_events(ts, np.full(8, np.nan), 1) == []
+
+
 def test_export_trace_holds_every_token_and_stall(injected, tmp_path, capsys):
     import json
 
@@ -245,3 +255,44 @@ def test_reports_show_slow_tokens(injected):
     plain = fastprof.BenchmarkResult.from_dict({**injected.to_dict(), "stalls": None})
     bare.add_ok(dict(injected.config), plain)
     assert "Slow tokens" not in report_html.html_report(bare)
+
+
+def test_export_holds_the_traced_iterations_kernels(injected, tmp_path):
+    """A kernel trace's last iteration appears as kernel slices on one thread per GPU stream, each
+    record once, at its own time, with the traced iteration's steps above them."""
+    import copy
+    import json
+
+    import numpy as np
+
+    from fastprof.analysis import kernels as K
+    from fastprof.capture.kernel_trace import KernelTrace
+    from fastprof.report.trace_export import write_trace
+    from fastprof.results.sweep import Sweep
+
+    result = copy.deepcopy(injected)
+    t_end = int(result.traces()[-1].host_end_ns)
+    start = t_end + 1_000_000  # a traced iteration after the timed ones
+    marks = np.array([50_000, 80_000, 110_000])
+    records = []
+    for step, (lo, hi) in enumerate(zip([0, *marks[:-1]], marks)):
+        records.append(("kernel", f"gemm_step{step}", start + lo + 1000, start + lo + 9000))
+        records.append(("memcpy", "Memcpy DtoH", start + hi - 3000, start + hi - 1000))
+    trace = KernelTrace.from_records(records, timestamp_method="callback")
+    trace.stream[:] = np.array([7 if k == 0 else 13 for k in trace.kind], dtype=np.uint32)
+    result.kernels = K.section(trace, [(start, marks)])
+    sweep = Sweep(environment=result.environment)
+    sweep.add_ok({"batch_size": 1}, result)
+    out = tmp_path / "t.json"
+    write_trace(sweep, str(out))
+    events = json.loads(out.read_text())["traceEvents"]
+    threads = {e["args"]["name"]: e["tid"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"GPU stream 7", "GPU stream 13", "traced iteration"} <= set(threads)
+    slices = [e for e in events if e["ph"] == "X" and e["tid"] in (threads["GPU stream 7"], threads["GPU stream 13"])]
+    assert sorted((e["ts"], e["dur"], e["name"]) for e in slices) == sorted(
+        ((s / 1000, (e_ - s) / 1000, n if not n.startswith("Memcpy") else n) for _, n, s, e_ in records))
+    assert {e["cat"] for e in slices if e["tid"] == threads["GPU stream 13"]} == {"copy"}
+    assert {e["cat"] for e in slices if e["tid"] == threads["GPU stream 7"]} == {"gemm"}
+    steps = [e for e in events if e["ph"] == "X" and e["tid"] == threads["traced iteration"]]
+    assert [e["name"] for e in steps] == ["prefill", "step 1", "step 2"]
+    assert steps[0]["ts"] == start / 1000 and steps[-1]["ts"] + steps[-1]["dur"] == pytest.approx((start + 110_000) / 1000)

@@ -199,3 +199,22 @@ def test_section_without_trace_or_iterations():
 def test_step_boundaries_anchor_on_the_host_start():
     b = K.step_boundaries(1_000_000, np.array([500, 900, 1400]))
     assert list(b) == [1_000_000, 1_000_500, 1_000_900, 1_001_400]
+
+
+def test_timeline_keeps_the_last_traced_iteration():
+    trace = _trace()
+    shifted = KernelTrace.from_records(
+        [(("kernel", "memcpy", "memset")[k], trace.names[n], int(s) + off, int(e) + off)
+         for off in (0, 10_000) for k, n, s, e in zip(trace.kind, trace.name_id, trace.start_ns, trace.end_ns)],
+        timestamp_method="callback")
+    marks = np.array([1000, 2000, 3000, 4000])
+    sec = K.section(shifted, [(0, marks), (10_000, marks)])
+    tl = sec["timeline"]
+    # the second iteration only, every record of it, from its start
+    assert tl["origin_ns"] == 10_000 and len(tl["start_ns"]) == len(trace) and tl["truncated"] == 0
+    assert sorted(tl["start_ns"]) == sorted(int(s) for s in trace.start_ns)
+    assert sorted(tl["dur_ns"]) == sorted(int(d) for d in trace.end_ns - trace.start_ns)
+    assert {tl["names"][i] for i in tl["name"]} == set(trace.names)
+    assert tl["classes"][tl["class"][tl["start_ns"].index(min(tl["start_ns"]))]] in K.CLASSES
+    capped = K.timeline(shifted, 10_000, 14_000, max_records=2)
+    assert len(capped["start_ns"]) == 2 and capped["truncated"] == len(trace) - 2

@@ -42,6 +42,7 @@ def test_fields_and_values_from_the_fake(fake_nvml):
     assert np.all(r.mem_util_pct == 20)
     assert np.all(r.mem_total_bytes == 80 * 2**30)
     assert np.all(r.proc_mem_bytes == 512 * 2**20)  # this process, found by pid
+    assert np.all(r.other_processes == 1)  # the fake lists one process besides this one
     assert np.all(r.power_w == 312.5) and np.all(r.power_avg_w == 240.0)
     assert np.all(r.sm_clock_mhz == 1980) and np.all(r.mem_clock_mhz == 2619)
     assert np.all(r.temperature_c == 45) and np.all(r.throttle_reasons == 4)
@@ -352,3 +353,25 @@ def test_sampler_maps_ordinals_through_cuda_visible_devices(fake_nvml, monkeypat
     assert s.result.devices[0]["uuid"].endswith("2")
     util = s.result.gpu_util_pct[np.isfinite(s.result.gpu_util_pct)]
     assert util.size >= 1 and np.all(util == 42)
+
+
+def test_other_processes_appearing_on_the_gpu(fake_nvml):
+    """The count of other compute processes follows the driver's list as it changes."""
+    fake_nvml.set(0, "other_procs", 0)
+    s = Sampler(interval_ms=2, devices=["0"], backend="nvml", field_periods_ms={"other_processes": 0})
+    s.start()
+    time.sleep(0.1)
+    fake_nvml.set(0, "other_procs", 3)
+    time.sleep(0.1)
+    fake_nvml.set(0, "other_procs", 0)
+    time.sleep(0.1)
+    r = s.stop()
+    fake_nvml.set(0, "other_procs", 1)
+    seen = r.other_processes[np.isfinite(r.other_processes)]
+    assert seen[0] == 0 and seen.max() == 3 and seen[-1] == 0
+    assert set(np.unique(seen)) == {0, 3}
+    from fastprof.analysis.stalls import process_events
+
+    ev = process_events(r.timestamps_ns, r.other_processes, 2_000_000)
+    assert len(ev) == 1 and ev[0]["detail"] == {"other_processes": 3, "at_start": 0}
+    assert 0.08e9 <= ev[0]["end_ns"] - ev[0]["start_ns"] <= 0.2e9

@@ -254,6 +254,37 @@ def step_boundaries(host_start_ns: int, device_marks_ns: np.ndarray) -> np.ndarr
     return np.concatenate([[0], np.maximum.accumulate(marks)]).astype(np.int64) + int(host_start_ns)
 
 
+#: Most records a result keeps in its kernel ``timeline`` (about 30 bytes each in JSON).
+TIMELINE_MAX_RECORDS = 200_000
+
+
+def timeline(trace: KernelTrace, lo_ns: int, hi_ns: int, max_records: int = TIMELINE_MAX_RECORDS) -> dict[str, Any]:
+    """The records starting in [lo, hi) as columns, for a timeline (``fastprof export --trace``):
+    ``origin_ns`` (absolute CLOCK_MONOTONIC), per record ``start_ns`` (from the origin), ``dur_ns``,
+    ``stream``, ``class`` and ``name`` (indexes into ``classes`` and ``names``, demangled), and
+    ``truncated``: records left out beyond ``max_records`` (the earliest are kept)."""
+    mask = (trace.start_ns >= lo_ns) & (trace.start_ns < hi_ns)
+    idx = np.flatnonzero(mask)
+    idx = idx[np.argsort(trace.start_ns[idx], kind="stable")]
+    truncated = max(int(idx.size) - max_records, 0)
+    idx = idx[:max_records]
+    used, name_index = np.unique(trace.name_id[idx], return_inverse=True)
+    classes = record_classes(trace)[idx] if idx.size else np.zeros(0, dtype=object)
+    class_table = sorted(set(classes.tolist()))
+    class_pos = {c: i for i, c in enumerate(class_table)}
+    return {
+        "origin_ns": int(lo_ns),
+        "names": [_demangle_short(trace.names[int(i)]) for i in used],
+        "classes": class_table,
+        "start_ns": (trace.start_ns[idx] - lo_ns).astype(np.int64).tolist(),
+        "dur_ns": (trace.end_ns[idx] - trace.start_ns[idx]).astype(np.int64).tolist(),
+        "stream": trace.stream[idx].astype(np.int64).tolist(),
+        "class": [class_pos[c] for c in classes.tolist()],
+        "name": np.asarray(name_index, dtype=np.int64).reshape(-1).tolist(),
+        "truncated": truncated,
+    }
+
+
 def section(trace: KernelTrace, iterations: list[tuple[int, np.ndarray]], *, itl_s_traced: float | None = None,
             itl_s_untraced: float | None = None, traced_timed: bool = False, top: int = 10) -> dict[str, Any]:
     """The ``kernels`` section of a result from a trace over several iterations.
@@ -262,7 +293,8 @@ def section(trace: KernelTrace, iterations: list[tuple[int, np.ndarray]], *, itl
     Decode figures are over every decode step of every traced iteration: ``idle_share`` (median share
     of a step the GPU ran nothing), ``busy_s_per_step`` (median), ``kernels_per_token`` (median kernels
     per decode step), ``class_share`` (each class's share of class time), ``top_prefill`` and
-    ``top_decode``; ``per_step`` holds the last iteration's steps for charts.
+    ``top_decode``; ``per_step`` holds the last iteration's steps for charts, and ``timeline`` its
+    records (:func:`timeline`) for the trace export.
     """
     out: dict[str, Any] = {
         "available": trace.available, "reason": trace.reason, "backend": "cupti",
@@ -277,6 +309,7 @@ def section(trace: KernelTrace, iterations: list[tuple[int, np.ndarray]], *, itl
             out.update(available=False, reason="no traced iteration with device token marks")
         return out
     busy, idle_share, step, count = [], [], [], []
+    last_bounds = None
     cls_ns = {c: 0 for c in CLASSES}
     pre_mask = np.zeros(len(trace), dtype=bool)
     dec_mask = np.zeros(len(trace), dtype=bool)
@@ -292,7 +325,7 @@ def section(trace: KernelTrace, iterations: list[tuple[int, np.ndarray]], *, itl
             cls_ns[c] += int(v[1:].sum())
         pre_mask |= (trace.start_ns >= b[0]) & (trace.start_ns < b[1])
         dec_mask |= (trace.start_ns >= b[1]) & (trace.start_ns < b[-1])
-        last = br
+        last, last_bounds = br, b
     busy_a, idle_a, count_a = np.concatenate(busy), np.concatenate(idle_share), np.concatenate(count)
     total = sum(cls_ns.values())
     assert last is not None
@@ -312,6 +345,7 @@ def section(trace: KernelTrace, iterations: list[tuple[int, np.ndarray]], *, itl
             "kernels": last.kernels.tolist(),
             "class_s": {c: (v / 1e9).tolist() for c, v in last.by_class_ns.items() if v.any()},
         },
+        "timeline": timeline(trace, int(last_bounds[0]), int(last_bounds[-1])),
     })
     return out
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 DEFAULT_RULE = {"k_mad": 6.0, "relative_floor": 0.25, "absolute_floor_s": 0.0002}
-KINDS = ("gc", "cpu_wait", "recompile", "allocator", "gpu_throttle")
+KINDS = ("gc", "cpu_wait", "recompile", "allocator", "gpu_throttle", "gpu_process")
 #: NVML clocks-event reasons that slow the GPU down (power cap, slowdowns, thermal, power brake).
 THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
 _MIN_CAUSE_S = 0.0001
@@ -117,6 +117,35 @@ def throttle_events(timestamps_ns: np.ndarray, reasons: np.ndarray, interval_ns:
             else:
                 cur["end_ns"] = int(t)
                 cur["detail"]["reasons"] |= bits
+        elif cur is not None:
+            out.append(cur)
+            cur = None
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
+def process_events(timestamps_ns: np.ndarray, others: np.ndarray, interval_ns: int) -> list[dict[str, Any]]:
+    """``gpu_process`` events from the sampler's count of other compute processes on the GPU: runs
+    of samples with more of them than at the first sample (processes that appeared while fastprof
+    measured; those present from the start are part of every token's conditions), each run from
+    one sampling period of that field before its first sample to its last."""
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    vals = np.asarray(others, dtype=np.float64)
+    finite = np.isfinite(vals)
+    if not finite.any():
+        return []
+    base = vals[finite][0]
+    out: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for t, v in zip(ts[finite], vals[finite]):
+        if v > base:
+            if cur is None:
+                cur = {"kind": "gpu_process", "start_ns": int(t) - interval_ns, "end_ns": int(t),
+                       "detail": {"other_processes": int(v), "at_start": int(base)}}
+            else:
+                cur["end_ns"] = int(t)
+                cur["detail"]["other_processes"] = max(cur["detail"]["other_processes"], int(v))
         elif cur is not None:
             out.append(cur)
             cur = None

@@ -14,6 +14,8 @@ Each source yields events ``{"kind", "start_ns", "end_ns", "detail"}``:
   had to retry an allocation (``torch.cuda.memory_stats``, read between iterations).
 - ``gpu_throttle`` (from the GPU sampler, added by the analysis): samples with clock-event
   (throttle) reasons other than idle.
+- ``gpu_process`` (from the GPU sampler, NVML): more compute processes on the GPU than when the
+  timed iterations began, i.e. another job that appeared on the same GPU.
 
 A source that is not available here (no ``/proc``, no torch, no CUDA) is listed in ``sources``
 with the reason, never an error. :func:`fastprof.analysis.stalls.explain` names the slow tokens.

@@ -84,18 +84,29 @@ class _Sampling:
 
 
 def _stall_section(rec: Any, events: list[dict[str, Any]], traces: Sequence[Trace], sampling: _Sampling) -> dict[str, Any]:
-    """The ``stalls`` section: the recorder's events plus GPU throttling from the samples."""
+    """The ``stalls`` section: the recorder's events plus GPU throttling and other processes
+    appearing on the GPU, from the samples."""
     from fastprof.analysis import stalls as _stalls
 
     sources = dict(rec.sources)
     samples = sampling.samples
-    if samples is not None and samples.n_samples and "throttle_reasons" in samples.fields:
-        events = sorted(events + _stalls.throttle_events(samples.timestamps_ns, samples.fields["throttle_reasons"],
-                                                         int(samples.interval_ms * 1e6)),
-                        key=lambda e: (e["start_ns"], e["end_ns"]))
+    have = samples is not None and samples.n_samples
+    if have and "throttle_reasons" in samples.fields:
+        events = events + _stalls.throttle_events(samples.timestamps_ns, samples.fields["throttle_reasons"],
+                                                  int(samples.interval_ms * 1e6))
         sources["gpu_throttle"] = {"available": True}
     else:
         sources["gpu_throttle"] = {"available": False, "reason": sampling.reason or "no GPU samples"}
+    others = samples.fields.get("other_processes") if have else None
+    if others is not None and np.isfinite(np.asarray(others, dtype=np.float64)).any():
+        period_ns = int(max(samples.interval_ms, (getattr(sampling.sampler, "field_periods_ms", None) or {})
+                            .get("other_processes", 0)) * 1e6)
+        events = events + _stalls.process_events(samples.timestamps_ns, others, period_ns)
+        sources["gpu_process"] = {"available": True}
+    else:
+        sources["gpu_process"] = {"available": False,
+                                  "reason": sampling.reason or "the GPU sampler does not list the GPU's processes here"}
+    events = sorted(events, key=lambda e: (e["start_ns"], e["end_ns"]))
     return _stalls.section([t.host_marks_ns for t in traces], events, sources, cost=rec.cost)
 
 

@@ -6,14 +6,13 @@ no script and nothing is fetched from the network.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from fastprof.report.charts import png_img, pyplot
 from fastprof.report.kernels_html import kernel_section
 from fastprof.report.tables import (
     DEFAULT_METRICS,
@@ -27,25 +26,9 @@ from fastprof.results.io import write_atomic
 from fastprof.results.sweep import Run, Sweep
 from fastprof.results.units import display_unit, metric_label
 
-
 # ---- charts ---------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> str:
-    """The figure as an <img> with a base64 PNG, and the figure closed."""
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="chart" src="data:image/png;base64,{data}">'
+_plt = pyplot
+_png = png_img
 
 
 def _token_latency_chart(run: Run) -> str | None:
@@ -68,7 +51,7 @@ def _token_latency_chart(run: Run) -> str | None:
         ax.set_yscale("log")
     # Slow tokens, coloured by their main cause (see fastprof.analysis.stalls).
     colours = {"gc": "#d62728", "cpu_wait": "#ff7f0e", "recompile": "#9467bd", "allocator": "#8c564b",
-               "gpu_throttle": "#e377c2", "unexplained": "#7f7f7f"}
+               "gpu_throttle": "#e377c2", "gpu_process": "#17becf", "unexplained": "#7f7f7f"}
     by_cause: dict[str, list[tuple[int, float]]] = {}
     for tok in ((run.result.stalls or {}).get("slow_tokens") or []):
         it, k = int(tok["iteration"]), int(tok["token"])

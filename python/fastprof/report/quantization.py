@@ -109,9 +109,9 @@ def _chart(sweep: Sweep) -> str | None:
     sizes = sorted({int(r.config.get("batch_size", 0)) for r in runs})
     if len(sizes) < 2:
         return None
-    from fastprof.report.html import _plt, _png
+    from fastprof.report.charts import png_img, pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), squeeze=False)
     others = [k for k in sweep.varying_keys if k not in ("quantization", "batch_size")]
     lines: dict[str, list[Run]] = {}
@@ -140,7 +140,7 @@ def _chart(sweep: Sweep) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 def quantization_html(sweep: Sweep) -> str:

@@ -8,7 +8,12 @@ so tokens, GPU samples and stall events line up. Per configuration (one trace pr
   tokens named as such with their causes in ``args``;
 - thread "device tokens": the same on the GPU event clock, placed from the iteration's start
   (the recorder's start event is recorded at the iteration's host start);
-- thread "stalls": one slice per stall event (gc, cpu_wait, recompile, allocator, gpu_throttle);
+- thread "stalls": one slice per stall event (gc, cpu_wait, recompile, allocator, gpu_throttle,
+  gpu_process);
+- thread "traced iteration": when a kernel trace was taken, the last traced iteration (run after
+  the timed ones) and its steps (prefill, then each decode step) on the device clock;
+- threads "GPU stream N": that iteration's kernels, copies and memsets, one slice each, named
+  (demangled) and classed (gemm, attention, elementwise, ...), one thread per CUDA stream;
 - counters: every GPU sample field that has values (power, utilisation, clocks, memory, the
   performance counters), one counter track each.
 
@@ -24,7 +29,8 @@ from typing import Any
 from fastprof.results.io import json_safe, write_atomic
 from fastprof.results.sweep import Sweep
 
-TIDS = {"iterations": 1, "host tokens": 2, "device tokens": 3, "stalls": 4}
+TIDS = {"iterations": 1, "host tokens": 2, "device tokens": 3, "stalls": 4, "traced iteration": 5}
+_STREAM_TID0 = 100  # thread ids of the GPU streams: 100 + their order of appearance
 _COUNTER_SKIP = {"timestamps_ns", "device", "iteration", "phase"}
 
 
@@ -72,6 +78,7 @@ def trace_events(sweep: Sweep) -> list[dict[str, Any]]:
             events.append({"ph": "X", "name": e["kind"], "cat": "stall", "pid": pid, "tid": TIDS["stalls"],
                            "ts": _us(int(e["start_ns"])), "dur": _us(int(e["end_ns"]) - int(e["start_ns"])),
                            "args": e.get("detail") or {}})
+        events += _kernel_events(pid, r.kernels or {})
         samples = ((r.hardware or {}).get("samples") or {})
         ts = samples.get("timestamps_ns") or []
         for field, values in samples.items():
@@ -81,6 +88,38 @@ def trace_events(sweep: Sweep) -> list[dict[str, Any]]:
                 if v is None or (isinstance(v, float) and not math.isfinite(v)):
                     continue
                 events.append({"ph": "C", "name": field, "pid": pid, "ts": _us(int(t_ns)), "args": {field: v}})
+    return events
+
+
+def _kernel_events(pid: int, kernels: dict[str, Any]) -> list[dict[str, Any]]:
+    """The traced iteration's steps and its kernels, one thread per stream."""
+    tl = kernels.get("timeline")
+    if not kernels.get("available") or not tl:
+        return []
+    origin = int(tl["origin_ns"])
+    events: list[dict[str, Any]] = []
+    steps = ((kernels.get("per_step") or {}).get("step_s")) or []
+    t = float(origin)
+    for k, step_s in enumerate(steps):
+        dur = step_s * 1e9
+        events.append({"ph": "X", "name": "prefill" if k == 0 else f"step {k}", "cat": "traced", "pid": pid,
+                       "tid": TIDS["traced iteration"], "ts": _us(t), "dur": _us(dur), "args": {"step": k}})
+        t += dur
+    streams: dict[int, int] = {}
+    names, classes = tl["names"], tl.get("classes") or []
+    for start, dur, stream, cls, name in zip(tl["start_ns"], tl["dur_ns"], tl.get("stream") or [0] * len(tl["dur_ns"]),
+                                            tl.get("class") or [None] * len(tl["dur_ns"]), tl["name"]):
+        if stream not in streams:
+            tid = streams[stream] = _STREAM_TID0 + len(streams)
+            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                           "args": {"name": f"GPU stream {stream}"}})
+            events.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
+        c = classes[cls] if cls is not None and cls < len(classes) else "kernel"
+        events.append({"ph": "X", "name": names[name], "cat": c, "pid": pid, "tid": streams[stream],
+                       "ts": _us(origin + int(start)), "dur": _us(int(dur)), "args": {"class": c, "stream": stream}})
+    if tl.get("truncated"):
+        events.append({"ph": "i", "name": f"{tl['truncated']} more kernel records not kept", "pid": pid,
+                       "tid": TIDS["traced iteration"], "ts": _us(t), "s": "t"})
     return events
 
 
