@@ -70,3 +70,35 @@ def test_stalls_on_the_gpu_and_export(torch_cuda, tmp_path):
     events = json.loads(out.read_text())["traceEvents"]
     assert any(e["ph"] == "C" and e["name"] == "power_w" for e in events)
     assert sum(1 for e in events if e.get("cat") == "device") == 5 * 48
+
+
+def test_export_holds_kernel_slices_and_gpu_processes_are_counted(torch_cuda, tmp_path):
+    """With a kernel trace, the export holds the traced iteration's kernels, one slice per record
+    of the result's timeline, inside that iteration; the sampler counts the GPU's other processes."""
+    import fastprof
+    from fastprof import cli
+    from fastprof.capture.hf import build_default_model, random_inputs
+
+    torch = torch_cuda
+    model = build_default_model(dtype=torch.bfloat16, device="cuda")
+    r = fastprof.benchmark_generate(model, random_inputs(int(model.config.vocab_size), 1, 32, device="cuda"),
+                                    max_new_tokens=32, warmup=2, iterations=3, kernel_trace_iterations=1)
+    if not r.kernels.get("available"):
+        pytest.skip(f"no kernel trace here: {r.kernels.get('reason')}")
+    tl = r.kernels["timeline"]
+    assert len(tl["start_ns"]) >= 32 * 10 and tl["truncated"] == 0
+    others = np.asarray(r.hardware["samples"]["other_processes"], dtype=float)
+    assert np.isfinite(others).any() and np.nanmin(others) >= 0
+    assert r.stalls["sources"]["gpu_process"]["available"]
+    path = r.save(tmp_path / "r.json")
+    out = tmp_path / "t.json"
+    assert cli.main(["export", str(path), "--trace", str(out)]) == 0
+    events = json.loads(out.read_text())["traceEvents"]
+    streams = {e["tid"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"
+               and e["args"]["name"].startswith("GPU stream")}
+    kernels = [e for e in events if e["ph"] == "X" and e["tid"] in streams]
+    assert len(kernels) == len(tl["start_ns"])
+    lo = tl["origin_ns"] / 1000
+    hi = lo + sum(r.kernels["per_step"]["step_s"]) * 1e6
+    assert all(lo <= e["ts"] <= hi for e in kernels)
+    assert {e["cat"] for e in kernels} & {"gemm", "elementwise"}
