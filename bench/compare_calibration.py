@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("--pool-dir", help="keep the pool's results files here (default: a temporary directory)")
     ap.add_argument("--collect-only", action="store_true", help="collect the pool into --pool-dir and stop")
     ap.add_argument("--analyse-only", action="store_true", help="analyse the pool already in --pool-dir")
+    ap.add_argument("--trims", default=None,
+                    help="comma list of trimmed shares to evaluate side by side (default: compare's own)")
     args = ap.parse_args()
     if args.smoke:
         args.pool_a, args.pool_b, args.draws, args.processes = 4, 2, 20, "1,2"
@@ -115,9 +117,13 @@ def main() -> int:
         itl = next((r for r in c.rows if r.metric == "itl_s"), None)
         return bool(regressions([c], args.threshold)), (itl.change_pct if itl else None)
 
+    import fastprof.analysis.compare as _cmp
+
+    trims = [float(t) for t in args.trims.split(",")] if args.trims else [_cmp.TRIM]
     table = []
-    for n in (int(x) for x in args.processes.split(",")):
-        row = {"processes": n}
+    for trim, n in ((t, int(x)) for t in trims for x in args.processes.split(",")):
+        _cmp.TRIM = trim
+        row = {"processes": n, "trim": trim}
         if 2 * n <= len(pools["a"]):
             alarms = 0
             for _ in range(args.draws):
@@ -143,12 +149,12 @@ def main() -> int:
     print(f"\ncompare calibration on {args.device}: A ITL {itl_ms:.2f} ms, B +{delay:.2f} ms per step "
           f"({args.slowdown:.0%}); pool {len(pools['a'])} A + {len(pools['b'])} B single-process runs of "
           f"{args.iterations} iterations; {args.draws} draws per cell; gate --fail-on-regression {args.threshold:g}")
-    print(f"{'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} {'ITL change':>11}")
+    print(f"{'trim':>5} {'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} {'ITL change':>11}")
     for row in table:
         fa = f"{row['false_alarm_rate']:.1%}" if "false_alarm_rate" in row else "-"
         pw = f"{row['power']:.1%}" if "power" in row else "-"
         ch = f"{row['median_itl_change_pct']:+.1f}%" if row.get("median_itl_change_pct") is not None else "-"
-        print(f"{row['processes']:>15} {fa:>17} {pw:>11} {ch:>11}")
+        print(f"{row['trim']:>5g} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11}")
     print(f"total {report['seconds']:.0f} s")
     return 0
 

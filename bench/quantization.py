@@ -20,15 +20,12 @@ import tempfile
 
 
 def save_model(path: str) -> None:
+    """The 1B model of bench/serving.py (the same config and seed), saved to ``path``."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                      vocab_size=128256, intermediate_size=8192, max_position_embeddings=4096,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    from serving import build  # bench/serving.py, beside this script
+
+    model = build()
     model.save_pretrained(path)
     del model
     torch.cuda.empty_cache()

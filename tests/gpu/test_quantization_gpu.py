@@ -9,14 +9,6 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def torch_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a GPU")
-    return torch
-
-
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None or importlib.util.find_spec("torchao") is None,
                     reason="needs bitsandbytes and torchao (pip install 'fastprof[quant]')")
 def test_quantized_sweep_on_the_gpu(torch_cuda, tmp_path):

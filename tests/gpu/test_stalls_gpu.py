@@ -8,14 +8,6 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def torch_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a GPU")
-    return torch
-
-
 def test_stalls_on_the_gpu_and_export(torch_cuda, tmp_path):
     import gc
 

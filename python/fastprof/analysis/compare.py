@@ -98,10 +98,11 @@ def _trimmed(x: np.ndarray, trim: float) -> tuple[float, float, int]:
 
 
 def welch_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
-                    trim: float = TRIM) -> tuple[float, float, float, float]:
+                    trim: float | None = None) -> tuple[float, float, float, float]:
     """(ratio, ci_low, ci_high, p) of B against A: Yuen's trimmed Welch t on the logs of the unit
     values (plain Welch when nothing is trimmed: fewer than 1 / ``trim`` units). NaNs where a side
-    has fewer than two values."""
+    has fewer than two values. ``trim`` None: :data:`TRIM`."""
+    trim = TRIM if trim is None else trim
     la, lb = np.log(_positive(a)), np.log(_positive(b))
     if la.size < 2 or lb.size < 2:
         ratio = float(np.exp(np.median(lb) - np.median(la))) if la.size and lb.size else float("nan")

@@ -99,30 +99,34 @@ def explain(iterations: Sequence[np.ndarray], events: Sequence[dict[str, Any]], 
             "unexplained_excess_s": unexplained, "slow_excess_s": total_excess}
 
 
+def _runs(ts: np.ndarray, active: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
+    """The indices of each maximal run of ``active`` samples among the ``valid`` ones (invalid
+    samples, NaN readings, neither break nor join a run)."""
+    idx = np.flatnonzero(valid)
+    out: list[np.ndarray] = []
+    cur: list[int] = []
+    for i in idx:
+        if active[i]:
+            cur.append(int(i))
+        elif cur:
+            out.append(np.asarray(cur))
+            cur = []
+    if cur:
+        out.append(np.asarray(cur))
+    return out
+
+
 def throttle_events(timestamps_ns: np.ndarray, reasons: np.ndarray, interval_ns: int) -> list[dict[str, Any]]:
     """``gpu_throttle`` events from the sampler's clocks-event reasons: runs of samples whose
     bitmask has a slowdown reason (:data:`THROTTLE_MASK`), each extended by one sample interval."""
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     rs = np.asarray(reasons, dtype=np.float64)
-    out: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-    for t, r in zip(ts, rs):
-        if not np.isfinite(r):
-            continue
-        bits = int(r) & THROTTLE_MASK
-        if bits:
-            if cur is None:
-                cur = {"kind": "gpu_throttle", "start_ns": int(t) - interval_ns, "end_ns": int(t),
-                       "detail": {"reasons": bits}}
-            else:
-                cur["end_ns"] = int(t)
-                cur["detail"]["reasons"] |= bits
-        elif cur is not None:
-            out.append(cur)
-            cur = None
-    if cur is not None:
-        out.append(cur)
-    return out
+    valid = np.isfinite(rs)
+    bits = np.zeros(rs.shape, dtype=np.int64)
+    bits[valid] = rs[valid].astype(np.int64) & THROTTLE_MASK
+    return [{"kind": "gpu_throttle", "start_ns": int(ts[r[0]]) - interval_ns, "end_ns": int(ts[r[-1]]),
+             "detail": {"reasons": int(np.bitwise_or.reduce(bits[r]))}}
+            for r in _runs(ts, bits != 0, valid)]
 
 
 def process_events(timestamps_ns: np.ndarray, others: np.ndarray, interval_ns: int) -> list[dict[str, Any]]:
@@ -132,26 +136,13 @@ def process_events(timestamps_ns: np.ndarray, others: np.ndarray, interval_ns: i
     one sampling period of that field before its first sample to its last."""
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     vals = np.asarray(others, dtype=np.float64)
-    finite = np.isfinite(vals)
-    if not finite.any():
+    valid = np.isfinite(vals)
+    if not valid.any():
         return []
-    base = vals[finite][0]
-    out: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-    for t, v in zip(ts[finite], vals[finite]):
-        if v > base:
-            if cur is None:
-                cur = {"kind": "gpu_process", "start_ns": int(t) - interval_ns, "end_ns": int(t),
-                       "detail": {"other_processes": int(v), "at_start": int(base)}}
-            else:
-                cur["end_ns"] = int(t)
-                cur["detail"]["other_processes"] = max(cur["detail"]["other_processes"], int(v))
-        elif cur is not None:
-            out.append(cur)
-            cur = None
-    if cur is not None:
-        out.append(cur)
-    return out
+    base = vals[valid][0]
+    return [{"kind": "gpu_process", "start_ns": int(ts[r[0]]) - interval_ns, "end_ns": int(ts[r[-1]]),
+             "detail": {"other_processes": int(vals[r].max()), "at_start": int(base)}}
+            for r in _runs(ts, np.where(valid, vals, -np.inf) > base, valid)]
 
 
 def section(iterations: Sequence[np.ndarray], events: Sequence[dict[str, Any]], sources: dict[str, Any], *,

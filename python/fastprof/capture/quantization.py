@@ -44,6 +44,7 @@ class Method:
     backend: str | None  # the Python package (and distribution) that provides the kernels
     maps_to: str
     make: Callable[[Any], Any] | None  # torch dtype -> transformers quantization config
+    summary: str = ""  # one short line for --help
     cuda_only: bool = False
 
 
@@ -67,19 +68,22 @@ def _torchao(config: str, **kwargs: Any) -> Callable[[Any], Any]:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("none", None, "unquantized, in --dtype", None),
-    Method("bnb-int8", "bitsandbytes", "BitsAndBytesConfig(load_in_8bit=True)", _bnb("8bit")),
+    Method("none", None, "unquantized, in --dtype", None, "unquantized, in --dtype (the default)"),
+    Method("bnb-int8", "bitsandbytes", "BitsAndBytesConfig(load_in_8bit=True)", _bnb("8bit"),
+           "bitsandbytes LLM.int8(): int8 weights, float16 matmuls"),
     Method("bnb-nf4", "bitsandbytes", "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4')",
-           _bnb("4bit", "nf4")),
+           _bnb("4bit", "nf4"), "bitsandbytes 4-bit NormalFloat weights"),
     Method("bnb-fp4", "bitsandbytes", "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='fp4')",
-           _bnb("4bit", "fp4")),
-    Method("torchao-int8wo", "torchao", "TorchAoConfig(Int8WeightOnlyConfig())", _torchao("Int8WeightOnlyConfig")),
+           _bnb("4bit", "fp4"), "bitsandbytes 4-bit float weights"),
+    Method("torchao-int8wo", "torchao", "TorchAoConfig(Int8WeightOnlyConfig())", _torchao("Int8WeightOnlyConfig"),
+           "torchao int8 weights, per-channel scales"),
     Method("torchao-int8dq", "torchao", "TorchAoConfig(Int8DynamicActivationInt8WeightConfig())",
-           _torchao("Int8DynamicActivationInt8WeightConfig")),
+           _torchao("Int8DynamicActivationInt8WeightConfig"), "torchao int8 weights and per-token int8 activations"),
     Method("torchao-int4wo", "torchao", "TorchAoConfig(Int4WeightOnlyConfig(group_size=128))",
-           _torchao("Int4WeightOnlyConfig", group_size=128), cuda_only=True),
+           _torchao("Int4WeightOnlyConfig", group_size=128), "torchao int4 weights, groups of 128 (CUDA)",
+           cuda_only=True),
     Method("torchao-float8wo", "torchao", "TorchAoConfig(Float8WeightOnlyConfig())",
-           _torchao("Float8WeightOnlyConfig"), cuda_only=True),
+           _torchao("Float8WeightOnlyConfig"), "torchao float8 weights (CUDA, sm89 and newer)", cuda_only=True),
 )}
 
 

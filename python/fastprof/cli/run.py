@@ -22,7 +22,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 from fastprof.capture.quantization import METHODS as _METHODS  # noqa: E402
 
 QUANT_METHODS = tuple(_METHODS)
-QUANT_TABLE = "\n".join(f"  {m.name:<17} {m.maps_to}" for m in _METHODS.values())
+QUANT_TABLE = "\n".join(f"  {m.name:<17} {m.summary}" for m in _METHODS.values())
 ARRIVALS = ("poisson", "burst", "fixed")
 
 
@@ -56,7 +56,8 @@ def add_parser(sub: Any) -> None:
             "quantization backend, any error) is recorded as failed with its reason and the sweep goes on. The results file holds every configuration and is rewritten after each\n"
             "one, so Ctrl-C keeps the finished ones. Exit code: 0 when every configuration ran, 1 when any\n"
             "failed, 2 for bad input, 130 when interrupted.\n\n"
-            "Quantization methods (--quantization; pip install 'fastprof[quant]' for the backends):\n"
+            "Quantization methods (--quantization; pip install 'fastprof[quant]' for the backends; the\n"
+            "transformers config each one maps to is in the README and in every result):\n"
             + QUANT_TABLE + "\n"
             "A method whose backend is missing or which the device cannot run fails its configurations.\n\n"
             "examples:\n"
