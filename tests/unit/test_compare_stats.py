@@ -162,3 +162,20 @@ def test_compare_uses_processes_as_the_unit_and_covers_drift():
     c1 = compare_sweeps(_sweep(one_a), _sweep(one_b), metrics=["itl_s"])
     assert c1.rows[0].unit == "iteration" and c1.rows[0].verdict == "regression"
     assert any("run-to-run drift is not covered" in n for n in notes(c1))
+
+
+def test_the_test_is_scipys_welch_below_eight_units_and_yuen_from_eight():
+    """Welch's t on the logs with few units a side (trimming 20% of five keeps three and loses the
+    power the calibration measured), Yuen's 20%-trimmed t from MIN_TRIM_UNITS on: each is
+    scipy.stats.ttest_ind on the logs."""
+    from scipy import stats
+
+    from fastprof.analysis.compare import MIN_TRIM_UNITS
+
+    rng = np.random.default_rng(3)
+    for n, trim in ((5, 0.0), (MIN_TRIM_UNITS - 1, 0.0), (MIN_TRIM_UNITS, 0.2), (20, 0.2)):
+        a, b = rng.lognormal(0.0, 0.1, n), rng.lognormal(0.05, 0.1, n)
+        b[0] *= 3  # one run on a busy neighbour
+        _, _, _, p = welch_log_ratio(a, b)
+        ref = stats.ttest_ind(np.log(b), np.log(a), equal_var=False, trim=trim).pvalue
+        assert p == pytest.approx(ref, rel=1e-9), (n, trim)

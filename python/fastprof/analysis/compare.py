@@ -18,15 +18,18 @@ The unit of replication
     description; it is never the sample of a test.
 
 The statistics, per metric and configuration
-    - ``ratio``: exp(trimmed mean(log B) - trimmed mean(log A)), a ratio of (20%-trimmed)
-      geometric means of the units; ``median_a``/``median_b`` are the medians of the unit values.
-    - ``ci_low``/``ci_high``: Yuen's trimmed Welch t interval for that difference of logs,
+    - ``ratio``: exp(mean(log B) - mean(log A)), a ratio of geometric means of the units
+      (20%-trimmed means when the test trims, below); ``median_a``/``median_b`` are the medians of the unit values.
+    - ``ci_low``/``ci_high``: the (trimmed) Welch t interval for that difference of logs,
       exponentiated: an interval for the ratio at level 1 - alpha (unequal variances).
-    - ``p_value``: Yuen's two-sided trimmed t-test on the logs (Welch's t when fewer than five
-      units leave nothing to trim). Timings are skewed, so the test is on their logs; runs on a
-      shared machine now and then land on a busy neighbour, so 20% of each side's extreme units
-      are trimmed; and with 3-30 units per side a rank test cannot reach small p-values
-      (Mann-Whitney's smallest two-sided p with 3 against 3 is 0.1).
+    - ``p_value``: Yuen's two-sided trimmed t-test on the logs when both sides have at least
+      :data:`MIN_TRIM_UNITS` units, else Welch's t on the logs. Timings are skewed, so the test is
+      on their logs; runs on a shared machine now and then land on a busy neighbour, so with
+      enough units 20% of each side's extreme ones are trimmed. With fewer, trimming costs too
+      much: at 5 processes a side it keeps 3, and the calibration (bench/RESULTS.md) caught a 20%
+      slowdown in 78.5% of comparisons with it against 100% without, at no more false alarms.
+      With 3-30 units per side a rank test cannot reach small p-values (Mann-Whitney's smallest
+      two-sided p with 3 against 3 is 0.1).
     - ``p_adjusted``: Holm's step-down adjustment over every row of one comparison (all metrics
       x all configurations), so that checking many does not make a false alarm likely: the
       chance of any false alarm in the comparison stays at most alpha.
@@ -81,8 +84,10 @@ def _positive(x: np.ndarray) -> np.ndarray:
 
 
 #: Share trimmed from each end of each side before the test (Yuen's trimmed t): one run that
-#: landed on a busy neighbour among five does not decide the comparison.
+#: landed on a busy neighbour among many does not decide the comparison.
 TRIM = 0.2
+#: Units a side needs before any are trimmed (below it, Welch's t on all of them).
+MIN_TRIM_UNITS = 8
 
 
 def _trimmed(x: np.ndarray, trim: float) -> tuple[float, float, int]:
@@ -100,10 +105,13 @@ def _trimmed(x: np.ndarray, trim: float) -> tuple[float, float, int]:
 def welch_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
                     trim: float | None = None) -> tuple[float, float, float, float]:
     """(ratio, ci_low, ci_high, p) of B against A: Yuen's trimmed Welch t on the logs of the unit
-    values (plain Welch when nothing is trimmed: fewer than 1 / ``trim`` units). NaNs where a side
-    has fewer than two values. ``trim`` None: :data:`TRIM`."""
+    values, or plain Welch when a side has fewer than :data:`MIN_TRIM_UNITS` units (or fewer than
+    1 / ``trim``: nothing to trim). NaNs where a side has fewer than two values. ``trim`` None:
+    :data:`TRIM`."""
     trim = TRIM if trim is None else trim
     la, lb = np.log(_positive(a)), np.log(_positive(b))
+    if min(la.size, lb.size) < MIN_TRIM_UNITS:
+        trim = 0.0
     if la.size < 2 or lb.size < 2:
         ratio = float(np.exp(np.median(lb) - np.median(la))) if la.size and lb.size else float("nan")
         return ratio, float("nan"), float("nan"), float("nan")

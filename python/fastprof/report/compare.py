@@ -266,8 +266,8 @@ def notes(c: Comparison) -> list[str]:
     few_p = [r for r in c.rows if r.unit == "process" and min(r.n_a, r.n_b) < RECOMMENDED_PROCESSES]
     if few_p:
         n = min(min(r.n_a, r.n_b) for r in few_p)
-        out.append(f"only {n} process(es) on a side: a real slowdown can go unflagged; even {RECOMMENDED_PROCESSES} "
-                   "caught an injected 20% slowdown in only 34-50% of comparisons (bench/RESULTS.md)")
+        out.append(f"only {n} process(es) on a side: a real slowdown can go unflagged; {RECOMMENDED_PROCESSES} a side "
+                   "caught every injected 20% slowdown on a CPU, 3 only 58% (bench/RESULTS.md)")
     few_i = [r for r in c.rows if r.unit == "iteration" and min(r.n_a, r.n_b) < RECOMMENDED_ITERATIONS]
     if few_i:
         out.append(f"only {min(min(r.n_a, r.n_b) for r in few_i)} iteration(s) on a side: too few for a reliable test")
