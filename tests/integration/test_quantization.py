@@ -62,6 +62,8 @@ def test_quantization_axis_end_to_end(model_dir, tmp_path, capsys, monkeypatch):
 
     assert q["backend_version"] == importlib.metadata.version("torchao")
     assert "Int8WeightOnlyConfig" in q["maps_to"]
+    assert f"weights: {q['weight_bytes'] / 1e6:,.1f} MB, torchao-int8wo (torchao" in " ".join(
+        str(by[("torchao-int8wo", 1)]).split())
     # int8 weights: the quantized layers take a quarter of their float32 bytes (plus scales), so the
     # whole model shrinks; counting the logical float32 size would leave it unchanged.
     none_bytes = by[("none", 1)].quantization["weight_bytes"]
@@ -144,6 +146,8 @@ def test_prompts_file_through_the_tokenizer(model_dir, tmp_path, capsys):
     assert result.inputs["source"] == "file" and result.inputs["prompts"] == 2
     assert result.inputs["tokenization_timed"] is False
     assert result.inputs["tokenize_s"] > 0 and result.inputs["detokenize_s"] > 0
+    text = " ".join(str(result).split())
+    assert "tokenization and detokenization outside the timed region" in text and "--time-tokenization" in text
 
 
 def test_time_tokenization_puts_it_inside_the_timed_region(model_dir, tmp_path, capsys, monkeypatch):
@@ -164,6 +168,7 @@ def test_time_tokenization_puts_it_inside_the_timed_region(model_dir, tmp_path, 
         assert rc == 0, capsys.readouterr().err
         result = load(out).runs[0].result
         assert result.inputs["tokenization_timed"] is bool(flag)
+        assert ("inside the timed region" in " ".join(str(result).split())) is bool(flag)
         ttft[bool(flag)] = result.summary["ttft_s"]["p50"]
     assert ttft[True] >= 0.08
     assert ttft[True] - ttft[False] >= 0.06, ttft

@@ -380,6 +380,7 @@ class BenchmarkResult:
         if self.serving is not None:
             yield from serving_lines(self.serving)
         yield from process_lines(self.processes)
+        yield from model_lines(self.quantization, self.inputs)
         yield from stall_lines(self.stalls)
         yield from kernel_lines(self.kernels)
         yield from roofline_lines(self.roofline, self.verdict)
@@ -469,6 +470,33 @@ def serving_lines(serving: dict[str, Any]) -> Iterator[str]:
     yield (f"[bold]occupancy[/bold]: mean {num(occ.get('mean_in_system'))} requests in the system, "
            f"{num(occ.get('mean_generating'))} generating (max {occ.get('max_generating', '-')}); token times "
            f"from {serving.get('token_clock', '?')}")
+
+
+def model_lines(quantization: dict[str, Any] | None, inputs: dict[str, Any] | None) -> Iterator[str]:
+    """The weights (and their quantization) and where the prompts came from, a line each."""
+    from rich.markup import escape
+
+    if quantization:
+        wb = quantization.get("weight_bytes")
+        size = f"{wb / 1e6:,.1f} MB" if isinstance(wb, (int, float)) else "size unknown"
+        if quantization.get("method", "none") == "none":
+            yield f"[bold]weights[/bold]: {size}, unquantized"
+        else:
+            yield (f"[bold]weights[/bold]: {size}, {escape(str(quantization['method']))} "
+                   f"({escape(str(quantization.get('backend')))} {escape(str(quantization.get('backend_version') or '?'))}: "
+                   f"{escape(str(quantization.get('maps_to')))})")
+    if inputs and inputs.get("source") in ("text", "file"):
+        tokens = inputs.get("prompt_tokens") or []
+        what = (f"[bold]prompts[/bold]: {'--prompt' if inputs['source'] == 'text' else '--prompts'} text, "
+                f"{min(tokens) if tokens else '?'}-{max(tokens) if tokens else '?'} tokens, tokenizer "
+                f"{escape(str(inputs.get('tokenizer')))}; ")
+        if inputs.get("tokenization_timed"):
+            yield what + "tokenization and detokenization inside the timed region"
+        else:
+            tok, detok = inputs.get("tokenize_s"), inputs.get("detokenize_s")
+            cost = (f" (tokenize {tok * 1e3:.3f} ms, detokenize {detok * 1e3:.3f} ms; --time-tokenization "
+                    "includes them)") if isinstance(tok, (int, float)) and isinstance(detok, (int, float)) else ""
+            yield what + "tokenization and detokenization outside the timed region" + cost
 
 
 def stall_lines(stalls: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
