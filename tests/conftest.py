@@ -102,3 +102,12 @@ def tiny_llama():
 
     return build_default_model(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)
+
+
+@pytest.fixture(scope="module")
+def torch_cuda():
+    """torch, when it sees a CUDA GPU (for the GPU tests, marked ``gpu``); else the test is skipped."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    return torch
