@@ -133,29 +133,37 @@ while True:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/schedstat"),
                     reason="needs CPU affinity and /proc schedstat")
 def test_cpu_contention_shows_as_run_queue_wait(model):
+    """Pinned to one CPU with two processes spinning on it, slow gaps show run-queue wait. The
+    watcher thread shares that CPU too, so an attempt now and then reads its waits too coarsely to
+    place them; up to three attempts are made, and broken attribution fails all three."""
     import subprocess
     import sys
 
-    before = os.sched_getaffinity(0)
-    cpu = min(before)
-    os.sched_setaffinity(0, {cpu})
-    # Two processes on the same CPU that spin in bursts: the gaps they fall on wait for the CPU.
-    competitors = [subprocess.Popen([sys.executable, "-c", BURSTS % cpu]) for _ in range(2)]
-    try:
-        r = _run(model, {}, iterations=4)
-    finally:
-        for c in competitors:
-            c.kill()
-            c.wait()
-        os.sched_setaffinity(0, before)
-    st = r.stalls
-    assert st["sources"]["cpu_wait"]["available"], st["sources"]
-    waits = [e for e in st["events"] if e["kind"] == "cpu_wait"]
-    assert sum(e["detail"]["run_queue_wait_s"] for e in waits) > 0.01
-    slow = st["slow_tokens"]
-    assert slow, "no slow token under contention"
-    explained = [t for t in slow if any(c["kind"] == "cpu_wait" for c in t["causes"])]
-    assert len(explained) >= len(slow) // 2, slow
+    attempts = []
+    for _ in range(3):
+        before = os.sched_getaffinity(0)
+        cpu = min(before)
+        os.sched_setaffinity(0, {cpu})
+        # Two processes on the same CPU that spin in bursts: the gaps they fall on wait for the CPU.
+        competitors = [subprocess.Popen([sys.executable, "-c", BURSTS % cpu]) for _ in range(2)]
+        try:
+            r = _run(model, {}, iterations=4)
+        finally:
+            for c in competitors:
+                c.kill()
+                c.wait()
+            os.sched_setaffinity(0, before)
+        st = r.stalls
+        assert st["sources"]["cpu_wait"]["available"], st["sources"]
+        waits = [e for e in st["events"] if e["kind"] == "cpu_wait"]
+        assert sum(e["detail"]["run_queue_wait_s"] for e in waits) > 0.01
+        slow = st["slow_tokens"]
+        assert slow, "no slow token under contention"
+        explained = [t for t in slow if any(c["kind"] == "cpu_wait" for c in t["causes"])]
+        attempts.append((len(explained), len(slow)))
+        if len(explained) >= len(slow) // 2 and explained:
+            return
+    pytest.fail(f"slow tokens explained by cpu_wait, per attempt (explained, slow): {attempts}")
 
 
 def test_rule_and_overlap_on_known_data():
