@@ -60,8 +60,9 @@ export PYTHONPATH="$PWD/$build/pkg"
 export LD_PRELOAD="$runtime $("$CXX" -print-file-name=libstdc++.so)"
 # The sampler soak runs for a minute under each sanitizer unless told otherwise.
 export FASTPROF_SOAK_SECONDS="${FASTPROF_SOAK_SECONDS:-60}"
-# Which sanitizer the tests run under (ThreadSanitizer keeps state for every thread that ever ran,
-# so the soak's flat-memory check is left to the plain and ASan runs).
+# Which sanitizer the tests run under (ThreadSanitizer keeps state for every thread that ever ran
+# and AddressSanitizer quarantines freed memory, so the soak's flat-memory check is left to the
+# plain run).
 export FASTPROF_SANITIZER="$kind"
 # Refuse to run the tests against any other copy of fastprof (an installed or editable one).
 python - "$PWD/$build/pkg" <<'EOF'

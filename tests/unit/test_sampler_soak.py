@@ -90,10 +90,11 @@ def test_sampler_soak_start_stop_wrap(fake_nvml):
     assert wrapped >= rounds // 4, f"the ring wrapped in only {wrapped} of {rounds} runs"
     # Flat memory: a leak of one ring (64 rows x 18 fields x 8 bytes ~ 10 KiB) per round would show
     # within a few hundred rounds; allow the allocator some slack.
-    # ThreadSanitizer keeps a context for every thread that ever ran (each start() makes one), so
-    # under it the resident set grows by design; the plain and ASan runs keep the check.
+    # Under a sanitizer the resident set grows by design: ThreadSanitizer keeps a context for every
+    # thread that ever ran (each start() makes one) and AddressSanitizer holds freed memory in its
+    # quarantine (256 MB by default) to catch use after free. The plain run keeps the check.
     growth = rss_end - rss_after_warmup
-    if os.environ.get("FASTPROF_SANITIZER") != "tsan":
+    if not os.environ.get("FASTPROF_SANITIZER"):
         assert growth < 4 * 1024 * 1024, f"resident set grew by {growth / 2**20:.1f} MiB over {rounds} rounds"
     assert fake_nvml.init_calls() == fake_nvml.shutdown_calls() == rounds
 
