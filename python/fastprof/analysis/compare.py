@@ -19,7 +19,8 @@ The unit of replication
 
 The statistics, per metric and configuration
     - ``ratio``: exp(mean(log B) - mean(log A)), a ratio of geometric means of the units
-      (20%-trimmed means when the test trims, below); ``median_a``/``median_b`` are the medians of the unit values.
+      (20%-trimmed means when the test trims, below); ``median_a``/``median_b`` are the medians
+      of the unit values.
     - ``ci_low``/``ci_high``: the (trimmed) Welch t interval for that difference of logs,
       exponentiated: an interval for the ratio at level 1 - alpha (unequal variances).
     - ``p_value``: Yuen's two-sided trimmed t-test on the logs when both sides have at least

@@ -160,8 +160,9 @@ class TextPrompts:
     """Text prompts for one batch: ``batch_size`` of them (the list cycled when shorter), tokenized
     with ``tokenizer`` onto ``device``, left-padded to the longest.
 
-    ``encode()`` returns generate's inputs; ``decode(sequences)`` turns generated ids back into
-    text (the new tokens only); ``timed`` says whether both run inside the timed region."""
+    ``inputs`` holds the first encoding; ``encode()`` tokenizes again and returns generate's
+    inputs; ``decode(sequences)`` turns generated ids back into text (the new tokens only);
+    ``timed`` says whether both run inside the timed region."""
 
     def __init__(self, tokenizer: Any, prompts: list[str], batch_size: int, *, device: Any = "cpu",
                  source: str = "text", tokenizer_path: str | None = None, timed: bool = False) -> None:
@@ -173,9 +174,9 @@ class TextPrompts:
         self.source = source
         self.tokenizer_path = tokenizer_path
         self.timed = timed
-        first = self.encode()
-        self.prompt_len = int(first["input_ids"].shape[-1])
-        self.prompt_tokens = [int(n) for n in first["attention_mask"].sum(dim=-1).tolist()]
+        self.inputs = self.encode()
+        self.prompt_len = int(self.inputs["input_ids"].shape[-1])
+        self.prompt_tokens = [int(n) for n in self.inputs["attention_mask"].sum(dim=-1).tolist()]
         self.n_prompts = len(prompts)
 
     def encode(self) -> dict[str, Any]:
@@ -184,9 +185,6 @@ class TextPrompts:
 
     def decode(self, sequences: Any) -> list[str]:
         return self.tokenizer.batch_decode(sequences[:, self.prompt_len:], skip_special_tokens=True)
-
-    def max_id(self) -> int:
-        return int(self.encode()["input_ids"].max())
 
     def describe(self, untimed_cost: dict[str, float] | None) -> dict[str, Any]:
         """The result's ``inputs`` section."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -177,19 +178,17 @@ def _storages(t: Any, seen: dict[tuple[str, int], int]) -> None:
                 seen[key] = max(seen.get(key, 0), int(storage.nbytes()))
         except (RuntimeError, NotImplementedError):  # no storage (meta, some subclasses)
             seen[(str(t.device), id(t))] = int(t.numel()) * int(t.element_size())
-    for value in list(getattr(t, "__dict__", {}).values()):
+    _attributes(t, seen)
+
+
+def _attributes(obj: Any, seen: dict[tuple[str, int], int]) -> None:
+    """The tensors among ``obj``'s attributes, and those of any bitsandbytes QuantState in them
+    (nested states included)."""
+    for value in list(getattr(obj, "__dict__", {}).values()):
         if _is_tensor(value):
             _storages(value, seen)
         elif type(value).__name__.endswith("QuantState"):
-            _quant_state(value, seen)
-
-
-def _quant_state(state: Any, seen: dict[tuple[str, int], int]) -> None:
-    for value in vars(state).values():
-        if _is_tensor(value):
-            _storages(value, seen)
-        elif type(value).__name__.endswith("QuantState"):
-            _quant_state(value, seen)
+            _attributes(value, seen)
 
 
 def weight_bytes(model: Any) -> int:
@@ -209,9 +208,4 @@ def logical_numel(p: Any) -> int:
     byte, flattened; their quant_state keeps the real shape)."""
     state = getattr(p, "quant_state", None)
     shape = getattr(state, "shape", None)
-    if shape is not None:
-        n = 1
-        for s in shape:
-            n *= int(s)
-        return n
-    return int(p.numel())
+    return int(math.prod(int(s) for s in shape)) if shape is not None else int(p.numel())

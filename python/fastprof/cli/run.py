@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The method table (fastprof.capture.quantization imports nothing heavy at module level).
+from fastprof.capture.quantization import METHODS as _METHODS
 from fastprof.cli._common import (
     Formatter,
     UsageError,
@@ -18,9 +20,6 @@ from fastprof.cli._common import (
 )
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-# The method table (fastprof.capture.quantization imports nothing heavy at module level).
-from fastprof.capture.quantization import METHODS as _METHODS  # noqa: E402
-
 QUANT_METHODS = tuple(_METHODS)
 QUANT_TABLE = "\n".join(f"  {m.name:<17} {m.summary}" for m in _METHODS.values())
 ARRIVALS = ("poisson", "burst", "fixed")
@@ -53,8 +52,9 @@ def add_parser(sub: Any) -> None:
             "Sweeps: --batch-size, --prompt-len, --max-new-tokens, --dtype, --quantization,\n"
             "--attn-implementation and --compile take comma lists; every combination is one configuration.\n"
             "A configuration that fails (out of memory, an unsupported attention implementation, a missing\n"
-            "quantization backend, any error) is recorded as failed with its reason and the sweep goes on. The results file holds every configuration and is rewritten after each\n"
-            "one, so Ctrl-C keeps the finished ones. Exit code: 0 when every configuration ran, 1 when any\n"
+            "quantization backend, any error) is recorded as failed with its reason and the sweep goes on.\n"
+            "The results file holds every configuration and is rewritten after each one, so Ctrl-C keeps\n"
+            "the finished ones. Exit code: 0 when every configuration ran, 1 when any\n"
             "failed, 2 for bad input, 130 when interrupted.\n\n"
             "Quantization methods (--quantization; pip install 'fastprof[quant]' for the backends; the\n"
             "transformers config each one maps to is in the README and in every result):\n"
@@ -229,14 +229,15 @@ def _prepare_prompts(args: argparse.Namespace) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         flag = "--tokenizer" if args.tokenizer else "--model"
         raise UsageError(f"argument {flag}: cannot load a tokenizer from {where!r}: {first}") from None
-    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    lengths = [len(i) for i in ids]
     if min(lengths) == 0:
         raise UsageError("a prompt tokenizes to no tokens")
     try:
         vocab = int(getattr(_model_config(args), "vocab_size", 0) or 0)
     except (OSError, ValueError):
         vocab = 0
-    biggest = max(max(tokenizer(t)["input_ids"]) for t in texts)
+    biggest = max(max(i) for i in ids)
     if vocab and biggest >= vocab:
         raise UsageError(f"the tokenizer in {where!r} gives token id {biggest}, beyond the model's vocabulary of "
                          f"{vocab}: the tokenizer does not belong to this model")

@@ -269,7 +269,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                         text = hf.TextPrompts(args.tokenizer_obj, texts, bs, device=device, source=args.prompt_source,
                                               tokenizer_path=args.tokenizer_path,
                                               timed=bool(getattr(args, "time_tokenization", False)))
-                        inputs = text.encode()
+                        inputs = text.inputs
                         config["prompt_len"] = text.prompt_len
                     else:
                         inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)

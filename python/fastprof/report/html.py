@@ -27,12 +27,10 @@ from fastprof.results.sweep import Run, Sweep
 from fastprof.results.units import display_unit, metric_label
 
 # ---- charts ---------------------------------------------------------------------------------
-_plt = pyplot
-_png = png_img
 
 
 def _token_latency_chart(run: Run) -> str | None:
-    plt = _plt()
+    plt = pyplot()
     traces = run.result.traces()
     if not traces or not any(t.n_marks for t in traces):
         return None
@@ -67,11 +65,11 @@ def _token_latency_chart(run: Run) -> str | None:
     ax.grid(alpha=0.3)
     if len(traces) <= 8 or by_cause:
         ax.legend(fontsize=7, ncol=4)
-    return _png(fig)
+    return png_img(fig)
 
 
 def _itl_chart(run: Run) -> str | None:
-    plt = _plt()
+    plt = pyplot()
     gaps = [np.diff(t.host_marks_ns).astype(np.float64) * 1e-6 for t in run.result.traces() if t.n_marks >= 2]
     if not gaps:
         return None
@@ -94,7 +92,7 @@ def _itl_chart(run: Run) -> str | None:
     for ax in (h, c):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 _GPU_SERIES = (("gpu_util_pct", "GPU utilisation [%]", 1.0), ("dram_bw_util_pct", "DRAM bandwidth [%] (GPM)", 1.0),
@@ -119,7 +117,7 @@ def _gpu_timeline_chart(run: Run) -> str | None:
             series.append((label, arr))
     if not series:
         return None
-    plt = _plt()
+    plt = pyplot()
     traces = run.result.traces()
     t0 = min([t.host_start_ns for t in traces] + [int(ts.min())])
     x = (ts - t0) * 1e-9
@@ -148,7 +146,7 @@ def _gpu_timeline_chart(run: Run) -> str | None:
     axes[0, 0].set_title(f"GPU counters every {hw.get('interval_ms')} ms ({hw.get('backend')}), shaded by phase")
     axes[-1, 0].set_xlabel("time since the first measured iteration started [s] (CLOCK_MONOTONIC)")
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 def _roofline_chart(run: Run) -> str | None:
@@ -161,7 +159,7 @@ def _roofline_chart(run: Run) -> str | None:
     intensity = roof.get("arithmetic_intensity_flops_per_byte")
     if not roof.get("available") or not bw or not intensity or roof.get("itl_s") is None:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, bars) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     lo = min(intensity, (peak or bw) / bw) / 20
     hi = max(intensity, (peak / bw) if peak else intensity) * 20
@@ -197,7 +195,7 @@ def _roofline_chart(run: Run) -> str | None:
     bars.set_xlim(0, max(values) / 1e9 * 1.2)
     bars.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 def _roofline_table(roof: dict[str, Any]) -> str:
@@ -232,7 +230,7 @@ def _sweep_chart(sweep: Sweep, axis: str, metrics: Sequence[str], clock: str) ->
     if len(values) < 2:
         return None
     others = [k for k in sweep.varying_keys if k != axis]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), squeeze=False)
     groups: dict[str, list[Run]] = {}
     for r in runs:
@@ -261,7 +259,7 @@ def _sweep_chart(sweep: Sweep, axis: str, metrics: Sequence[str], clock: str) ->
         if len(groups) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 # ---- HTML -----------------------------------------------------------------------------------
@@ -430,7 +428,7 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
             elif roof.get("reason"):
                 parts.append(f'<p class="muted">roofline unavailable: {_esc(roof["reason"])}</p>')
         parts += _stalls_section(run.result.stalls)
-        parts += kernel_section(getattr(run.result, "kernels", None), plt=_plt, png=_png, table=_html_table)
+        parts += kernel_section(getattr(run.result, "kernels", None), plt=pyplot, png=png_img, table=_html_table)
         hw = run.result.hardware or {}
         gpu = _gpu_timeline_chart(run)
         if gpu:
