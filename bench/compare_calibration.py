@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -68,6 +69,11 @@ def main() -> int:
     ap.add_argument("--pool-dir", help="keep the pool's results files here (default: a temporary directory)")
     ap.add_argument("--collect-only", action="store_true", help="collect the pool into --pool-dir and stop")
     ap.add_argument("--analyse-only", action="store_true", help="analyse the pool already in --pool-dir")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop collecting after this long (the order is shuffled, so the arms stay in proportion)")
+    ap.add_argument("--use-iterations", default=None,
+                    help="comma list: also evaluate with only the first K timed iterations of every run "
+                         "(what --iterations K per process would give, from the same pool)")
     ap.add_argument("--trims", default=None,
                     help="comma list of trimmed shares to evaluate side by side (default: compare's own)")
     args = ap.parse_args()
@@ -87,14 +93,20 @@ def main() -> int:
     d = Path(args.pool_dir or tmp.name)
     d.mkdir(parents=True, exist_ok=True)
     if not args.analyse_only:
-        worker(d / "probe.json", args, None)  # sizes the delay: 20% of A's median ITL
-        itl_ms = load(d / "probe.json").runs[0].result.summary["itl_s"]["p50"] * 1e3
-        delay = args.slowdown * itl_ms
-        (d / "delay.json").write_text(json.dumps({"itl_ms": itl_ms, "delay_ms": delay, "device": args.device}))
+        if (d / "delay.json").exists():  # adding to a pool: keep its delay
+            delay = json.loads((d / "delay.json").read_text())["delay_ms"]
+        else:
+            worker(d / "probe.json", args, None)  # sizes the delay: 20% of A's median ITL
+            itl_ms = load(d / "probe.json").runs[0].result.summary["itl_s"]["p50"] * 1e3
+            delay = args.slowdown * itl_ms
+            (d / "delay.json").write_text(json.dumps({"itl_ms": itl_ms, "delay_ms": delay, "device": args.device}))
         order = ["a"] * args.pool_a + ["b"] * args.pool_b
         rng.shuffle(order)
         for i, arm in enumerate(order):
-            worker(d / f"{arm}-{i}.json", args, delay if arm == "b" else None)
+            if args.max_seconds is not None and time.perf_counter() - t0 > args.max_seconds:
+                print(f"stopping after {i} runs: --max-seconds {args.max_seconds:g} reached", flush=True)
+                break
+            worker(d / f"{arm}-{args.seed}-{i}.json", args, delay if arm == "b" else None)
             print(f"[{time.perf_counter() - t0:6.0f} s] run {i + 1}/{len(order)} ({arm})", flush=True)
         if args.collect_only:
             print(f"pool in {d}; total {time.perf_counter() - t0:.0f} s")
@@ -112,18 +124,29 @@ def main() -> int:
         s.add_ok(dict(merged.config), merged)
         return s
 
-    def fires(a, b) -> tuple[bool, float | None]:
+    def fires(a, b) -> tuple[bool, float | None, float | None]:
         c = compare_sweeps(sweep_of(a), sweep_of(b), alpha=0.05)
         itl = next((r for r in c.rows if r.metric == "itl_s"), None)
-        return bool(regressions([c], args.threshold)), (itl.change_pct if itl else None)
+        return (bool(regressions([c], args.threshold)), (itl.change_pct if itl else None),
+                (itl.detectable_pct if itl else None))
+
+    def median(values):
+        values = sorted(v for v in values if v is not None and not math.isnan(v))
+        return values[len(values) // 2] if values else None
 
     import fastprof.analysis.compare as _cmp
 
     trims = [float(t) for t in args.trims.split(",")] if args.trims else [_cmp.TRIM]
+    import dataclasses
+
+    full_pools = pools
+    uses = [int(k) for k in args.use_iterations.split(",")] if args.use_iterations else [None]
     table = []
-    for trim, n in ((t, int(x)) for t in trims for x in args.processes.split(",")):
+    for use, trim, n in ((u, t, int(x)) for u in uses for t in trims for x in args.processes.split(",")):
         _cmp.TRIM = trim
-        row = {"processes": n, "trim": trim}
+        pools = full_pools if use is None else {
+            arm: [dataclasses.replace(r, iterations=r.iterations[:use]) for r in rs] for arm, rs in full_pools.items()}
+        row = {"processes": n, "trim": trim, "iterations": use or args.iterations}
         if 2 * n <= len(pools["a"]):
             alarms = 0
             for _ in range(args.draws):
@@ -131,30 +154,36 @@ def main() -> int:
                 alarms += fires(pick[:n], pick[n:])[0]
             row["false_alarm_rate"] = alarms / args.draws
         if n <= len(pools["a"]) and n <= len(pools["b"]):
-            caught, changes = 0, []
+            caught, changes, detectable = 0, [], []
             for _ in range(args.draws):
-                hit, change = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n))
+                hit, change, mde = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n))
                 caught += hit
-                if change is not None:
-                    changes.append(change)
+                changes.append(change)
+                detectable.append(mde)
             row["power"] = caught / args.draws
-            row["median_itl_change_pct"] = sorted(changes)[len(changes) // 2] if changes else None
+            row["median_itl_change_pct"] = median(changes)
+            # What compare itself estimates it can catch (analysis.compare.detectable_change_pct):
+            # set beside the measured power, it shows whether compare's "too little data" note is right.
+            row["median_itl_detectable_pct"] = median(detectable)
         table.append(row)
     report = {"device": args.device, "config": vars(args), "itl_ms": itl_ms, "delay_ms": delay,
-              "pool": {k: len(v) for k, v in pools.items()}, "rows": table,
+              "pool": {k: len(v) for k, v in full_pools.items()}, "rows": table,
               "seconds": time.perf_counter() - t0}
     out = args.output or (os.path.join(os.environ["OUT"], "compare_calibration.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
     print(f"\ncompare calibration on {args.device}: A ITL {itl_ms:.2f} ms, B +{delay:.2f} ms per step "
-          f"({args.slowdown:.0%}); pool {len(pools['a'])} A + {len(pools['b'])} B single-process runs of "
+          f"({args.slowdown:.0%}); pool {len(full_pools['a'])} A + {len(full_pools['b'])} B single-process runs of "
           f"{args.iterations} iterations; {args.draws} draws per cell; gate --fail-on-regression {args.threshold:g}")
-    print(f"{'trim':>5} {'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} {'ITL change':>11}")
+    print(f"{'iters':>5} {'trim':>5} {'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} "
+          f"{'ITL change':>11} {'ITL detectable':>15}")
     for row in table:
         fa = f"{row['false_alarm_rate']:.1%}" if "false_alarm_rate" in row else "-"
         pw = f"{row['power']:.1%}" if "power" in row else "-"
         ch = f"{row['median_itl_change_pct']:+.1f}%" if row.get("median_itl_change_pct") is not None else "-"
-        print(f"{row['trim']:>5g} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11}")
+        md = row.get("median_itl_detectable_pct")
+        md = f"{md:.1f}%" if md is not None else "-"
+        print(f"{row['iterations']:>5} {row['trim']:>5g} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11} {md:>15}")
     print(f"total {report['seconds']:.0f} s")
     return 0
 

@@ -46,7 +46,7 @@ def main() -> int:
     common = ["run", "--model", str(model), "--dtype", "bfloat16", "--attn-implementation", "eager",
               "--prompt-len", str(a.prompt_len), "--max-new-tokens", str(a.new), "--warmup", "3",
               "--iterations", str(a.iterations), "-q", *a.extra]
-    runs = {"1 GPU": [sys.executable, "-m", "fastprof", *common, "--device", "cuda:0"]}
+    runs = {"1 GPU": [sys.executable, "-m", "fastprof", *common, "--processes", "1", "--device", "cuda:0"]}
     for mode in ("tp", "dp"):
         runs[f"torchrun --{mode} x2"] = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                          "--nproc-per-node", "2", "-m", "fastprof", *common, f"--{mode}"]

@@ -47,7 +47,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="fastprof-1b-") as d:
         save_model(d)
-        argv = ["run", "--model", d, "--quantization", args.methods, "--batch-size", args.batch_size,
+        argv = ["run", "--processes", "1", "--model", d, "--quantization", args.methods, "--batch-size", args.batch_size,
                 "--prompt-len", args.prompt_len, "--max-new-tokens", args.new_tokens, "--dtype", "bfloat16",
                 "--iterations", args.iterations, "--warmup", args.warmup, "-q", "-o", args.out,
                 *args.extra.split()]

@@ -16,7 +16,7 @@ def test_quantized_sweep_on_the_gpu(torch_cuda, tmp_path):
     from fastprof.results.sweep import load
 
     out = tmp_path / "q.json"
-    cli.main(["run", "--quantization", "none,bnb-int8,bnb-nf4,torchao-int8wo,torchao-int4wo", "--batch-size", "1",
+    cli.main(["run", "--processes", "1", "--quantization", "none,bnb-int8,bnb-nf4,torchao-int8wo,torchao-int4wo", "--batch-size", "1",
               "--prompt-len", "32", "--max-new-tokens", "16", "--warmup", "2", "--iterations", "5", "-q",
               "-o", str(out)])
     sweep = load(out)

@@ -47,7 +47,7 @@ def test_cli_run_writes_results(tmp_path):
     pytest.importorskip("transformers")
     out = tmp_path / "res.json"
     p = subprocess.run(
-        [sys.executable, "-m", "fastprof.cli", "run", "--prompt-len", "8", "--max-new-tokens", "4", "--warmup", "1",
+        [sys.executable, "-m", "fastprof.cli", "run", "--processes", "1", "--prompt-len", "8", "--max-new-tokens", "4", "--warmup", "1",
          "--iterations", "2", "--output", str(out), "--quiet"],
         capture_output=True, text=True, timeout=600,
     )
@@ -61,6 +61,6 @@ def test_cli_run_writes_results(tmp_path):
 def test_cli_run_local_model_dir(tmp_path, tiny_llama):
     tiny_llama.save_pretrained(tmp_path / "m")
     out = tmp_path / "r.json"
-    assert cli.main(["run", "--model", str(tmp_path / "m"), "--prompt-len", "4", "--max-new-tokens", "3",
+    assert cli.main(["run", "--processes", "1", "--model", str(tmp_path / "m"), "--prompt-len", "4", "--max-new-tokens", "3",
                      "--warmup", "0", "--iterations", "2", "-o", str(out), "-q"]) == 0
     assert json.loads(out.read_text())["config"]["model"] == str(tmp_path / "m")

@@ -10,7 +10,7 @@ import pytest
 from fastprof import cli
 from fastprof.results.sweep import load, validate
 
-FAST = ["--prompt-len", "4", "--max-new-tokens", "3", "--warmup", "0", "--iterations", "2", "-q"]
+FAST = ["--prompt-len", "4", "--max-new-tokens", "3", "--warmup", "0", "--iterations", "2", "--processes", "1", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_bad_sweep_values(argv, message, capsys):
 
 def test_sweep_every_combination_and_failures(model_dir, tmp_path, capsys):
     out = tmp_path / "s.json"
-    rc = cli.main(["run", "--model", model_dir, "--batch-size", "1,2", "--attn-implementation", "eager,bogus",
+    rc = cli.main(["run", "--processes", "1", "--model", model_dir, "--batch-size", "1,2", "--attn-implementation", "eager,bogus",
                    *FAST, "-o", str(out)])
     assert rc == 1  # some configurations failed
     doc = json.loads(out.read_text())
@@ -111,7 +111,7 @@ def test_results_file_is_written_after_each_configuration(model_dir, tmp_path, m
         return real(model, inputs, **kwargs)
 
     monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", spy)
-    assert cli.main(["run", "--model", model_dir, "--max-new-tokens", "2,3", "--prompt-len", "4", "--warmup", "0",
+    assert cli.main(["run", "--processes", "1", "--model", model_dir, "--max-new-tokens", "2,3", "--prompt-len", "4", "--warmup", "0",
                      "--iterations", "2", "-q", "-o", str(out)]) == 0
     assert on_disk == [None, 1]
 
@@ -130,7 +130,7 @@ def test_compile_on_uses_a_static_cache(model_dir, tmp_path):
 
 def test_attn_implementation_reaches_the_model(model_dir, tmp_path):
     out = tmp_path / "s.json"
-    assert cli.main(["run", "--model", model_dir, "--attn-implementation", "eager,sdpa", "--dtype", "float32",
+    assert cli.main(["run", "--processes", "1", "--model", model_dir, "--attn-implementation", "eager,sdpa", "--dtype", "float32",
                      *FAST, "-o", str(out)]) == 0
     runs = load(out).runs
     assert [r.config["attn_implementation"] for r in runs] == ["eager", "sdpa"]

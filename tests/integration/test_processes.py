@@ -22,11 +22,13 @@ def runs(tmp_path_factory):
     out = {}
     # B: 60 ms more per step, about four times the CPU decode step, so that even a noisy machine
     # (another job on the same cores) cannot hide it among three processes.
-    for name, delay in (("a", None), ("a2", None), ("b", "60")):
+    # B runs with the default number of processes (--processes not given).
+    for name, delay, processes in (("a", None, ["--processes", "3"]), ("a2", None, ["--processes", "3"]),
+                                   ("b", "60", [])):
         if delay:
             os.environ["FASTPROF_STEP_DELAY_MS"] = delay
         try:
-            assert cli.main(["run", "--processes", "3", *SMALL, "-o", str(d / f"{name}.json")]) == 0
+            assert cli.main(["run", *processes, *SMALL, "-o", str(d / f"{name}.json")]) == 0
         finally:
             os.environ.pop("FASTPROF_STEP_DELAY_MS", None)
         out[name] = d / f"{name}.json"
@@ -44,6 +46,19 @@ def test_every_process_is_kept(runs):
     assert result.processes["spread"]["itl_s"]["within_process_cv"] is not None
 
 
+def test_the_default_is_the_calibrated_number_of_processes(runs):
+    from fastprof.analysis.compare import RECOMMENDED_PROCESSES
+    from fastprof.measure.workers import DEFAULT_PROCESSES, default_processes
+
+    assert DEFAULT_PROCESSES == RECOMMENDED_PROCESSES == 5
+    result = load(runs["b"]).runs[0].result
+    assert result.processes["count"] == DEFAULT_PROCESSES
+    assert len(result.iterations) == 6 * DEFAULT_PROCESSES
+    assert default_processes(None) == DEFAULT_PROCESSES
+    assert default_processes(2) == 2
+    assert default_processes(None, "dp") == 1 and default_processes(None, serving=True) == 1
+
+
 def test_a_a_passes_the_gate_and_a_b_fails_it(runs, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     # A/A: at --alpha 0.01 (Holm over every metric) a false alarm is a 1-in-100 event at most.
@@ -56,6 +71,7 @@ def test_a_a_passes_the_gate_and_a_b_fails_it(runs, capsys, tmp_path, monkeypatc
     assert code == 1, capsys.readouterr().out
     rows = {r["metric"]: r for r in json.loads((tmp_path / "c.json").read_text())["comparisons"][0]["rows"]}
     assert rows["itl_s"]["unit"] == "process" and rows["itl_s"]["verdict"] == "regression"
+    assert rows["itl_s"]["n_a"] == 3 and rows["itl_s"]["n_b"] == 5
     assert rows["itl_s"]["p_adjusted"] >= rows["itl_s"]["p_value"]
 
 

@@ -14,7 +14,7 @@ from fastprof.capture import hf  # noqa: E402
 from fastprof.capture import quantization as quant  # noqa: E402
 from fastprof.results.sweep import load, validate  # noqa: E402
 
-FAST = ["--max-new-tokens", "4", "--warmup", "1", "--iterations", "3", "-q", "--device", "cpu",
+FAST = ["--max-new-tokens", "4", "--warmup", "1", "--iterations", "3", "--processes", "1", "-q", "--device", "cpu",
         "--sample-interval-ms", "0", "--kernel-trace", "0"]
 WORDS = ("the quick brown fox jumps over lazy dog a model measures every token of decode on one clock "
          "small models are fast when the host keeps up").split()

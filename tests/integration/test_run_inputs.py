@@ -67,7 +67,7 @@ def test_beam_search_is_measured_end_to_end(tiny_llama):
 
 def test_beam_search_through_the_command_and_its_report(model_dir, tmp_path, capsys):
     out = tmp_path / "beam.json"
-    assert cli.main(["run", "--model", model_dir, "--num-beams", "2", "--prompt-len", "4", "--max-new-tokens", "3",
+    assert cli.main(["run", "--processes", "1", "--model", model_dir, "--num-beams", "2", "--prompt-len", "4", "--max-new-tokens", "3",
                      "--warmup", "0", "--iterations", "2", "--device", "cpu", "-q", "-o", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["config"]["num_beams"] == 2 and "itl_s" not in doc["summary"]

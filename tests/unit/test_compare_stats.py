@@ -179,3 +179,47 @@ def test_the_test_is_scipys_welch_below_eight_units_and_yuen_from_eight():
         _, _, _, p = welch_log_ratio(a, b)
         ref = stats.ttest_ind(np.log(b), np.log(a), equal_var=False, trim=trim).pvalue
         assert p == pytest.approx(ref, rel=1e-9), (n, trim)
+
+
+def test_the_detectable_change_is_caught_at_about_the_target_power():
+    """Simulated comparisons of log-normal units with a known spread: a shift of the size that
+    ``detectable_change_pct`` names is flagged about 95% of the time, a shift of half of it far
+    less often."""
+    from fastprof.analysis.compare import TARGET_POWER, detectable_change_pct
+
+    rng = np.random.default_rng(11)
+    sigma, n, tests, alpha = 0.08, 6, 7, 0.05
+    # The standard error and degrees of freedom the test would see for this spread (equal sides).
+    se, df = sigma * np.sqrt(2 / n), 2 * n - 2
+    mde = detectable_change_pct(se, df, alpha=alpha, tests=tests)
+    assert 10 < mde < 40
+    for shift_pct, lo, hi in ((mde, TARGET_POWER - 0.06, TARGET_POWER + 0.04), (mde / 2, 0.0, 0.6)):
+        hits = 0
+        for _ in range(600):
+            a = rng.lognormal(0.0, sigma, n)
+            b = rng.lognormal(np.log1p(shift_pct / 100), sigma, n)
+            hits += welch_log_ratio(a, b)[3] < alpha / tests
+        assert lo <= hits / 600 <= hi, (shift_pct, hits / 600)
+    assert np.isnan(detectable_change_pct(float("nan"), 5.0))
+    assert np.isnan(detectable_change_pct(0.0, 5.0))
+
+
+def test_a_comparison_too_small_for_the_target_says_so():
+    from fastprof.analysis.compare import units_needed
+    from fastprof.report.compare import compare_sweeps, notes
+
+    rng = np.random.default_rng(8)
+
+    def side(spread, n):
+        return merge_processes([_generate(10.0 * d, rng) for d in rng.lognormal(0, spread, n)])
+
+    wide = compare_sweeps(_sweep(side(0.25, 5)), _sweep(side(0.25, 5)), metrics=["itl_s"])
+    (row,) = wide.rows
+    assert row.detectable_pct > 20
+    need = units_needed(row)
+    assert need > 5
+    (note,) = [n for n in notes(wide) if "too little data for the calibrated target" in n]
+    assert "itl_s" in note and f"about {need} processes a side" in note
+    narrow = compare_sweeps(_sweep(side(0.01, 5)), _sweep(side(0.01, 5)), metrics=["itl_s"])
+    assert narrow.rows[0].detectable_pct < 20
+    assert not any("too little data for the calibrated target" in n for n in notes(narrow))

@@ -37,6 +37,11 @@ The statistics, per metric and configuration
     - ``verdict``: ``regression`` or ``improvement`` when ``p_adjusted < alpha`` and the change
       is at least ``min_effect_pct``; else ``no significant change`` (or ``too little data``
       with fewer than two units on a side).
+    - ``detectable_pct``: the smallest change the comparison would flag 95% of the time, from the
+      spread of the units it saw (t quantiles at Holm's strictest step, alpha over the number of
+      tests, plus the 95th percentile: the textbook power approximation). A comparison whose
+      ``detectable_pct`` exceeds 20% has too little data for the calibrated power target, and
+      ``fastprof compare`` says so.
 
 Latencies (names ending in ``_s``) and energy are better lower; throughputs (``_tokens_per_s``,
 ``_per_s``) better higher. ``change_pct`` is the signed change of the ratio in percent;
@@ -52,6 +57,14 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 UNITS = ("process", "iteration", "request")
+#: Processes a side at which the calibration (bench/compare_calibration.py, bench/RESULTS.md) met
+#: both targets on a CPU (at most 5% false alarms, at least 95% of 20% slowdowns caught); the
+#: default of ``fastprof run --processes``.
+RECOMMENDED_PROCESSES = 5
+#: The slowdown the calibration's power target is set for, in percent.
+TARGET_EFFECT_PCT = 20.0
+#: The share of such slowdowns a comparison should catch.
+TARGET_POWER = 0.95
 TOO_LITTLE = "too little data"
 
 
@@ -77,6 +90,11 @@ class Row:
     change_pct: float
     worse_pct: float
     verdict: str  # "regression", "improvement", "no significant change" or "too little data"
+    se_log: float = float("nan")  # standard error of the difference of (trimmed) mean logs
+    df: float = float("nan")  # its Welch-Satterthwaite degrees of freedom
+    #: The smallest change (percent) this comparison would flag with probability TARGET_POWER,
+    #: from the spread it saw (set by :func:`adjust`; NaN where it cannot be told).
+    detectable_pct: float = float("nan")
 
 
 def _positive(x: np.ndarray) -> np.ndarray:
@@ -103,30 +121,52 @@ def _trimmed(x: np.ndarray, trim: float) -> tuple[float, float, int]:
     return mean, d, h
 
 
+def _log_difference(a: np.ndarray, b: np.ndarray, trim: float | None) -> tuple[float, float, float] | None:
+    """(difference of the (trimmed) mean logs B - A, its standard error, Welch's degrees of
+    freedom), or None where a side has fewer than two values."""
+    trim = TRIM if trim is None else trim
+    la, lb = np.log(_positive(a)), np.log(_positive(b))
+    if min(la.size, lb.size) < MIN_TRIM_UNITS:
+        trim = 0.0
+    if la.size < 2 or lb.size < 2:
+        return None
+    ma, da, ha = _trimmed(la, trim)
+    mb, db, hb = _trimmed(lb, trim)
+    se = float(np.sqrt(da + db))
+    df = (da + db) ** 2 / (da ** 2 / (ha - 1) + db ** 2 / (hb - 1)) if se > 0 else float("nan")
+    return mb - ma, se, float(df)
+
+
 def welch_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
                     trim: float | None = None) -> tuple[float, float, float, float]:
     """(ratio, ci_low, ci_high, p) of B against A: Yuen's trimmed Welch t on the logs of the unit
     values, or plain Welch when a side has fewer than :data:`MIN_TRIM_UNITS` units (or fewer than
     1 / ``trim``: nothing to trim). NaNs where a side has fewer than two values. ``trim`` None:
     :data:`TRIM`."""
-    trim = TRIM if trim is None else trim
-    la, lb = np.log(_positive(a)), np.log(_positive(b))
-    if min(la.size, lb.size) < MIN_TRIM_UNITS:
-        trim = 0.0
-    if la.size < 2 or lb.size < 2:
-        ratio = float(np.exp(np.median(lb) - np.median(la))) if la.size and lb.size else float("nan")
+    parts = _log_difference(a, b, trim)
+    if parts is None:
+        pa, pb = _positive(a), _positive(b)
+        ratio = float(np.exp(np.median(np.log(pb)) - np.median(np.log(pa)))) if pa.size and pb.size else float("nan")
         return ratio, float("nan"), float("nan"), float("nan")
-    ma, da, ha = _trimmed(la, trim)
-    mb, db, hb = _trimmed(lb, trim)
-    diff = mb - ma
-    se = float(np.sqrt(da + db))
+    diff, se, df = parts
     if not se > 0:
         p = 1.0 if diff == 0 else 0.0
         return float(np.exp(diff)), float(np.exp(diff)), float(np.exp(diff)), p
-    df = (da + db) ** 2 / (da ** 2 / (ha - 1) + db ** 2 / (hb - 1))
     q = float(_scipy_stats.t.ppf(1 - alpha / 2, df))
     p = float(2 * _scipy_stats.t.sf(abs(diff) / se, df))
     return float(np.exp(diff)), float(np.exp(diff - q * se)), float(np.exp(diff + q * se)), p
+
+
+def detectable_change_pct(se_log: float, df: float, *, alpha: float = 0.05, tests: int = 1,
+                          power: float = TARGET_POWER) -> float:
+    """The smallest change, in percent, that a two-sided test at ``alpha`` (Bonferroni over
+    ``tests``, Holm's strictest step) flags with probability ``power``, for a difference of logs
+    with standard error ``se_log`` and ``df`` degrees of freedom (the usual normal-theory
+    approximation, with t quantiles). NaN where the spread is unknown."""
+    if not (np.isfinite(se_log) and se_log > 0 and np.isfinite(df) and df > 0):
+        return float("nan")
+    q = float(_scipy_stats.t.ppf(1 - alpha / (2 * max(1, tests)), df) + _scipy_stats.t.ppf(power, df))
+    return float(np.expm1(q * se_log) * 100)
 
 
 def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "", unit: str = "iteration",
@@ -135,12 +175,14 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
     uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows."""
     a, b = _positive(a), _positive(b)
     ratio, lo, hi, p = welch_log_ratio(a, b, alpha=alpha)
+    parts = _log_difference(a, b, None)
+    se, df = (parts[1], parts[2]) if parts is not None else (float("nan"), float("nan"))
     change = (ratio - 1) * 100 if np.isfinite(ratio) else float("nan")
     worse = -change if higher_is_better(metric) else change
     ma = float(np.median(a)) if a.size else float("nan")
     mb = float(np.median(b)) if b.size else float("nan")
     row = Row(config, metric, unit, int(a.size), int(b.size), ma, mb, ratio, lo, hi, p, p, False, change, worse,
-              TOO_LITTLE)
+              TOO_LITTLE, se, df, detectable_change_pct(se, df, alpha=alpha))
     return _decide(row, alpha, min_effect_pct)
 
 
@@ -168,6 +210,21 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def adjust(rows: Sequence[Row], *, alpha: float = 0.05, min_effect_pct: float = 0.0) -> list[Row]:
-    """The rows with Holm-adjusted p-values and their verdicts decided on them."""
+    """The rows with Holm-adjusted p-values and their verdicts decided on them, and each row's
+    detectable change at Holm's strictest step (alpha over the number of tests)."""
     adjusted = holm([r.p_value for r in rows])
-    return [_decide(replace(r, p_adjusted=p), alpha, min_effect_pct) for r, p in zip(rows, adjusted)]
+    tests = int(np.isfinite(adjusted).sum()) if len(adjusted) else 0
+    return [_decide(replace(r, p_adjusted=p, detectable_pct=detectable_change_pct(r.se_log, r.df, alpha=alpha,
+                                                                                   tests=tests)),
+                    alpha, min_effect_pct)
+            for r, p in zip(rows, adjusted)]
+
+
+def units_needed(row: Row, effect_pct: float = TARGET_EFFECT_PCT) -> int | None:
+    """About how many units a side would bring ``row.detectable_pct`` down to ``effect_pct``
+    (the standard error shrinks as one over the square root of the units)."""
+    if not (np.isfinite(row.detectable_pct) and row.detectable_pct > 0 and effect_pct > 0):
+        return None
+    n = min(row.n_a, row.n_b)
+    scale = (np.log1p(row.detectable_pct / 100) / np.log1p(effect_pct / 100)) ** 2
+    return max(n, int(np.ceil(n * scale)))

@@ -9,7 +9,10 @@ Each source yields events ``{"kind", "start_ns", "end_ns", "detail"}``:
   native thread (:class:`fastprof._core.SchedWatch`, 1 ms), never by the measured thread; the
   detail has the run-queue wait and the switch count.
 - ``recompile``: torch.compile (dynamo) compilations that started during the timed iterations
-  (``torch._dynamo.callback_handler``), with the graph breaks counted meanwhile.
+  (``torch._dynamo.callback_handler``), with the graph breaks counted meanwhile. Watched only
+  when torch.compile has been used before them (``torch._dynamo`` loaded): importing dynamo
+  just to watch it costs seconds per process, and without it nothing can recompile. A first
+  compilation inside the timed iterations makes the source unavailable, with the reason.
 - ``allocator``: an iteration in which torch's CUDA caching allocator allocated new segments or
   had to retry an allocation (``torch.cuda.memory_stats``, read between iterations).
 - ``gpu_throttle`` (from the GPU sampler, added by the analysis): samples with clock-event
@@ -24,6 +27,7 @@ with the reason, never an error. :func:`fastprof.analysis.stalls.explain` names 
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from typing import Any
@@ -124,16 +128,21 @@ class StallRecorder:
         else:
             self.sources["cpu_wait"] = {"available": False, "reason": self._watch.reason}
             self._watch = None
-        try:
-            from torch._dynamo import callback_handler
+        if "torch._dynamo" not in sys.modules:
+            # Nothing has been compiled: importing dynamo only to watch it would cost seconds per
+            # process. If something loads it during the timed iterations, stop() says so.
+            self.sources["recompile"] = {"available": True, "dynamo_loaded": False}
+        else:
+            try:
+                from torch._dynamo import callback_handler
 
-            callback_handler.register_start_callback(self._on_compile_start)
-            callback_handler.register_end_callback(self._on_compile_end)
-            self._dynamo = callback_handler
-            self.sources["recompile"] = {"available": True}
-        except Exception as exc:  # noqa: BLE001 - no torch, or a torch without dynamo callbacks
-            self.sources["recompile"] = {"available": False,
-                                         "reason": f"torch.compile callbacks unavailable ({type(exc).__name__})"}
+                callback_handler.register_start_callback(self._on_compile_start)
+                callback_handler.register_end_callback(self._on_compile_end)
+                self._dynamo = callback_handler
+                self.sources["recompile"] = {"available": True, "dynamo_loaded": True}
+            except Exception as exc:  # noqa: BLE001 - a torch without dynamo callbacks
+                self.sources["recompile"] = {"available": False,
+                                             "reason": f"torch.compile callbacks unavailable ({type(exc).__name__})"}
         if self._memory_stats() is not None:
             self.sources["allocator"] = {"available": True}
         else:
@@ -154,6 +163,11 @@ class StallRecorder:
                 except Exception:  # noqa: BLE001 - already removed
                     pass
             self._dynamo = None
+        elif self.sources.get("recompile", {}).get("dynamo_loaded") is False and "torch._dynamo" in sys.modules:
+            self.sources["recompile"] = {
+                "available": False,
+                "reason": "torch.compile was first used during the timed iterations: its compilations were not "
+                          "timed (compile the model in the warm-up)"}
         if self._watch is not None:
             self._watch.stop()
             for start, end, delay, nonvol in self._watch.intervals().tolist():

@@ -18,6 +18,8 @@ from fastprof.cli._common import (
     non_negative_int,
     positive_int,
 )
+from fastprof.measure import workers
+from fastprof.measure.workers import DEFAULT_PROCESSES
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANT_METHODS = tuple(_METHODS)
@@ -98,8 +100,11 @@ def add_parser(sub: Any) -> None:
     text.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: --model)")
     text.add_argument("--time-tokenization", action="store_true",
                       help="tokenize and detokenize inside every timed iteration (TTFT and latency include them)")
-    run.add_argument("--warmup", type=non_negative_int, default=5, help="untimed iterations first, per configuration")
-    run.add_argument("--iterations", type=positive_int, default=20, help="measured iterations per configuration")
+    run.add_argument("--warmup", type=non_negative_int, default=5,
+                     help="untimed iterations first, per configuration and process")
+    run.add_argument("--iterations", type=positive_int, default=10,
+                     help="measured iterations per configuration and process (default: 10; with the default 5 "
+                          "processes, 50 in all)")
     run.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     run.add_argument("--sample-interval-ms", type=_interval_ms, default=10, metavar="MS",
                      help="GPU sampling interval, 1 to 1000 (utilisation, power, energy ...); 0 turns sampling off")
@@ -111,11 +116,14 @@ def add_parser(sub: Any) -> None:
                           "decode step, time by kernel class, top kernels (default: 2 on a CUDA GPU, else 0; 0: off)")
     run.add_argument("--kernel-trace-timed", action="store_true",
                      help="trace the timed iterations themselves (their timings then include the tracer's cost)")
-    run.add_argument("--processes", type=positive_int, default=1, metavar="N",
-                     help="measure every configuration in N fresh worker processes, one after the other, each with "
-                          "its own model load, warm-up and iterations; the result keeps every process and reports "
-                          "their spread, and 'fastprof compare' then tests over processes, which covers run-to-run "
-                          "drift (see bench/RESULTS.md for the measured false-alarm rate and power)")
+    run.add_argument("--processes", type=positive_int, default=None, metavar="N",
+                     help=f"measure every configuration in N fresh worker processes, one after the other, each with "
+                          f"its own model load, warm-up and iterations (default: {DEFAULT_PROCESSES}; 1 with "
+                          f"--serving and under torchrun); the result keeps every process and reports their "
+                          f"spread, and 'fastprof compare' tests over processes, which covers run-to-run drift. "
+                          f"{DEFAULT_PROCESSES} a side kept 'fastprof compare' false alarms at or under 1%% "
+                          f"(bench/RESULTS.md). --processes 1 is {DEFAULT_PROCESSES}x quicker for a first look, but "
+                          f"two such runs cannot be compared reliably")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -286,20 +294,22 @@ def main(args: argparse.Namespace) -> int:
     if note:
         print(f"fastprof: warning: {note}", file=sys.stderr)
     if args.serving or args.rate is not None:
-        if args.processes > 1:
+        if (args.processes or 1) > 1:
             raise UsageError("--processes does not apply to --serving (one process serves every rate)")
+        args.processes = workers.default_processes(args.processes, serving=True)
         return _serving_main(args, device, argv)
     mode = runner.distributed_mode(args)
     if mode == "tp" and args.quantization != ["none"]:
         raise UsageError("--quantization does not combine with --tp (a quantized model is loaded on one device)")
+    if mode is not None and (args.processes or 1) > 1:
+        raise UsageError(f"--processes does not apply to --{mode}: torchrun starts the processes")
+    args.processes = workers.default_processes(args.processes, mode)
     if args.processes > 1:
-        if mode is not None:
-            raise UsageError(f"--processes does not apply to --{mode}: torchrun starts the processes")
-        from fastprof.measure import workers
-
         try:
             outcome = workers.run_processes(args, argv if argv is not None else sys.argv[1:],
                                             command=["fastprof", *(argv if argv is not None else sys.argv[1:])])
+        except workers.WorkerInputError as exc:
+            raise UsageError(str(exc)) from None
         except RuntimeError as exc:
             print(f"fastprof: {exc}", file=sys.stderr)
             return 1

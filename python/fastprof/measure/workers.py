@@ -19,9 +19,23 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from fastprof.analysis.compare import RECOMMENDED_PROCESSES
 from fastprof.measure.runner import SweepOutcome
 from fastprof.results.processes import merge_processes
 from fastprof.results.sweep import Sweep, load
+
+#: Worker processes per configuration when ``--processes`` is not given (a plain run: not
+#: ``--serving``, not under torchrun).
+DEFAULT_PROCESSES = RECOMMENDED_PROCESSES
+
+
+def default_processes(given: int | None, distributed_mode: str | None = None, serving: bool = False) -> int:
+    """``--processes`` as given, else :data:`DEFAULT_PROCESSES`; 1 for serving and torchrun runs,
+    where one process serves every rate or torchrun starts the processes."""
+    if given is not None:
+        return int(given)
+    return 1 if serving or distributed_mode is not None else DEFAULT_PROCESSES
+
 
 #: Options of ``fastprof run`` that the parent sets for its workers (value-taking).
 _PARENT_OPTIONS = ("--processes", "--output", "-o")
@@ -43,6 +57,10 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+class WorkerInputError(RuntimeError):
+    """A worker process refused its input (exit code 2): the message is its one-line error."""
 
 
 def _key(config: dict[str, Any]) -> str:
@@ -77,6 +95,12 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
             pids.append(proc.pid)
             if proc.returncode == 130:
                 raise KeyboardInterrupt
+            if not out.exists() and proc.returncode == 2:
+                # Bad input (the worker's one-line usage error): the same for every process.
+                lines = [ln for ln in (err or "").splitlines() if ln.startswith("fastprof: error:")]
+                message = lines[-1].removeprefix("fastprof: error:").strip() if lines else \
+                    ((err or "").strip().splitlines() or ["bad input"])[-1]
+                raise WorkerInputError(message)
             if not out.exists():
                 last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
                 errors.append(f"process {p}: {last[0]}")

@@ -12,7 +12,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastprof.analysis.compare import TOO_LITTLE, Row, adjust, compare_metric
+from fastprof.analysis.compare import (
+    RECOMMENDED_PROCESSES,
+    TARGET_EFFECT_PCT,
+    TARGET_POWER,
+    TOO_LITTLE,
+    Row,
+    adjust,
+    compare_metric,
+    units_needed,
+)
 from fastprof.report.quantization import methods_compared
 from fastprof.results.io import json_safe, write_atomic
 from fastprof.results.layout import Column, console_width, fit_tables
@@ -249,8 +258,8 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
 
 
 #: Below these a note is printed (bench/RESULTS.md, "Comparisons: false alarms and power"):
-#: processes per side, and iterations per side.
-RECOMMENDED_PROCESSES = 5
+#: processes per side (:data:`fastprof.analysis.compare.RECOMMENDED_PROCESSES`), and iterations
+#: per side.
 RECOMMENDED_ITERATIONS = 10
 
 
@@ -268,6 +277,15 @@ def notes(c: Comparison) -> list[str]:
         n = min(min(r.n_a, r.n_b) for r in few_p)
         out.append(f"only {n} process(es) on a side: a real slowdown can go unflagged; {RECOMMENDED_PROCESSES} a side "
                    "caught every injected 20% slowdown on a CPU, 3 only 58% (bench/RESULTS.md)")
+    weak = sorted((r for r in c.rows if r.unit == "process" and np.isfinite(r.detectable_pct)
+                   and r.detectable_pct > TARGET_EFFECT_PCT), key=lambda r: -r.detectable_pct)
+    if weak:
+        need = max(units_needed(r) or 0 for r in weak)
+        shown = ", ".join(f"{r.metric} (about {r.detectable_pct:.0f}% is)" for r in weak[:3])
+        more = f" and {len(weak) - 3} more" if len(weak) > 3 else ""
+        out.append(f"too little data for the calibrated target: with the spread between processes seen here, a "
+                   f"{TARGET_EFFECT_PCT:g}% change would be caught less than {TARGET_POWER:.0%} of the time in "
+                   f"{shown}{more}; about {need} processes a side would reach it")
     few_i = [r for r in c.rows if r.unit == "iteration" and min(r.n_a, r.n_b) < RECOMMENDED_ITERATIONS]
     if few_i:
         out.append(f"only {min(min(r.n_a, r.n_b) for r in few_i)} iteration(s) on a side: too few for a reliable test")

@@ -106,9 +106,14 @@ def _same_keys(sweep: Sweep) -> dict[str, Any]:
 
 
 def _env_line(env: dict[str, Any]) -> str:
-    gpus = ", ".join(g.get("name", "?") for g in env.get("gpus") or []) or "no GPU"
-    v = env.get("versions") or {}
-    return (f"{env.get('hostname', '?')}: {(env.get('cpu') or {}).get('model', '?')}; {gpus}; python "
+    def mapping(x: Any) -> dict[str, Any]:  # a file from elsewhere may hold anything here
+        return x if isinstance(x, dict) else {}
+
+    env = mapping(env)
+    gpu_list = env.get("gpus") if isinstance(env.get("gpus"), list) else []
+    gpus = ", ".join(str(mapping(g).get("name", "?")) for g in gpu_list) or "no GPU"
+    v = mapping(env.get("versions"))
+    return (f"{env.get('hostname', '?')}: {mapping(env.get('cpu')).get('model', '?')}; {gpus}; python "
             f"{env.get('python', '?')}, torch {v.get('torch')}, transformers {v.get('transformers')}, "
             f"fastprof {v.get('fastprof')}")
 

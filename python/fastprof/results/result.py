@@ -20,7 +20,7 @@ from fastprof.capture.recorder import Trace
 from fastprof.results.io import json_safe, scalar, write_atomic
 from fastprof.results.units import display_unit, metric_label
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Metrics whose stability (coefficient of variation) is checked; the rates are derived from them.
 _CHECKED = ("e2e_latency_s", "ttft_s", "itl_s", "tpot_s", "latency_s")
