@@ -19,7 +19,14 @@ class Parser(argparse.ArgumentParser):
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and descriptions kept as written (paragraphs, examples)."""
+    """Defaults in the help, and descriptions kept as written (paragraphs, examples). No
+    "(default: None)", and none where the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "default:" in text:
+            return action.help
+        return super()._get_help_string(action)
 
 
 # ---- argument types -----------------------------------------------------------------------

@@ -23,8 +23,8 @@ def add_parser(sub: Any) -> None:
         description=(
             "Compare each results file with the first (the baseline A). For every configuration found in both\n"
             "(same config values) and every metric, over units that are independent enough:\n"
-            "  process    one value per worker process, when both files come from 'fastprof run --processes N'\n"
-            "             with N >= 2 (covers run-to-run drift);\n"
+            "  process    one value per worker process, when both files come from 'fastprof run' with 2 or\n"
+            "             more processes (5 by default; covers run-to-run drift);\n"
             "  iteration  otherwise, one value per iteration (ITL: each iteration's median gap; token gaps\n"
             "             are never counted as separate samples). Run-to-run drift is then NOT covered.\n"
             "B/A is the ratio of geometric means of the unit values, with Welch's t interval and p-value on\n"
@@ -32,9 +32,11 @@ def add_parser(sub: Any) -> None:
             "the chance of any false alarm stays at most --alpha. A change is significant when the adjusted p\n"
             "< --alpha and it is at least --min-effect percent; a regression when a latency went up or a\n"
             "throughput went down. Exit code 1 with --fail-on-regression PCT when a significant regression\n"
-            "exceeds PCT percent; 2 for bad input.\n\n"
+            "exceeds PCT percent; 2 for bad input. Each row also gives the smallest change it would catch\n"
+            "95% of the time from the spread it saw (detectable_pct in --json); a note says when that is\n"
+            "over 20%, and about how many processes a side would bring it down.\n\n"
             "example:\n"
-            "  fastprof run --processes 5 -o main.json   # on each side\n"
+            "  fastprof run -o main.json   # on each side (5 worker processes by default)\n"
             "  fastprof compare main.json branch.json --fail-on-regression 5"
         ),
         formatter_class=Formatter,
