@@ -223,3 +223,26 @@ def test_a_comparison_too_small_for_the_target_says_so():
     narrow = compare_sweeps(_sweep(side(0.01, 5)), _sweep(side(0.01, 5)), metrics=["itl_s"])
     assert narrow.rows[0].detectable_pct < 20
     assert not any("too little data for the calibrated target" in n for n in notes(narrow))
+
+
+def test_a_run_with_processes_says_what_a_comparison_of_two_could_tell_apart():
+    """The console's processes block ends with the change a comparison of two such runs would
+    catch 95% of the time: larger for a larger spread between processes, smaller for more
+    processes, and with the processes a side needed for 20% when it is above that."""
+    import re
+
+    from fastprof.results.result import comparison_outlook, process_lines
+
+    def outlook(cv, n):
+        return comparison_outlook({"count": n, "spread": {"itl_s": {"between_process_cv": cv}}})
+
+    def pct(text):
+        return float(re.search(r"about (\d+)% or more", text).group(1))
+
+    wide, narrow, more = outlook(0.26, 5), outlook(0.03, 5), outlook(0.26, 20)
+    assert pct(wide) > 20 > pct(narrow) and pct(more) < pct(wide)
+    assert "processes a side" in wide and "processes a side" not in narrow
+    assert outlook(0.26, 1) is None and outlook(None, 5) is None
+    lines = list(process_lines({"count": 5, "spread": {"itl_s": {"between_process_cv": 0.26,
+                                                                 "within_process_cv": 0.1}}}))
+    assert any("would be caught 95% of the time" in line for line in lines)

@@ -220,11 +220,16 @@ def adjust(rows: Sequence[Row], *, alpha: float = 0.05, min_effect_pct: float = 
             for r, p in zip(rows, adjusted)]
 
 
-def units_needed(row: Row, effect_pct: float = TARGET_EFFECT_PCT) -> int | None:
-    """About how many units a side would bring ``row.detectable_pct`` down to ``effect_pct``
-    (the standard error shrinks as one over the square root of the units)."""
-    if not (np.isfinite(row.detectable_pct) and row.detectable_pct > 0 and effect_pct > 0):
+def units_for(detectable_pct: float, units: int, effect_pct: float = TARGET_EFFECT_PCT) -> int | None:
+    """About how many units a side would bring a detectable change of ``detectable_pct``, seen
+    with ``units`` a side, down to ``effect_pct`` (the standard error shrinks as one over the
+    square root of the units)."""
+    if not (np.isfinite(detectable_pct) and detectable_pct > 0 and effect_pct > 0 and units > 0):
         return None
-    n = min(row.n_a, row.n_b)
-    scale = (np.log1p(row.detectable_pct / 100) / np.log1p(effect_pct / 100)) ** 2
-    return max(n, int(np.ceil(n * scale)))
+    scale = (np.log1p(detectable_pct / 100) / np.log1p(effect_pct / 100)) ** 2
+    return max(units, int(np.ceil(units * scale)))
+
+
+def units_needed(row: Row, effect_pct: float = TARGET_EFFECT_PCT) -> int | None:
+    """:func:`units_for` of a comparison row (its smaller side)."""
+    return units_for(row.detectable_pct, min(row.n_a, row.n_b), effect_pct)

@@ -536,6 +536,35 @@ def process_lines(processes: dict[str, Any] | None) -> Iterator[str]:
             continue
         fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         yield f"  {name}: between processes CV {fmt(between)}, within a process CV {fmt(within)}"
+    line = comparison_outlook(processes)
+    if line:
+        yield f"  {line}"
+
+
+#: Timing metrics ``fastprof compare`` tests for a generation result (Holm over all of them).
+COMPARED_METRICS = 7
+
+
+def comparison_outlook(processes: dict[str, Any] | None, metric: str = "itl_s") -> str | None:
+    """What comparing two runs like this one could tell apart: the change in ``metric`` that
+    ``fastprof compare`` would catch 95% of the time if the other side spread as much between its
+    processes (:func:`fastprof.analysis.compare.detectable_change_pct`, Holm over
+    :data:`COMPARED_METRICS`), and, when that exceeds the 20% target, about how many processes a
+    side would reach it. None without the spread."""
+    from fastprof.analysis.compare import TARGET_EFFECT_PCT, TARGET_POWER, detectable_change_pct, units_for
+
+    n = int((processes or {}).get("count") or 0)
+    cv = (((processes or {}).get("spread") or {}).get(metric) or {}).get("between_process_cv")
+    if n < 2 or cv is None or not np.isfinite(cv) or cv <= 0:
+        return None
+    sd_log = float(np.sqrt(np.log1p(cv * cv)))  # the spread of the logs of a log-normal of this CV
+    se, df = sd_log * np.sqrt(2.0 / n), 2.0 * n - 2.0
+    pct = detectable_change_pct(se, df, tests=COMPARED_METRICS)
+    text = (f"compared with another run of {n} processes spread like this one, a change in {metric} of about "
+            f"{pct:.0f}% or more would be caught {TARGET_POWER:.0%} of the time")
+    if pct > TARGET_EFFECT_PCT:
+        text += f"; for {TARGET_EFFECT_PCT:g}%, about {units_for(pct, n)} processes a side"
+    return text
 
 
 def kernel_lines(kernels: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
