@@ -83,3 +83,16 @@ def test_monitor_and_selftest_views_at_80_columns():
     print_table([check], Dev(), console=console)
     out = console.export_text()
     assert_readable(out, 80, ["97.2 / 100.0", "612.3 / 699.9", "1,530.25", "74.1 / 91.9", "12345", "10.000 ms"])
+
+
+@pytest.mark.parametrize("command", ["run", "report", "compare", "export", "env", "monitor", "selftest"])
+def test_help_prose_fits_the_terminal(command, monkeypatch, capsys):
+    """Each command's description is refilled to the terminal: at 80 columns no line of prose (an
+    unindented line) is wider; indented tables and examples are kept as written."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    prose = [line for line in out.splitlines() if line and not line[0].isspace()]
+    assert prose and max(len(line) for line in prose) <= 80, [ln for ln in prose if len(ln) > 80]

@@ -22,6 +22,29 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     """Defaults in the help, and descriptions kept as written (paragraphs, examples). No
     "(default: None)", and none where the help already says its default."""
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Runs of unindented lines are one paragraph each, refilled to the terminal's width;
+        indented lines (tables, examples) and blank lines are kept as written."""
+        import textwrap
+
+        out: list[str] = []
+        run: list[str] = []
+
+        def flush() -> None:
+            if run:
+                out.extend(textwrap.wrap(" ".join(run), width, initial_indent=indent, subsequent_indent=indent,
+                                         break_on_hyphens=False) or [indent])
+                run.clear()
+
+        for line in text.splitlines():
+            if line.strip() and not line[0].isspace():
+                run.append(line.strip())
+                continue
+            flush()
+            out.append(indent + line)
+        flush()
+        return "\n".join(out)
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if action.default is None or "default:" in text:

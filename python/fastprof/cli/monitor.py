@@ -12,7 +12,8 @@ def add_parser(sub: Any) -> None:
     mon = sub.add_parser(
         "monitor",
         help="run a command while sampling its GPUs; print a summary, write the timeline",
-        usage="fastprof monitor [-h] [--interval-ms MS] [--output FILE] [--devices LIST] [--backend NAME] -- CMD [ARGS ...]",
+        usage="fastprof monitor [-h] [--interval-ms MS] [--output FILE] [--devices LIST]\n"
+              "                        [--backend NAME] -- CMD [ARGS ...]",
         description=(
             "Run CMD while the native sampler reads utilisation, memory, power, clocks and temperature of\n"
             "its GPUs; then print a summary and write the timeline as JSON. CMD's exit code is passed\n"
