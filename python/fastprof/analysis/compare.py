@@ -93,7 +93,8 @@ class Row:
     se_log: float = float("nan")  # standard error of the difference of (trimmed) mean logs
     df: float = float("nan")  # its Welch-Satterthwaite degrees of freedom
     #: The smallest change (percent) this comparison would flag with probability TARGET_POWER,
-    #: from the spread it saw (set by :func:`adjust`; NaN where it cannot be told).
+    #: from the spread it saw: for this test alone from :func:`compare_metric`, over all the
+    #: comparison's tests once :func:`adjust` has run; NaN where it cannot be told.
     detectable_pct: float = float("nan")
 
 
@@ -143,7 +144,12 @@ def welch_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
     values, or plain Welch when a side has fewer than :data:`MIN_TRIM_UNITS` units (or fewer than
     1 / ``trim``: nothing to trim). NaNs where a side has fewer than two values. ``trim`` None:
     :data:`TRIM`."""
-    parts = _log_difference(a, b, trim)
+    return _ratio_test(a, b, _log_difference(a, b, trim), alpha)
+
+
+def _ratio_test(a: np.ndarray, b: np.ndarray, parts: tuple[float, float, float] | None,
+                alpha: float) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, p) from :func:`_log_difference`'s ``parts`` for ``a`` and ``b``."""
     if parts is None:
         pa, pb = _positive(a), _positive(b)
         ratio = float(np.exp(np.median(np.log(pb)) - np.median(np.log(pa)))) if pa.size and pb.size else float("nan")
@@ -174,8 +180,8 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
     """One metric of one configuration: ``a`` and ``b`` hold one value per unit. The verdict
     uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows."""
     a, b = _positive(a), _positive(b)
-    ratio, lo, hi, p = welch_log_ratio(a, b, alpha=alpha)
     parts = _log_difference(a, b, None)
+    ratio, lo, hi, p = _ratio_test(a, b, parts, alpha)
     se, df = (parts[1], parts[2]) if parts is not None else (float("nan"), float("nan"))
     change = (ratio - 1) * 100 if np.isfinite(ratio) else float("nan")
     worse = -change if higher_is_better(metric) else change
@@ -213,7 +219,7 @@ def adjust(rows: Sequence[Row], *, alpha: float = 0.05, min_effect_pct: float = 
     """The rows with Holm-adjusted p-values and their verdicts decided on them, and each row's
     detectable change at Holm's strictest step (alpha over the number of tests)."""
     adjusted = holm([r.p_value for r in rows])
-    tests = int(np.isfinite(adjusted).sum()) if len(adjusted) else 0
+    tests = int(np.isfinite(adjusted).sum())
     return [_decide(replace(r, p_adjusted=p, detectable_pct=detectable_change_pct(r.se_log, r.df, alpha=alpha,
                                                                                    tests=tests)),
                     alpha, min_effect_pct)

@@ -97,10 +97,10 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
                 raise KeyboardInterrupt
             if not out.exists() and proc.returncode == 2:
                 # Bad input (the worker's one-line usage error): the same for every process.
-                lines = [ln for ln in (err or "").splitlines() if ln.startswith("fastprof: error:")]
-                message = lines[-1].removeprefix("fastprof: error:").strip() if lines else \
-                    ((err or "").strip().splitlines() or ["bad input"])[-1]
-                raise WorkerInputError(message)
+                lines = (err or "").strip().splitlines() or ["bad input"]
+                errors_said = [ln for ln in lines if ln.startswith("fastprof: error:")]
+                raise WorkerInputError(errors_said[-1].removeprefix("fastprof: error:").strip() if errors_said
+                                       else lines[-1])
             if not out.exists():
                 last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
                 errors.append(f"process {p}: {last[0]}")

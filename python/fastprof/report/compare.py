@@ -276,7 +276,7 @@ def notes(c: Comparison) -> list[str]:
     if few_p:
         n = min(min(r.n_a, r.n_b) for r in few_p)
         out.append(f"only {n} process(es) on a side: a real slowdown can go unflagged; {RECOMMENDED_PROCESSES} a side "
-                   "caught every injected 20% slowdown on a CPU, 3 only 58% (bench/RESULTS.md)")
+                   "caught 99-100% of injected 20% slowdowns on an idle CPU, 3 only 58-67% (bench/RESULTS.md)")
     weak = sorted((r for r in c.rows if r.unit == "process" and np.isfinite(r.detectable_pct)
                    and r.detectable_pct > TARGET_EFFECT_PCT), key=lambda r: -r.detectable_pct)
     if weak:
