@@ -26,7 +26,8 @@ from typing import Any
 
 from fastprof.capture.recorder import TokenRecorder
 
-_TWO_ARGS = inspect.Signature([inspect.Parameter("input_ids", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+#: The signature fastprof gives its logits processors (see the module docstring).
+TWO_ARGS = _TWO_ARGS = inspect.Signature([inspect.Parameter("input_ids", inspect.Parameter.POSITIONAL_OR_KEYWORD),
                                inspect.Parameter("scores", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
 

@@ -13,6 +13,7 @@ from fastprof.capture.environment import capture_environment, environment_warnin
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
 from fastprof.measure import distributed as _distributed
+from fastprof.measure.instruments import Instrument, run_phase
 from fastprof.results.result import BenchmarkResult
 
 
@@ -47,8 +48,10 @@ def _make_recorder(capacity: int, device: Any, no_device_reason: str | None = No
                  "library": rec.library_path, "clock": "GPU timing events, ns after the start event"}
 
 
-class _Sampling:
+class _Sampling(Instrument):
     """The sampler over a whole measurement (one thread for all iterations), or the reason there is none."""
+
+    name = "hardware"
 
     def __init__(self, device_timing: dict[str, Any], interval_ms: float | None, backend: str) -> None:
         check_interval_ms(interval_ms)
@@ -72,15 +75,15 @@ class _Sampling:
         if self.sampler is not None:
             self.sampler.start()
 
+    def stop(self) -> None:
+        if self.sampler is not None and self.sampler.running:
+            self.samples = self.sampler.stop()
+
     def finish(self, traces: Sequence[Trace], tokens: Sequence[int], seed: int) -> dict[str, Any]:
         if self.sampler is None:
             return _hardware.unavailable(self.reason or "no sampler")
-        samples = self.samples = self.sampler.stop()
-        return _hardware.summarize(samples, traces, tokens_per_iteration=tokens, seed=seed)
-
-    def abort(self) -> None:
-        if self.sampler is not None and self.sampler.running:
-            self.sampler.stop()
+        self.stop()
+        return _hardware.summarize(self.samples, traces, tokens_per_iteration=tokens, seed=seed)
 
 
 def _stall_section(rec: Any, events: list[dict[str, Any]], traces: Sequence[Trace], sampling: _Sampling) -> dict[str, Any]:
@@ -110,22 +113,28 @@ def _stall_section(rec: Any, events: list[dict[str, Any]], traces: Sequence[Trac
     return _stalls.section([t.host_marks_ns for t in traces], events, sources, cost=rec.cost)
 
 
-class _KernelTracing:
+class _KernelTracing(Instrument):
     """The kernel trace of a measurement: extra traced iterations after the timed ones (or, opt-in,
-    the timed iterations themselves), turned into the result's ``kernels`` section."""
+    the timed iterations themselves), turned into the result's ``kernels`` section. With ``api``,
+    the tracer also records the CUDA runtime and driver API calls (for the ``host`` section)."""
 
-    def __init__(self, iterations: int | None, trace_timed: bool, device_timing: dict[str, Any]) -> None:
+    name = "kernels"
+
+    def __init__(self, iterations: int | None, trace_timed: bool, device_timing: dict[str, Any],
+                 api: bool = False) -> None:
         on_cuda = bool(device_timing.get("available")) and device_timing.get("backend") == "cuda"
         if iterations is not None and iterations < 0:
             raise ValueError(f"kernel_trace_iterations must be >= 0, got {iterations}")
         self.iterations = (2 if on_cuda else 0) if iterations is None else int(iterations)
         self.trace_timed = bool(trace_timed)
         self.requested = self.trace_timed or self.iterations > 0
+        self.api = bool(api)
         self.reason: str | None = None
         if self.requested and not on_cuda:
             self.reason = ("kernel tracing needs a CUDA GPU with device timing: "
                            f"{device_timing.get('reason') or 'this device is not CUDA'}")
         self.tracer = None
+        self.trace = None
         self.warnings: list[str] = []
         if self.trace_timed:
             self.warnings.append("the timed iterations were traced (trace_timed=True): their timings include the "
@@ -140,8 +149,17 @@ class _KernelTracing:
             return
         from fastprof.capture.kernel_trace import KernelTracer
 
-        self.tracer = KernelTracer()
+        self.tracer = KernelTracer(api=self.api)
         self.tracer.start()
+
+    def stop(self) -> None:
+        if self.tracer is not None and self.trace is None:
+            _torch.synchronize()
+            self.trace = self.tracer.stop()
+
+    def abort(self) -> None:
+        if self.tracer is not None and self.tracer.running:
+            self.tracer.stop()
 
     def finish(self, traced: Sequence[Trace], itl_s_untraced: float | None) -> dict[str, Any] | None:
         from fastprof.analysis import kernels as _kernels
@@ -150,8 +168,7 @@ class _KernelTracing:
             return None
         if self.tracer is None:
             return _kernels.unavailable(self.reason or "the kernel tracer did not start")
-        _torch.synchronize()
-        trace = self.tracer.stop()
+        self.stop()
         itl = [float(np.diff(t.host_marks_ns).mean()) / 1e9 for t in traced if t.n_marks > 1]
         spans = []
         for t in traced:
@@ -159,27 +176,154 @@ class _KernelTracing:
                 continue
             marks = t.device_marks_ns if t.n_marks else np.array([0, int(t.device_end_ns or 0)], dtype=np.int64)
             spans.append((int(t.host_start_ns), np.asarray(marks, dtype=np.int64)))
-        section = _kernels.section(trace, spans, itl_s_traced=float(np.median(itl)) if itl else None,
+        section = _kernels.section(self.trace, spans, itl_s_traced=float(np.median(itl)) if itl else None,
                                    itl_s_untraced=itl_s_untraced, traced_timed=self.trace_timed)
         if section.get("dropped"):
             self.warnings.append(f"the kernel trace dropped {section['dropped']} records: its breakdown is incomplete")
         return section
 
-    def run_after(self, timed: list[Trace], run_once: Callable[[], Trace]) -> list[Trace]:
-        """The traced iterations: ``timed`` themselves under ``trace_timed``, else that many more
-        ``run_once()`` calls, traced, after the timed ones (none when the tracer is unavailable)."""
+    def run_after(self, timed: list[Trace], run_once: Callable[[], Trace],
+                  others: Sequence[Instrument] = (), minimum: int = 0) -> list[Trace]:
+        """The traced iterations: ``timed`` themselves under ``trace_timed``, else more
+        ``run_once()`` calls after the timed ones under this tracer and ``others``: this tracer's
+        iteration count when it is available, at least ``minimum`` (the host trace needs no GPU)."""
         if self.trace_timed:
             return timed
         self.start()
+        count = max(self.iterations if self.active else 0, int(minimum))
+        if count <= 0:
+            self.abort()
+            return []
         try:
-            return [run_once() for _ in range(self.iterations if self.active else 0)]
+            return run_phase(list(others), count, run_once)
         except BaseException:
             self.abort()
             raise
 
-    def abort(self) -> None:
-        if self.tracer is not None and self.tracer.running:
-            self.tracer.stop()
+
+class _HostTracing(Instrument):
+    """Module and generate-loop marks in the traced iterations (:mod:`fastprof.capture.host_trace`),
+    turned with the kernel tracer's CUDA API records into the result's ``host`` section."""
+
+    name = "host"
+
+    def __init__(self, model: Any, enabled: bool, compiled: bool = False) -> None:
+        self.tracer = None
+        self.reason: str | None = None if enabled else "host tracing disabled (host_trace=False)"
+        self.iterations: list[tuple[int, np.ndarray]] = []
+        self.spans = None
+        self.modules_reason = ("the forward pass is compiled (torch.compile): a module hook inside it would break "
+                               "its graph, so only the generate loop's markers and the CUDA API calls are recorded"
+                               if compiled else None)
+        if enabled:
+            try:
+                from fastprof.capture.host_trace import HostTracer
+
+                self.tracer = HostTracer(model, modules=not compiled)
+            except Exception as exc:  # noqa: BLE001 - the section says why instead
+                self.reason = f"module hooks could not be placed: {type(exc).__name__}: {exc}"
+
+    def processors(self, base: list[Any]) -> Any:
+        from transformers import LogitsProcessorList
+
+        return self.tracer.wrap_processors(base) if self.tracer is not None else LogitsProcessorList(base)
+
+    def start(self) -> None:
+        if self.tracer is not None:
+            self.tracer.take()
+            self.tracer.attach()
+
+    def iteration_end(self, index: int, trace: Trace) -> None:
+        self.iterations.append((int(trace.host_start_ns), np.asarray(trace.host_marks_ns, dtype=np.int64)))
+
+    def stop(self) -> None:
+        if self.tracer is not None and self.tracer.attached:
+            self.tracer.detach()
+            self.spans = self.tracer.take()
+
+    def section(self, kernels: "_KernelTracing", itl_s_untraced: float | None) -> dict[str, Any]:
+        import threading
+
+        from fastprof.analysis import host as _host
+
+        if not self.iterations:
+            return _host.unavailable(self.reason or "no traced iterations ran (kernel_trace_iterations=0)")
+        trace = kernels.trace
+        api = getattr(trace, "api", None) if trace is not None and getattr(trace, "available", False) else None
+        api_reason = (None if api is not None and len(api) else
+                      kernels.reason or (trace.reason if trace is not None and not trace.available else None)
+                      or ("no CUDA API records (not on a CUDA GPU)" if kernels.tracer is None
+                          else "the kernel tracer recorded no CUDA API call"))
+        cost = {"hooks": self.tracer.hook_count if self.tracer is not None else 0}
+        section = _host.section(self.iterations, spans=self.spans, api=api, kernels=trace,
+                                thread_candidates=(threading.get_native_id(), threading.get_ident()),
+                                api_reason=api_reason, modules_reason=self.modules_reason or self.reason,
+                                itl_s_untraced=itl_s_untraced,
+                                cost=cost)
+        return section
+
+
+class _Stalls(Instrument):
+    """The stall sources (:class:`fastprof.capture.stalls.StallRecorder`) over the timed iterations."""
+
+    name = "stalls"
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+        self.events: list[dict[str, Any]] | None = None
+
+    def start(self) -> None:
+        self.recorder.start()
+
+    def iteration_begin(self, index: int) -> None:
+        self.recorder.iteration_begin()
+
+    def iteration_end(self, index: int, trace: Trace) -> None:
+        self.recorder.iteration_end()
+
+    def stop(self) -> None:
+        if self.events is None:
+            self.events = self.recorder.stop()
+
+    @property
+    def cost(self) -> dict[str, Any] | None:
+        return self.recorder.cost
+
+
+class _HostPath(Instrument):
+    """Steal time and the CPU clock around every timed iteration, and a host-path calibration after
+    each one, outside its timed region (:mod:`fastprof.capture.hostpath`)."""
+
+    name = "host_path"
+
+    def __init__(self, device_ordinal: int | None, enabled: bool = True) -> None:
+        from fastprof.capture import hostpath
+
+        self.enabled = enabled
+        self.ordinal = device_ordinal
+        self.watch = hostpath.HostPathWatch() if enabled else None
+        self.calibrations: list[dict[str, Any]] = []
+        self._calibrate = hostpath.calibrate
+
+    def iteration_begin(self, index: int) -> None:
+        if self.watch is not None:
+            self.watch.begin()
+
+    def iteration_end(self, index: int, trace: Trace) -> None:
+        if self.watch is None:
+            return
+        self.watch.end()
+        self.calibrations.append(self._calibrate(device_ordinal=self.ordinal))
+
+    def section(self) -> dict[str, Any] | None:
+        if self.watch is None:
+            return None
+        rows = self.watch.rows()
+        for row, cal in zip(rows, self.calibrations):
+            row["calibration"] = cal
+        from fastprof.analysis import host as _host
+
+        return _host.host_path_section(rows, steal_reason=self.watch.reason)
 
 
 def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, device: Any = "auto",
@@ -271,7 +415,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        progress: Callable[[str, int, int], None] | None = None,
                        weight_bytes: float | None = None,
                        distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
-                       trace_timed: bool = False, stalls: bool = True, text: Any = None) -> BenchmarkResult:
+                       trace_timed: bool = False, stalls: bool = True, text: Any = None,
+                       host_trace: bool = True, host_path: bool = True) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -325,6 +470,21 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     says why. ``trace_timed=True`` traces the timed iterations themselves, with a warning: their
     timings then include the tracer's cost. The breakdown also feeds the verdict.
 
+    Host trace (``host_trace=True``, the default): the traced iterations (2 after the timed ones
+    by default, on the CPU too; ``kernel_trace_iterations`` sets how many, 0 turns both traces
+    off) also carry forward hooks on the model's modules and markers in the generate loop, and on
+    a CUDA GPU the kernel tracer records the CUDA runtime and driver API calls. The result's
+    ``host`` section splits every decode step two ways, each adding up to the step: by CUDA API
+    (kernel launches, graph launches, copies, waiting for the GPU, Python and framework: the rest)
+    and by place (the generate loop's segments; embeddings, decoder layers, attention, MLP, norms,
+    LM head), with each launch matched to its kernel (:mod:`fastprof.analysis.host`).
+
+    Host path (``host_path=True``): around each timed iteration, the CPU time the hypervisor took
+    (steal) and the CPU's clock, and after it a short calibration (driver launch cost, launch plus
+    synchronise, a torch operation, a pure-Python loop), outside the timed region: the result's
+    ``host_path`` section, so that a slow spell of the machine shows beside the iterations it
+    slowed (:mod:`fastprof.capture.hostpath`).
+
     Text prompts: ``text`` (a :class:`fastprof.capture.hf.TextPrompts`) says where ``inputs`` came
     from. With ``text.timed``, every timed iteration tokenizes the prompts first and detokenizes
     the output last, inside the timed region (end-to-end user latency: TTFT then includes
@@ -353,7 +513,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         no_device_reason = None if on_gpu else f"the model is on {model_device}, not a GPU"
     # One spare slot: a surplus token shows up as a count mismatch, not a capacity error.
     rec, device_timing = _make_recorder(max_new_tokens + 1, device, no_device_reason)
-    tracing = _KernelTracing(kernel_trace_iterations, trace_timed, device_timing)
+    tracing = _KernelTracing(kernel_trace_iterations, trace_timed, device_timing, api=host_trace)
     streamer, processor = make_hooks(rec)
 
     kwargs = {"do_sample": False}
@@ -377,8 +537,9 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     import torch
 
     timed_text = text is not None and bool(getattr(text, "timed", False))
+    timed_kwargs = kwargs
 
-    def run_once() -> Trace:
+    def run_once(kw: dict[str, Any]) -> Trace:
         streamer.reset()
         _torch.free_memory()
         _torch.synchronize()
@@ -386,10 +547,10 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         try:
             with torch.inference_mode():
                 if timed_text:
-                    out = model.generate(**text.encode(), **kwargs)
+                    out = model.generate(**text.encode(), **kw)
                     text.decode(out.sequences if hasattr(out, "sequences") else out)
                 else:
-                    out = model.generate(**inputs, **kwargs)
+                    out = model.generate(**inputs, **kw)
         finally:
             trace = rec.end()
         sequences = out.sequences if hasattr(out, "sequences") else out
@@ -401,40 +562,34 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         return trace
 
     for i in range(warmup):
-        run_once()
+        run_once(timed_kwargs)
         if progress:
             progress("warmup", i + 1, warmup)
+
+    # The timed iterations, under the instruments that cost the measured thread nothing per token.
+    on_cuda = getattr(model_device, "type", None) == "cuda"
     sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
-    traces: list[Trace] = []
     stall_rec = None
     if stalls:
         from fastprof.capture.stalls import StallRecorder
 
-        stall_rec = StallRecorder(cuda_device=model_device if getattr(model_device, "type", None) == "cuda"
-                                  else None)
-    sampling.start()
-    try:
-        if tracing.trace_timed:
-            tracing.start()
-        if stall_rec is not None:
-            stall_rec.start()
-        for i in range(iterations):
-            if stall_rec is not None:
-                stall_rec.iteration_begin()
-            traces.append(run_once())
-            if stall_rec is not None:
-                stall_rec.iteration_end()
-            if progress:
-                progress("measure", i + 1, iterations)
-    except BaseException:
-        if stall_rec is not None:
-            stall_rec.stop()
-        sampling.abort()
-        tracing.abort()
-        raise
-    stall_events = stall_rec.stop() if stall_rec is not None else None
+        stall_rec = _Stalls(StallRecorder(cuda_device=model_device if on_cuda else None))
+    hostpath = _HostPath(int(getattr(model_device, "index", None) or 0) if on_cuda else None, enabled=host_path)
+    timed_instruments: list[Instrument] = [sampling, *([stall_rec] if stall_rec else []), hostpath]
+    if tracing.trace_timed:
+        timed_instruments.append(tracing)
+    traces = run_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
+                       (lambda i: progress("measure", i, iterations)) if progress else None)
     hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
-    traced = tracing.run_after(traces, run_once)
+
+    # The traced iterations, after the timed ones: kernel trace (with CUDA API records) and host marks.
+    compiled = kwargs.get("compile_config") is not None or type(model).__name__ == "OptimizedModule"
+    host = _HostTracing(model, host_trace and per_token and not tracing.trace_timed, compiled=compiled)
+    traced_kwargs = timed_kwargs
+    if host.tracer is not None:
+        traced_kwargs = dict(timed_kwargs, logits_processor=host.processors([*user_processors, processor]))
+    n_host = (2 if kernel_trace_iterations is None else int(kernel_trace_iterations)) if host.tracer else 0
+    traced = tracing.run_after(traces, lambda: run_once(traced_kwargs), others=[host], minimum=n_host)
 
     if device_timing["available"] and per_token:
         bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
@@ -462,10 +617,14 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env,
                                          device_timing=device_timing, hardware=hardware,
                                          warnings=notes + environment_warnings(env) + hardware.get("warnings", []))
-    result.kernels = tracing.finish(traced, (result.summary.get("itl_s") or {}).get("mean"))
+    itl_untraced = (result.summary.get("itl_s") or {}).get("mean")
+    result.kernels = tracing.finish(traced, itl_untraced)
     result.warnings += tracing.warnings
+    if per_token:
+        result.host = host.section(tracing, itl_untraced)
+    result.host_path = hostpath.section()
     if stall_rec is not None and per_token:
-        result.stalls = _stall_section(stall_rec, stall_events or [], traces, sampling)
+        result.stalls = _stall_section(stall_rec.recorder, stall_rec.events or [], traces, sampling)
     if text is not None:
         result.inputs = text.describe(None if timed_text else _untimed_text_cost(text, traces))
     breakdown = result.kernels if result.kernels and result.kernels.get("available") else None

@@ -20,7 +20,7 @@ from fastprof.capture.recorder import Trace
 from fastprof.results.io import json_safe, scalar, write_atomic
 from fastprof.results.units import display_unit, metric_label
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Metrics whose stability (coefficient of variation) is checked; the rates are derived from them.
 _CHECKED = ("e2e_latency_s", "ttft_s", "itl_s", "tpot_s", "latency_s")
@@ -104,6 +104,12 @@ class BenchmarkResult:
     #: Where the prompts came from (random ids or text through a tokenizer) and whether tokenization
     #: is timed; None for random prompts given by the caller.
     inputs: dict[str, Any] | None = None
+    #: Where the host's time goes per decode step, from the traced iterations: CUDA API calls,
+    #: modules, the generate loop (:func:`fastprof.analysis.host.section`); None when not traced.
+    host: dict[str, Any] | None = None
+    #: The machine's host path beside every timed iteration: steal time, CPU clock and a launch /
+    #: interpreter calibration (:func:`fastprof.analysis.host.host_path_section`).
+    host_path: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -260,6 +266,8 @@ class BenchmarkResult:
             **({"stalls": self.stalls} if self.stalls is not None else {}),
             **({"quantization": self.quantization} if self.quantization is not None else {}),
             **({"inputs": self.inputs} if self.inputs is not None else {}),
+            **({"host": self.host} if self.host is not None else {}),
+            **({"host_path": self.host_path} if self.host_path is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -292,6 +300,7 @@ class BenchmarkResult:
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
                 distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"),
                 stalls=d.get("stalls"), quantization=d.get("quantization"), inputs=d.get("inputs"),
+                host=d.get("host"), host_path=d.get("host_path"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None
