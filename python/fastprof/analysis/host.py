@@ -51,6 +51,9 @@ LOOP_LABELS = {
 }
 #: At most this many steps of per-step arrays (the last traced iteration's) go into the result.
 MAX_PER_STEP = 4096
+#: At most this many API calls and module intervals of the last traced iteration go into
+#: ``host.timeline`` (for the trace export).
+MAX_TIMELINE = 200_000
 
 _SYNC = re.compile(r"synchronize", re.IGNORECASE)
 _GRAPH = re.compile(r"graphlaunch", re.IGNORECASE)
@@ -401,6 +404,38 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
         out["modules"] = {"available": False, "reason": modules_reason or "no module marks"}
         out["loop"] = {"available": False, "reason": modules_reason or "no module marks"}
     out["per_step"] = per_step
+    out["timeline"] = _timeline(last_start, last_marks, spans, api, out.get("api", {}).get("thread"))
+    return out
+
+
+def _timeline(start: int, marks: np.ndarray, spans: HostSpans | None, api: Any, thread: int | None) -> dict[str, Any]:
+    """The last traced iteration's CUDA API calls of the measured thread (outermost) and module
+    intervals, as ``[start_ns, end_ns, index]`` rows (``api_names`` / ``module_names`` index them),
+    for the trace export. At most :data:`MAX_TIMELINE` rows of each; ``truncated`` says so."""
+    hi = int(marks[-1]) if marks.size else int(start)
+    out: dict[str, Any] = {"start_ns": int(start), "end_ns": hi, "api": [], "api_names": [], "modules": [],
+                           "module_names": [], "truncated": False}
+    if api is not None and len(api):
+        sel = (np.asarray(api.start_ns) >= start) & (np.asarray(api.end_ns) <= hi)
+        if thread is not None:
+            sel &= np.asarray(api.thread) == np.uint32(thread)
+        idx = np.flatnonzero(sel)
+        keep = idx[outermost(np.asarray(api.start_ns)[idx], np.asarray(api.end_ns)[idx])]
+        keep = np.sort(keep)
+        out["truncated"] |= keep.size > MAX_TIMELINE
+        keep = keep[:MAX_TIMELINE]
+        used = np.unique(np.asarray(api.name_id)[keep]) if keep.size else np.zeros(0, dtype=np.int64)
+        remap = {int(n): i for i, n in enumerate(used.tolist())}
+        out["api_names"] = [api.names[int(n)] for n in used.tolist()]
+        out["api"] = [[int(a), int(b), remap[int(n)]] for a, b, n in
+                      zip(np.asarray(api.start_ns)[keep].tolist(), np.asarray(api.end_ns)[keep].tolist(),
+                          np.asarray(api.name_id)[keep].tolist())]
+    if spans is not None and len(spans):
+        rows = [[a, b, i] for i, a, b in iter_intervals(spans.window(start, hi))]
+        rows.sort()
+        out["truncated"] |= len(rows) > MAX_TIMELINE
+        out["modules"] = rows[:MAX_TIMELINE]
+        out["module_names"] = [m.name or "model" for m in spans.modules]
     return out
 
 
