@@ -40,25 +40,30 @@ auto guarded(Fn fn) -> decltype(fn()) {
 void bind_tracer(py::module_& m) {
   py::class_<KernelTraceBackend>(m, "KernelTracer", R"doc(
 Native GPU activity tracer (CUPTI): kernels (graph-launched ones included), memcpy and memset,
-stamped on CLOCK_MONOTONIC. Use fastprof.capture.kernel_trace.KernelTracer rather than this class.
+and with api=True the host's CUDA runtime and driver API calls, stamped on CLOCK_MONOTONIC. Use
+fastprof.capture.kernel_trace.KernelTracer rather than this class.
 
-KernelTracer(candidates, buffer_bytes=4 MiB, buffer_count=16, max_records=1<<20, timestamp_callback=True)
-opens CUPTI (FASTPROF_CUPTI_LIBRARY, else the first candidate path that loads; LibraryError when none
+KernelTracer(candidates, buffer_bytes=4 MiB, buffer_count=16, max_records=1<<20, timestamp_callback=True,
+api=False) opens CUPTI (FASTPROF_CUPTI_LIBRARY, else the first candidate path that loads; LibraryError when none
 does). Buffers come from a preallocated pool; when it runs dry CUPTI drops records and they are counted.
+api=True adds CUPTI's runtime and driver API records (kind 3): they cost the host extra time in every
+CUDA API call while tracing, so keep them out of timed iterations.
 start() raises KernelTraceUnavailable when CUPTI refuses (another subscriber, no permission).
 )doc")
       .def(py::init([](const std::vector<std::string>& candidates, size_t buffer_bytes, size_t buffer_count,
-                       size_t max_records, bool timestamp_callback) {
+                       size_t max_records, bool timestamp_callback, bool api) {
              CuptiOptions opt;
              opt.candidates = candidates;
              opt.buffer_bytes = buffer_bytes;
              opt.buffer_count = buffer_count;
              opt.max_records = max_records;
              opt.use_timestamp_callback = timestamp_callback;
+             opt.api_records = api;
              return make_cupti_tracer(opt);
            }),
            py::arg("candidates"), py::arg("buffer_bytes") = size_t(4) << 20, py::arg("buffer_count") = 16,
-           py::arg("max_records") = size_t(1) << 20, py::arg("timestamp_callback") = true)
+           py::arg("max_records") = size_t(1) << 20, py::arg("timestamp_callback") = true,
+           py::arg("api") = false)
       .def("start", [](KernelTraceBackend& t) { guarded([&] { t.start(); }); },
            "Begin recording. KernelTraceUnavailable when CUPTI refuses, StateError when already running.")
       .def("stop", [](KernelTraceBackend& t) {
@@ -87,15 +92,19 @@ start() raises KernelTraceUnavailable when CUPTI refuses (another subscriber, no
              out["correlation"] = column<uint32_t>(r, [](const TraceRecord& x) { return x.correlation; });
              out["graph_id"] = column<uint32_t>(r, [](const TraceRecord& x) { return x.graph_id; });
              out["copy_kind"] = column<uint8_t>(r, [](const TraceRecord& x) { return x.copy_kind; });
+             out["thread"] = column<uint32_t>(r, [](const TraceRecord& x) { return x.thread; });
+             out["cbid"] = column<uint32_t>(r, [](const TraceRecord& x) { return x.cbid; });
+             out["domain"] = column<uint8_t>(r, [](const TraceRecord& x) { return x.domain; });
              out["names"] = d.names;
              out["dropped_backend"] = d.dropped_backend;
              out["dropped_pool"] = d.dropped_pool;
              out["dropped_capacity"] = d.dropped_capacity;
              return out;
            },
-           "The records so far as a dict of numpy columns (kind 0 kernel / 1 memcpy / 2 memset, start_ns, end_ns, "
-           "bytes, name_id, device, stream, correlation, graph_id, copy_kind), the name table `names` and the drop "
-           "counts; clears them.")
+           "The records so far as a dict of numpy columns (kind 0 kernel / 1 memcpy / 2 memset / 3 API call, start_ns, "
+           "end_ns, bytes, name_id, device, stream, correlation, graph_id, copy_kind; for API calls thread, cbid and "
+           "domain 1 driver / 2 runtime, 0 on device records), the name table `names` and the drop counts; clears "
+           "them.")
       .def_property_readonly("running", &KernelTraceBackend::running)
       .def_property_readonly("backend", &KernelTraceBackend::backend_name)
       .def_property_readonly("library_path", &KernelTraceBackend::library_path)

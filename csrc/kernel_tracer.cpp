@@ -2,6 +2,10 @@
 // and record layouts used are declared here from the public CUPTI headers. The record fields read
 // (kind .. graphId) sit at the same offsets in CUpti_ActivityKernel9 (CUDA 12) and
 // CUpti_ActivityKernel10 (CUDA 13), CUpti_ActivityMemcpy5/6 and CUpti_ActivityMemset4.
+// API records (CUPTI_ACTIVITY_KIND_DRIVER / RUNTIME) are CUpti_ActivityAPI, unchanged since
+// CUDA 4 (cupti_activity.h, e.g. iree-org/iree third_party/cuda/include/cupti_activity.h): kind
+// (int32 @0), cbid (uint32 @4), start (uint64 @8), end (uint64 @16), processId (uint32 @24),
+// threadId (uint32 @28), correlationId (uint32 @32), returnValue (uint32 @36); 40 bytes.
 #include "kernel_tracer.hpp"
 
 #include <cxxabi.h>
@@ -24,6 +28,10 @@ constexpr CUptiResult CUPTI_ERROR_INSUFFICIENT_PRIVILEGES = 35;
 constexpr int CUPTI_ACTIVITY_KIND_MEMCPY = 1;
 constexpr int CUPTI_ACTIVITY_KIND_MEMSET = 2;
 constexpr int CUPTI_ACTIVITY_KIND_KERNEL = 3;
+constexpr int CUPTI_ACTIVITY_KIND_DRIVER = 4;
+constexpr int CUPTI_ACTIVITY_KIND_RUNTIME = 5;
+constexpr int CUPTI_CB_DOMAIN_DRIVER_API = 1;
+constexpr int CUPTI_CB_DOMAIN_RUNTIME_API = 2;
 constexpr int CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL = 10;
 constexpr uint32_t CUPTI_ACTIVITY_FLAG_FLUSH_FORCED = 1;
 
@@ -32,6 +40,7 @@ constexpr size_t kKernStart = 16, kKernEnd = 24, kKernDevice = 40, kKernStream =
                  kKernName = 104, kKernGraph = 156;
 constexpr size_t kCopyKind = 4, kCopyBytes = 8, kCopyStart = 16, kCopyEnd = 24, kCopyDevice = 32,
                  kCopyStream = 40, kCopyCorr = 44, kCopyGraph = 72;  // memset: same except copyKind
+constexpr size_t kApiCbid = 4, kApiStart = 8, kApiEnd = 16, kApiThread = 28, kApiCorr = 32;
 
 using RequestFn = void (*)(uint8_t** buffer, size_t* size, size_t* max_records);
 using CompleteFn = void (*)(void* ctx, uint32_t stream, uint8_t* buffer, size_t size, size_t valid);
@@ -48,6 +57,7 @@ using GetTimestampFn = CUptiResult (*)(uint64_t*);
 using SubscribeFn = CUptiResult (*)(void** subscriber, CallbackFn, void* userdata);
 using UnsubscribeFn = CUptiResult (*)(void* subscriber);
 using ResultStringFn = CUptiResult (*)(CUptiResult, const char**);
+using CallbackNameFn = CUptiResult (*)(int domain, uint32_t cbid, const char** name);
 
 template <typename T>
 T field(const uint8_t* rec, size_t offset) {
@@ -77,6 +87,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
     unsubscribe_ = lib_.fn<UnsubscribeFn>({"cuptiUnsubscribe"});
     register_timestamp_ = lib_.fn<RegisterTimestampFn>({"cuptiActivityRegisterTimestampCallback"}, false);
     result_string_ = lib_.fn<ResultStringFn>({"cuptiGetResultString"}, false);
+    callback_name_ = lib_.fn<CallbackNameFn>({"cuptiGetCallbackName"}, false);
     if (opt_.buffer_bytes < 1024 || opt_.buffer_count == 0)
       throw std::invalid_argument("the CUPTI buffer pool needs at least one buffer of at least 1 KiB");
     storage_.resize(opt_.buffer_bytes * opt_.buffer_count + 8);
@@ -116,7 +127,13 @@ class CuptiKernelTracer final : public KernelTraceBackend {
       subscribed_ = true;
       check(register_callbacks_(&on_request, &on_complete), "cuptiActivityRegisterCallbacks");
       choose_clock();
-      for (int kind : {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET}) {
+      std::vector<int> kinds = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
+                                CUPTI_ACTIVITY_KIND_MEMSET};
+      if (opt_.api_records) {
+        kinds.push_back(CUPTI_ACTIVITY_KIND_DRIVER);
+        kinds.push_back(CUPTI_ACTIVITY_KIND_RUNTIME);
+      }
+      for (int kind : kinds) {
         CUptiResult e = enable_(kind);
         if (e != CUPTI_SUCCESS) {
           if (e == CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED)
@@ -220,6 +237,16 @@ class CuptiKernelTracer final : public KernelTraceBackend {
         r.correlation = field<uint32_t>(rec, kCopyCorr);
         r.graph_id = field<uint32_t>(rec, kCopyGraph);
         r.name_id = intern(copy ? copy_name(r.copy_kind) : "Memset");
+      } else if (kind == CUPTI_ACTIVITY_KIND_DRIVER || kind == CUPTI_ACTIVITY_KIND_RUNTIME) {
+        r.kind = static_cast<uint8_t>(TraceKind::Api);
+        r.domain = static_cast<uint8_t>(kind == CUPTI_ACTIVITY_KIND_DRIVER ? CUPTI_CB_DOMAIN_DRIVER_API
+                                                                          : CUPTI_CB_DOMAIN_RUNTIME_API);
+        r.cbid = field<uint32_t>(rec, kApiCbid);
+        r.start_ns = static_cast<int64_t>(field<uint64_t>(rec, kApiStart)) + offset_ns_;
+        r.end_ns = static_cast<int64_t>(field<uint64_t>(rec, kApiEnd)) + offset_ns_;
+        r.thread = field<uint32_t>(rec, kApiThread);
+        r.correlation = field<uint32_t>(rec, kApiCorr);
+        r.name_id = api_name_id(r.domain, r.cbid);
       } else {
         continue;
       }
@@ -240,6 +267,24 @@ class CuptiKernelTracer final : public KernelTraceBackend {
       case 10: return "Memcpy PtoP";
       default: return "Memcpy";
     }
+  }
+
+  // The name of API function `cbid` of `domain`, interned; CUPTI is asked once per function (the
+  // answer cannot change), and a missing or failing cuptiGetCallbackName gives "cuda_*_cbid_<n>".
+  uint32_t api_name_id(uint8_t domain, uint32_t cbid) {
+    const uint64_t key = (static_cast<uint64_t>(domain) << 32) | cbid;
+    auto it = api_names_.find(key);
+    if (it != api_names_.end()) return it->second;
+    const char* name = nullptr;
+    std::string fallback;
+    if (!callback_name_ || callback_name_(domain, cbid, &name) != CUPTI_SUCCESS || !name || !*name) {
+      fallback = std::string(domain == CUPTI_CB_DOMAIN_DRIVER_API ? "cuda_driver_cbid_" : "cuda_runtime_cbid_") +
+                 std::to_string(cbid);
+      name = fallback.c_str();
+    }
+    const uint32_t id = intern(name);
+    api_names_.emplace(key, id);
+    return id;
   }
 
   uint32_t intern(const char* name) {
@@ -306,6 +351,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   UnsubscribeFn unsubscribe_ = nullptr;
   RegisterTimestampFn register_timestamp_ = nullptr;
   ResultStringFn result_string_ = nullptr;
+  CallbackNameFn callback_name_ = nullptr;
 
   std::vector<uint8_t> storage_;
   std::mutex pool_mutex_;
@@ -314,6 +360,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   std::vector<TraceRecord> records_;
   std::vector<std::string> names_;
   std::unordered_map<std::string, uint32_t> name_ids_;
+  std::unordered_map<uint64_t, uint32_t> api_names_;  // (domain << 32 | cbid) -> name id
   uint64_t dropped_backend_ = 0, dropped_capacity_ = 0;
   std::atomic<uint64_t> dropped_pool_{0};
 

@@ -1,5 +1,6 @@
 // GPU kernel tracing: the records of kernels, memory copies and memsets that ran on the device,
-// with start/end on fastprof's clock (CLOCK_MONOTONIC ns). KernelTraceBackend is the interface;
+// and optionally of the host's CUDA runtime/driver API calls, with start/end on fastprof's clock
+// (CLOCK_MONOTONIC ns). KernelTraceBackend is the interface;
 // CuptiKernelTracer fills it with NVIDIA's CUPTI activity API, opened with dlopen. A ROCm backend
 // (rocprofiler-sdk) would be another subclass.
 #pragma once
@@ -14,7 +15,8 @@
 
 namespace fastprof {
 
-enum class TraceKind : uint8_t { Kernel = 0, Memcpy = 1, Memset = 2 };
+// Api: a CUDA runtime or driver API call on a host thread (TraceRecord::domain says which).
+enum class TraceKind : uint8_t { Kernel = 0, Memcpy = 1, Memset = 2, Api = 3 };
 
 struct TraceRecord {
   int64_t start_ns;
@@ -25,9 +27,13 @@ struct TraceRecord {
   uint32_t stream;
   uint32_t correlation;
   uint32_t graph_id;      // 0 when not launched from a CUDA graph
+  uint32_t thread;        // API records: CUPTI's threadId of the calling host thread; 0 otherwise
+  uint32_t cbid;          // API records: CUPTI callback id of the function; 0 otherwise
   uint8_t kind;           // TraceKind
   uint8_t copy_kind;      // CUPTI memcpy kind (HtoD 1, DtoH 2, DtoD 8, ...); 0 otherwise
+  uint8_t domain;         // API records: 1 driver API, 2 runtime API (CUpti_CallbackDomain); 0 otherwise
 };
+static_assert(sizeof(TraceRecord) == 56, "TraceRecord grew: keep the record array small");
 
 // What a backend hands back: the records so far (moved out), the interned names, and counts.
 struct TraceData {
@@ -67,6 +73,9 @@ struct CuptiOptions {
   size_t buffer_count = 16;             // buffers in the pool
   size_t max_records = 1u << 20;        // records kept until take()
   bool use_timestamp_callback = true;   // false: always use the measured offset
+  // Also record CUDA runtime and driver API calls (CUPTI_ACTIVITY_KIND_RUNTIME / DRIVER). Costs the
+  // host extra time in every API call while tracing: for traces outside timed iterations.
+  bool api_records = false;
 };
 
 // Only one can be live at a time (CUPTI's callbacks carry no user pointer).

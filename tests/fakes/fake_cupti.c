@@ -1,10 +1,13 @@
 /* A fake CUPTI activity library for CPU-only tests of fastprof's kernel tracer.
  *
- * Tests script records (kernel, graph kernel, memcpy, memset) with fake_cupti_add(); they are
- * written in CUPTI's record layouts (CUpti_ActivityKernel10, Memcpy6, Memset4) into buffers
+ * Tests script records (kernel, graph kernel, memcpy, memset) with fake_cupti_add() and CUDA API
+ * calls with fake_cupti_add_api() (domain 1 driver -> kind 4, 2 runtime -> kind 5); they are
+ * written in CUPTI's record layouts (CUpti_ActivityKernel10, Memcpy6, Memset4, API) into buffers
  * obtained from the tracer's buffer-request callback and delivered through its buffer-completed
  * callback when the tracer calls cuptiActivityFlushAll. Scripted drops, errors and "another
- * subscriber" come from control functions (ctypes) or from the environment:
+ * subscriber" come from control functions (ctypes) or from the environment. cuptiGetCallbackName
+ * answers from a table (a few real names by default; fake_cupti_set_callback_name adds or, with
+ * NULL, removes one: the call then fails with CUPTI_ERROR_INVALID_PARAMETER):
  *   FAKE_CUPTI_OTHER_SUBSCRIBER=1      cuptiSubscribe answers CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED
  *   FAKE_CUPTI_FAIL=<function>:<code>  that entry point returns <code>
  *   FAKE_CUPTI_DROPPED=<n>             cuptiActivityGetNumDroppedRecords reports n (once)
@@ -24,12 +27,16 @@ typedef uint64_t (*timestamp_fn)(void);
 #define MAX_CALLS 32
 
 typedef struct {
-  int kind; /* 10 concurrent kernel, 1 memcpy, 2 memset */
+  int kind; /* 10 concurrent kernel, 1 memcpy, 2 memset, 4 driver API, 5 runtime API */
   char* name;
   uint64_t start, end, bytes;
   uint32_t device, stream, correlation, graph_id;
+  uint32_t cbid, thread; /* API records */
   uint8_t copy_kind;
 } script_t;
+
+#define MAX_CB_NAMES 64
+typedef struct { int domain; uint32_t cbid; char name[96]; } cb_name_t;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static script_t script[MAX_RECORDS];
@@ -45,6 +52,22 @@ static int hold_buffers = 0;
 static int only_enabled = 0; /* records scripted while their kind is disabled are lost, as on a GPU */
 static struct { char name[64]; int code; long calls; } calls[MAX_CALLS];
 static int n_calls = 0;
+static cb_name_t cb_names[MAX_CB_NAMES];
+static int n_cb_names = 0, cb_names_set = 0;
+
+/* The callback ids of cupti_runtime_cbid.h / cupti_driver_cbid.h. */
+static const cb_name_t default_cb_names[] = {
+    {2, 211, "cudaLaunchKernel_v7000"},      {2, 311, "cudaGraphLaunch_v10000"},
+    {2, 131, "cudaStreamSynchronize_v3020"}, {2, 41, "cudaMemcpyAsync_v3020"},
+    {2, 165, "cudaDeviceSynchronize_v3020"}, {1, 307, "cuLaunchKernel"},
+    {1, 17, "cuCtxSynchronize"},
+};
+
+static void default_callback_names(void) {
+  n_cb_names = (int)(sizeof default_cb_names / sizeof default_cb_names[0]);
+  memcpy(cb_names, default_cb_names, sizeof default_cb_names);
+  cb_names_set = 1;
+}
 
 static int64_t mono(void) {
   struct timespec ts;
@@ -82,6 +105,7 @@ void fake_cupti_reset(void) {
   clock_offset = 1000000000000LL;
   hold_buffers = 0;
   only_enabled = 0;
+  default_callback_names();
   pthread_mutex_unlock(&mu);
 }
 
@@ -104,6 +128,45 @@ void fake_cupti_add(int kind, const char* name, uint64_t start, uint64_t end, ui
     s->graph_id = graph_id;
     s->bytes = bytes;
     s->copy_kind = (uint8_t)copy_kind;
+  }
+  pthread_mutex_unlock(&mu);
+}
+
+/* A CUDA API call: domain 1 driver API (activity kind 4), 2 runtime API (kind 5). */
+void fake_cupti_add_api(int domain, uint32_t cbid, uint64_t start, uint64_t end, uint32_t thread,
+                        uint32_t correlation) {
+  int kind = domain == 1 ? 4 : 5;
+  pthread_mutex_lock(&mu);
+  if ((only_enabled && !enabled[kind]) || n_script >= MAX_RECORDS) {
+    pthread_mutex_unlock(&mu);
+    return;
+  }
+  script_t* s = &script[n_script++];
+  memset(s, 0, sizeof *s);
+  s->kind = kind;
+  s->start = start;
+  s->end = end;
+  s->cbid = cbid;
+  s->thread = thread;
+  s->correlation = correlation;
+  pthread_mutex_unlock(&mu);
+}
+
+/* Sets the name cuptiGetCallbackName gives (domain, cbid); NULL removes it. */
+void fake_cupti_set_callback_name(int domain, uint32_t cbid, const char* name) {
+  pthread_mutex_lock(&mu);
+  if (!cb_names_set) default_callback_names();
+  int i;
+  for (i = 0; i < n_cb_names; ++i)
+    if (cb_names[i].domain == domain && cb_names[i].cbid == cbid) break;
+  if (!name) {
+    if (i < n_cb_names) cb_names[i] = cb_names[--n_cb_names];
+  } else if (i < n_cb_names || n_cb_names < MAX_CB_NAMES) {
+    if (i == n_cb_names) ++n_cb_names;
+    cb_names[i].domain = domain;
+    cb_names[i].cbid = cbid;
+    strncpy(cb_names[i].name, name, sizeof cb_names[i].name - 1);
+    cb_names[i].name[sizeof cb_names[i].name - 1] = 0;
   }
   pthread_mutex_unlock(&mu);
 }
@@ -143,6 +206,21 @@ int cuptiGetResultString(int result, const char** str) {
     default: *str = "CUPTI_ERROR_UNKNOWN"; break;
   }
   return 0;
+}
+
+/* Called from the tracer's buffer callback, inside cuptiActivityFlushAll (which holds mu): the
+ * table is read without taking the lock again. */
+int cuptiGetCallbackName(int domain, uint32_t cbid, const char** name) {
+  int rc = entry("cuptiGetCallbackName");
+  if (rc) return rc;
+  if (!name) return 1; /* CUPTI_ERROR_INVALID_PARAMETER */
+  if (!cb_names_set) default_callback_names();
+  for (int i = 0; i < n_cb_names; ++i)
+    if (cb_names[i].domain == domain && cb_names[i].cbid == cbid) {
+      *name = cb_names[i].name;
+      return 0;
+    }
+  return 1;
 }
 
 int cuptiSubscribe(void** subscriber, void* callback, void* userdata) {
@@ -203,7 +281,7 @@ int cuptiActivityDisable(int kind) {
   return 0;
 }
 
-static size_t record_size(int kind) { return kind == 1 ? 96 : kind == 2 ? 88 : 216; }
+static size_t record_size(int kind) { return kind == 1 ? 96 : kind == 2 ? 88 : kind == 4 || kind == 5 ? 40 : 216; }
 
 static void put32(uint8_t* p, size_t off, uint32_t v) { memcpy(p + off, &v, 4); }
 static void put64(uint8_t* p, size_t off, uint64_t v) { memcpy(p + off, &v, 8); }
@@ -222,6 +300,14 @@ static void write_record(uint8_t* p, const script_t* s) {
     const char* name = s->name;
     memcpy(p + 104, &name, sizeof name);
     put32(p, 156, s->graph_id);
+  } else if (s->kind == 4 || s->kind == 5) { /* CUpti_ActivityAPI */
+    put32(p, 4, s->cbid);
+    put64(p, 8, s->start + shift);
+    put64(p, 16, s->end + shift);
+    put32(p, 24, 4242); /* processId */
+    put32(p, 28, s->thread);
+    put32(p, 32, s->correlation);
+    put32(p, 36, 0); /* returnValue */
   } else {
     if (s->kind == 1) p[4] = s->copy_kind;
     put64(p, 8, s->bytes);

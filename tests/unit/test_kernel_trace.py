@@ -1,5 +1,6 @@
 """The native CUPTI kernel tracer against the fake CUPTI library (tests/fakes/fake_cupti.c)."""
 
+import ctypes
 import gc
 import os
 import time
@@ -7,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from fastprof.capture.kernel_trace import KernelTrace, KernelTracer, cupti_candidates, demangle
+from fastprof.analysis import kernels
+from fastprof.capture.kernel_trace import ApiTrace, KernelTrace, KernelTracer, cupti_candidates, demangle
 from kernel_trace_fixtures import (  # noqa: F401  (fixtures)
     KERNEL,
     MEMCPY,
@@ -196,3 +198,177 @@ def test_from_records_and_select():
     sub = t.select(t.kind == 0)
     assert len(sub) == 2 and list(sub.end_ns) == [10, 25]
     assert np.array_equal(t.duration_ns, [10, 3, 5])
+
+
+# ---- CUDA runtime and driver API records (api=True) --------------------------------------------
+
+DRIVER, RUNTIME = 1, 2  # CUpti_CallbackDomain
+DRIVER_KIND, RUNTIME_KIND = 4, 5  # CUPTI activity kinds
+
+
+def add_api(fake, domain, cbid, start, end, thread=77, correlation=0):
+    fake.lib.fake_cupti_add_api.argtypes = [ctypes.c_int, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint64,
+                                            ctypes.c_uint32, ctypes.c_uint32]
+    fake.lib.fake_cupti_add_api(domain, cbid, start, end, thread, correlation)
+
+
+def set_callback_name(fake, domain, cbid, name):
+    fake.lib.fake_cupti_set_callback_name.argtypes = [ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p]
+    fake.lib.fake_cupti_set_callback_name(domain, cbid, name.encode() if name else None)
+
+
+def script_launches(fake, t0=1_000_000):
+    """A decode step's host calls and the kernels they launched (correlation ids tie them)."""
+    add_api(fake, RUNTIME, 211, t0, t0 + 3000, thread=77, correlation=11)       # cudaLaunchKernel
+    add_api(fake, DRIVER, 307, t0 + 500, t0 + 2500, thread=77, correlation=11)  # cuLaunchKernel inside it
+    add_api(fake, RUNTIME, 311, t0 + 3500, t0 + 6000, thread=78, correlation=12)  # cudaGraphLaunch
+    add_api(fake, RUNTIME, 131, t0 + 6500, t0 + 20_000, thread=77)              # cudaStreamSynchronize
+    fake.add(KERNEL, GEMM, t0 + 4000, t0 + 9000, correlation=11)
+    fake.add(KERNEL, "triton_poi_fused_add_mul_0", t0 + 9500, t0 + 12_000, correlation=12, graph_id=3)
+
+
+def test_api_records_arrive_apart_from_the_device_records(fake_cupti):
+    script_launches(fake_cupti)
+    tracer = KernelTracer(api=True)
+    assert tracer.start(), tracer.reason
+    assert fake_cupti.enabled(RUNTIME_KIND) == 1 and fake_cupti.enabled(DRIVER_KIND) == 1
+    trace = tracer.stop()
+    assert fake_cupti.enabled(RUNTIME_KIND) == 0 and fake_cupti.enabled(DRIVER_KIND) == 0  # given back
+    # the device columns hold device activity only
+    assert list(trace.kind) == [0, 0] and list(trace.correlation) == [11, 12]
+    assert list(trace.name) == [GEMM, "triton_poi_fused_add_mul_0"]
+    api = trace.api
+    assert isinstance(api, ApiTrace) and len(api) == 4 and api.names is trace.names
+    assert list(api.name) == ["cudaLaunchKernel_v7000", "cuLaunchKernel", "cudaGraphLaunch_v10000",
+                              "cudaStreamSynchronize_v3020"]
+    assert list(api.domain) == [RUNTIME, DRIVER, RUNTIME, RUNTIME]
+    assert list(api.cbid) == [211, 307, 311, 131]
+    assert list(api.thread) == [77, 77, 78, 77]
+    assert list(api.correlation) == [11, 11, 12, 0]
+    assert list(api.start_ns) == [1_000_000, 1_000_500, 1_003_500, 1_006_500]
+    assert list(api.duration_ns) == [3000, 2000, 2500, 13_500]
+    assert api.start_ns.dtype == np.int64 and api.thread.dtype == np.uint32 and api.domain.dtype == np.uint8
+    # a launch and its kernel share the correlation id
+    k = {int(c): int(s) for c, s in zip(trace.correlation, trace.start_ns)}
+    assert k[int(api.correlation[0])] - int(api.start_ns[0]) == 4000
+
+
+def test_native_take_has_the_api_columns(fake_cupti):
+    from fastprof._native import _core
+
+    add_api(fake_cupti, RUNTIME, 211, 100, 200, thread=5, correlation=9)
+    fake_cupti.add(KERNEL, "k", 300, 400, correlation=9)
+    native = _core.KernelTracer([str(fake_cupti.path)], api=True)
+    native.start()
+    native.stop()
+    d = native.take()
+    assert list(d["kind"]) == [3, 0]
+    assert list(d["thread"]) == [5, 0] and list(d["cbid"]) == [211, 0] and list(d["domain"]) == [2, 0]
+    assert d["thread"].dtype == np.uint32 and d["cbid"].dtype == np.uint32 and d["domain"].dtype == np.uint8
+    del native
+
+
+def test_api_records_are_not_delivered_without_the_option(fake_cupti):
+    script_launches(fake_cupti)
+    tracer = KernelTracer()
+    assert tracer.start()
+    assert fake_cupti.enabled(RUNTIME_KIND) == 0 and fake_cupti.enabled(DRIVER_KIND) == 0
+    trace = tracer.stop()
+    assert len(trace) == 2 and len(trace.api) == 0 and list(trace.kind) == [0, 0]
+    assert fake_cupti.calls("cuptiGetCallbackName") == 0
+
+
+def test_api_names_are_looked_up_once_per_function(fake_cupti):
+    for i in range(10):
+        add_api(fake_cupti, RUNTIME, 211, 1000 * i, 1000 * i + 100, correlation=i + 1)
+    add_api(fake_cupti, DRIVER, 307, 20_000, 20_100)
+    tracer = KernelTracer(api=True)
+    assert tracer.start()
+    trace = tracer.stop()
+    assert len(trace.api) == 11 and len(trace) == 0
+    assert fake_cupti.calls("cuptiGetCallbackName") == 2
+    assert trace.names == ["cudaLaunchKernel_v7000", "cuLaunchKernel"]
+    # a second trace by the same tracer keeps the cache and the name table
+    add_api(fake_cupti, RUNTIME, 211, 30_000, 30_100)
+    assert tracer.start()
+    trace = tracer.stop()
+    assert list(trace.api.name) == ["cudaLaunchKernel_v7000"] and fake_cupti.calls("cuptiGetCallbackName") == 2
+
+
+def test_fallback_names_when_cupti_cannot_name_the_function(fake_cupti):
+    set_callback_name(fake_cupti, RUNTIME, 211, None)  # unknown to this CUPTI
+    add_api(fake_cupti, RUNTIME, 211, 0, 10)
+    add_api(fake_cupti, DRIVER, 9999, 20, 30)
+    add_api(fake_cupti, RUNTIME, 131, 40, 50)
+    with KernelTracer(api=True) as tracer:
+        pass
+    assert list(tracer.trace.api.name) == ["cuda_runtime_cbid_211", "cuda_driver_cbid_9999",
+                                           "cudaStreamSynchronize_v3020"]
+
+
+def test_fallback_names_when_cuptiGetCallbackName_fails(fake_cupti, monkeypatch):
+    monkeypatch.setenv("FAKE_CUPTI_FAIL", "cuptiGetCallbackName:1")
+    add_api(fake_cupti, RUNTIME, 211, 0, 10)
+    add_api(fake_cupti, DRIVER, 307, 20, 30)
+    with KernelTracer(api=True) as tracer:
+        pass
+    assert tracer.trace.available
+    assert list(tracer.trace.api.name) == ["cuda_runtime_cbid_211", "cuda_driver_cbid_307"]
+
+
+def test_callback_names_can_be_set(fake_cupti):
+    set_callback_name(fake_cupti, RUNTIME, 5000, "cudaSomethingNew_v13000")
+    add_api(fake_cupti, RUNTIME, 5000, 0, 10)
+    with KernelTracer(api=True) as tracer:
+        pass
+    assert list(tracer.trace.api.name) == ["cudaSomethingNew_v13000"]
+
+
+def test_api_records_on_the_offset_clock(fake_cupti_no_ts):
+    fake_cupti_no_ts.set_clock_offset(-123_456_789_000)
+    t0 = time.perf_counter_ns()
+    add_api(fake_cupti_no_ts, RUNTIME, 211, t0, t0 + 2000, correlation=1)
+    fake_cupti_no_ts.add(KERNEL, "k", t0 + 1000, t0 + 4000, correlation=1)
+    tracer = KernelTracer(api=True)
+    assert tracer.start(), tracer.reason
+    trace = tracer.stop()
+    assert trace.timestamp_method == "offset"
+    assert abs(int(trace.api.start_ns[0]) - t0) < 50_000 and int(trace.api.duration_ns[0]) == 2000
+    # one offset for both kinds of record: their distance is exact
+    assert int(trace.start_ns[0]) - int(trace.api.start_ns[0]) == 1000
+
+
+def test_api_records_count_against_the_record_capacity(fake_cupti):
+    for i in range(6):
+        add_api(fake_cupti, RUNTIME, 211, 10 * i, 10 * i + 5)
+    fake_cupti.add(KERNEL, "k", 100, 200)
+    tracer = KernelTracer(max_records=4, api=True)
+    tracer.start()
+    trace = tracer.stop()
+    assert len(trace.api) + len(trace) == 4 and trace.dropped == 3
+
+
+def test_device_analysis_is_unchanged_by_api_records(fake_cupti):
+    def traced(with_api):
+        fake_cupti.reset()
+        script_launches(fake_cupti)
+        fake_cupti.add(MEMCPY, None, 1_013_000, 1_014_000, correlation=13, nbytes=4096, copy_kind=1)
+        tracer = KernelTracer(api=with_api)
+        assert tracer.start()
+        return tracer.stop()
+
+    plain, with_api = traced(False), traced(True)
+    assert len(with_api.api) == 4 and len(plain.api) == 0
+    bounds = np.array([1_000_000, 1_010_000, 1_030_000], np.int64)
+    a, b = kernels.step_breakdown(plain, bounds), kernels.step_breakdown(with_api, bounds)
+    assert list(a.busy_ns) == list(b.busy_ns) and list(a.kernels) == list(b.kernels)
+    assert list(b.busy_ns) == [5000 + 500, 2000 + 1000]
+    assert {k: list(v) for k, v in a.by_class_ns.items()} == {k: list(v) for k, v in b.by_class_ns.items()}
+    assert list(kernels.record_classes(with_api)) == list(kernels.record_classes(plain))
+    sub = with_api.select(with_api.kind == 0)
+    assert len(sub) == 2 and len(sub.api) == 4
+
+
+def test_empty_api_trace_by_default():
+    t = KernelTrace.from_records([("kernel", "a", 0, 10)])
+    assert len(t.api) == 0 and list(t.api.name) == [] and t.api.domain.dtype == np.uint8

@@ -18,6 +18,12 @@ loader path. Only one CUPTI subscriber can exist per process: while torch.profil
 it, the tracer reports ``available=False`` with the reason instead of failing.
 
 Tracing costs the host about 2.4 us per kernel launch on an H100: keep it out of timed iterations.
+
+``KernelTracer(api=True)`` also records every CUDA runtime and driver API call the process makes
+(CUPTI's RUNTIME and DRIVER activity kinds): start/end on the same clock, the calling thread, the
+correlation id shared with the kernel or copy it launched, and the function's name. They land in
+``trace.api`` (:class:`ApiTrace`), never among the device records. This costs the host extra time
+in every CUDA API call, on top of the kernel tracing: like it, it belongs outside timed iterations.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import numpy as np
 from fastprof.errors import KernelTraceUnavailable, LibraryError, StateError
 
 KIND_NAMES = ("kernel", "memcpy", "memset")
+API_KIND = 3  # the native record kind of a CUDA API call; split off into ApiTrace
+API_DOMAINS = {1: "driver", 2: "runtime"}  # ApiTrace.domain (CUPTI's CUpti_CallbackDomain)
 _LIB_NAMES = ("libcupti.so", "libcupti.so.13", "libcupti.so.12")
 
 
@@ -64,6 +72,42 @@ def cupti_candidates() -> list[str]:
 
 
 @dataclass
+class ApiTrace:
+    """CUDA runtime and driver API calls of one traced span (``KernelTracer(api=True)``), as numpy
+    columns of equal length.
+
+    ``start_ns``/``end_ns`` absolute CLOCK_MONOTONIC, as the device records; ``thread`` CUPTI's
+    threadId of the calling thread; ``correlation`` the id the kernel, copy or memset the call
+    launched carries too (0 for calls that launch nothing); ``cbid`` CUPTI's callback id;
+    ``domain`` 1 driver API, 2 runtime API (:data:`API_DOMAINS`); ``name_id`` indexes ``names``,
+    the table shared with the :class:`KernelTrace` (``cudaLaunchKernel_v7000``, ``cuLaunchKernel``;
+    ``cuda_runtime_cbid_<n>`` / ``cuda_driver_cbid_<n>`` when CUPTI cannot name the function).
+    """
+
+    start_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    end_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    correlation: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    cbid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    domain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    name_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.start_ns.size)
+
+    @property
+    def name(self) -> np.ndarray:
+        """Per record name (object array of str)."""
+        table = np.asarray(self.names, dtype=object)
+        return table[self.name_id] if len(self) else np.zeros(0, dtype=object)
+
+    @property
+    def duration_ns(self) -> np.ndarray:
+        return self.end_ns - self.start_ns
+
+
+@dataclass
 class KernelTrace:
     """The activity records of one traced span, as numpy columns of equal length.
 
@@ -71,7 +115,9 @@ class KernelTrace:
     (raw, mangled C++ names; :meth:`demangled` for readable ones); ``start_ns``/``end_ns`` absolute
     CLOCK_MONOTONIC; ``graph_id`` 0 outside CUDA graphs. ``dropped`` counts records lost (CUPTI's
     own count, pool exhaustion, capacity): never silent. ``timestamp_method``: ``"callback"`` (CUPTI
-    stamps with CLOCK_MONOTONIC) or ``"offset"`` (converted with a measured offset).
+    stamps with CLOCK_MONOTONIC) or ``"offset"`` (converted with a measured offset). ``api``: the
+    CUDA API calls (:class:`ApiTrace`, sharing ``names``) when traced with ``api=True``, else empty;
+    they are not among the columns above, which hold device activity only.
     """
 
     kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
@@ -90,6 +136,7 @@ class KernelTrace:
     reason: str | None = None
     library_path: str | None = None
     overhead: dict[str, float] = field(default_factory=dict)
+    api: ApiTrace = field(default_factory=ApiTrace)
 
     def __len__(self) -> int:
         return int(self.kind.size)
@@ -115,9 +162,21 @@ class KernelTrace:
     @classmethod
     def from_native(cls, data: dict[str, Any], **extra: Any) -> KernelTrace:
         dropped = int(data["dropped_backend"]) + int(data["dropped_pool"]) + int(data["dropped_capacity"])
+        names = list(data["names"])
+        kind = np.asarray(data["kind"])
+        is_api = kind == API_KIND
+        api = ApiTrace(names=names)
+        if is_api.any():
+            api = ApiTrace(**{col: np.asarray(data[col])[is_api] for col in
+                              ("start_ns", "end_ns", "correlation", "thread", "cbid", "domain", "name_id")},
+                           names=names)
+            dev = ~is_api
+            data = {**data, **{col: np.asarray(data[col])[dev] for col in
+                               ("kind", "start_ns", "end_ns", "name_id", "device", "stream", "correlation",
+                                "graph_id", "bytes")}}
         return cls(kind=data["kind"], start_ns=data["start_ns"], end_ns=data["end_ns"], name_id=data["name_id"],
                    device=data["device"], stream=data["stream"], correlation=data["correlation"],
-                   graph_id=data["graph_id"], bytes=data["bytes"], names=list(data["names"]), dropped=dropped,
+                   graph_id=data["graph_id"], bytes=data["bytes"], names=names, dropped=dropped, api=api,
                    **extra)
 
     @classmethod
@@ -161,22 +220,25 @@ class KernelTracer:
     empty, unavailable :class:`KernelTrace`.
 
     Parameters: ``buffer_bytes`` and ``buffer_count`` size the preallocated buffer pool (records
-    beyond it are dropped and counted); ``max_records`` bounds the records kept; ``timestamp_callback``
-    False forces the measured-offset clock conversion. Synchronise the device before :meth:`stop`.
+    beyond it are dropped and counted); ``max_records`` bounds the records kept (device and API records
+    together); ``timestamp_callback`` False forces the measured-offset clock conversion; ``api`` True
+    also records the CUDA runtime and driver API calls into :attr:`KernelTrace.api` (extra host cost
+    in every CUDA call: for traces outside timed iterations). Synchronise the device before :meth:`stop`.
     """
 
     def __init__(self, buffer_bytes: int = 4 << 20, buffer_count: int = 16, max_records: int = 1 << 20,
-                 timestamp_callback: bool = True) -> None:
+                 timestamp_callback: bool = True, api: bool = False) -> None:
         self._native = None
         self.available = False
         self.reason: str | None = None
         self.trace: KernelTrace | None = None
         self._started_ns = 0
+        self.api = bool(api)
         from fastprof._native import _core
 
         try:
             self._native = _core.KernelTracer(cupti_candidates(), buffer_bytes, buffer_count, max_records,
-                                              timestamp_callback)
+                                              timestamp_callback, api=self.api)
             self.available = True
         except LibraryError as exc:
             self.reason = f"no CUPTI library: {exc}"
