@@ -14,6 +14,8 @@ namespace py = pybind11;
 
 namespace fastprof::bind {
 
+void bind_host_spans(py::module_& m);  // bind_host_spans.cpp: HostSpans
+
 py::array_t<int64_t> copy_array(const int64_t* data, size_t n) {
   py::array_t<int64_t> out(static_cast<py::ssize_t>(n));
   if (n) std::memcpy(out.mutable_data(), data, n * sizeof(int64_t));
@@ -69,4 +71,5 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_selftest(m);
   bind::bind_tracer(m);
   bind::bind_stalls(m);
+  bind::bind_host_spans(m);
 }

@@ -2,7 +2,7 @@
 # The native core under sanitizers: builds fastprof's extension with AddressSanitizer +
 # UndefinedBehaviorSanitizer ("asan") or ThreadSanitizer ("tsan"), stages it with the Python
 # package in build/sanitize-<kind>/pkg, and runs the native tests (recorder, sampler and its soak,
-# kernel tracer, self-check; fake GPU libraries included) against it. Any sanitizer report fails
+# kernel tracer, self-check, host spans; fake GPU libraries included) against it. Any sanitizer report fails
 # the run.
 #
 #   tools/sanitize.sh asan            # or: tsan, or: all
@@ -77,6 +77,6 @@ EOF
 
 tests=(tests/unit/test_recorder.py tests/unit/test_clock.py tests/unit/test_sampler.py
        tests/unit/test_sampler_gpm.py tests/unit/test_sampler_soak.py tests/unit/test_kernel_trace.py
-       tests/unit/test_selftest.py tests/unit/test_benchmark.py)
+       tests/unit/test_selftest.py tests/unit/test_benchmark.py tests/unit/test_host_spans.py)
 echo "sanitize.sh: $kind build, running the native tests"
 python -m pytest -q -p no:cacheprovider -m "not gpu" "${tests[@]}" "$@"
