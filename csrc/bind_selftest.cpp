@@ -5,6 +5,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bind_common.hpp"
 #include "clock.hpp"
@@ -60,7 +61,8 @@ toolkit is needed. Used by `fastprof selftest` to check device timing against kn
 
 SpinKernel(device_kind='cuda', ordinal=0): loads the module into the device's primary context
 (CUDA driver only). launch(duration_ns, stream=0) queues one spin on the raw CUstream handle and
-returns at once; close() unloads the module.
+returns at once; close() unloads the module. time_launches(n) and time_roundtrips(n) calibrate the
+host path: the cost of one kernel launch, and of a launch plus a device synchronisation (ns).
 )doc")
       .def(py::init([](const std::string& device_kind, int ordinal) {
              const DeviceKind kind = parse_kind(device_kind);
@@ -73,6 +75,30 @@ returns at once; close() unloads the module.
       .def("launch", &SpinKernel::launch, py::arg("duration_ns"), py::arg("stream") = 0,
            "Queue one spin of duration_ns nanoseconds on `stream` (a raw CUstream handle; 0: the legacy "
            "default stream). Returns without waiting.")
+      .def("time_launches", [](SpinKernel& k, int64_t n) {
+             if (n < 1) throw std::invalid_argument("n must be at least 1, got " + std::to_string(n));
+             std::vector<int64_t> t;
+             {
+               py::gil_scoped_release release;
+               t = k.time_launches(static_cast<size_t>(n));
+             }
+             return copy_array(t.data(), t.size());
+           },
+           py::arg("n"),
+           "Launch a 0 ns spin n times back to back on the default stream, timing each cuLaunchKernel "
+           "call (ns, int64 array); then synchronise the device once, outside the timings.")
+      .def("time_roundtrips", [](SpinKernel& k, int64_t n) {
+             if (n < 1) throw std::invalid_argument("n must be at least 1, got " + std::to_string(n));
+             std::vector<int64_t> t;
+             {
+               py::gil_scoped_release release;
+               t = k.time_roundtrips(static_cast<size_t>(n));
+             }
+             return copy_array(t.data(), t.size());
+           },
+           py::arg("n"),
+           "n round trips, each a launch of a 0 ns spin followed by a device synchronisation, timed "
+           "together (ns, int64 array).")
       .def("close", &SpinKernel::close, "Unload the module. Further launches raise StateError.")
       .def_property_readonly("closed", &SpinKernel::closed)
       .def_property_readonly("device_ordinal", [](const SpinKernel& k) { return k.api()->ordinal(); })

@@ -7,7 +7,9 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "clock.hpp"
 #include "device_api.hpp"
 #include "errors.hpp"
 
@@ -81,6 +83,37 @@ class SpinKernel {
     void* params[] = {&duration};
     api_->launch_single_thread(function_, reinterpret_cast<void*>(stream), params);
   }
+  // Host-path calibration: `n` launches of a 0 ns spin on the legacy default stream, back to
+  // back, each cuLaunchKernel call timed on its own (ns); one device synchronisation after them,
+  // outside the timings, so the queue is drained on return.
+  std::vector<int64_t> time_launches(size_t n) {
+    check_timing(n);
+    uint64_t duration = 0;
+    void* params[] = {&duration};
+    std::vector<int64_t> out(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t t0 = monotonic_ns();
+      api_->launch_single_thread(function_, nullptr, params);
+      out[i] = monotonic_ns() - t0;
+    }
+    api_->synchronize_device();
+    return out;
+  }
+  // `n` round trips, each a launch of a 0 ns spin and a device synchronisation timed together
+  // (ns): what the host pays to hand the GPU work and learn that it is done.
+  std::vector<int64_t> time_roundtrips(size_t n) {
+    check_timing(n);
+    uint64_t duration = 0;
+    void* params[] = {&duration};
+    std::vector<int64_t> out(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t t0 = monotonic_ns();
+      api_->launch_single_thread(function_, nullptr, params);
+      api_->synchronize_device();
+      out[i] = monotonic_ns() - t0;
+    }
+    return out;
+  }
   // Unloads the module; later launches raise StateError.
   void close() {
     if (!module_) return;
@@ -93,6 +126,12 @@ class SpinKernel {
   const std::shared_ptr<DeviceApi>& api() const { return api_; }
 
  private:
+  void check_timing(size_t n) {
+    if (!module_) throw StateError("the spin kernel has been closed");
+    if (n < 1) throw std::invalid_argument("n must be at least 1");
+    api_->bind();  // once, before the clock starts
+  }
+
   std::shared_ptr<DeviceApi> api_;
   DeviceApi::Module module_ = nullptr;
   DeviceApi::Function function_ = nullptr;

@@ -6,7 +6,10 @@ import json
 import re
 import shutil
 import subprocess
+import threading
+import time
 
+import numpy as np
 import pytest
 
 import fastprof
@@ -181,6 +184,86 @@ def test_recorder_events_time_a_spin_on_the_fake_timeline(fake_gpu):
     assert trace.device_marks_ns[1] - trace.device_marks_ns[0] == pytest.approx(300_000, abs=2_000)
     # The synchronisation in end() waited for the queued spins.
     assert trace.host_end_ns - trace.host_start_ns >= 1_300_000
+    k.close()
+
+
+def test_time_launches_times_each_launch_and_drains_the_queue(fake_gpu):
+    lib = setup_fake(fake_gpu)
+    k = _core.SpinKernel()
+    syncs = fake_gpu.calls("cuCtxSynchronize")
+    t = k.time_launches(50)
+    assert t.dtype == np.int64 and t.shape == (50,) and np.all(t > 0)
+    assert lib.fake_gpu_launches() == 50 and lib.fake_gpu_last_launch_ns() == 0  # 0 ns spins
+    assert fake_gpu.calls("cuCtxSynchronize") == syncs + 1  # once, after the launches
+    assert len(k.time_launches(1)) == 1
+    k.close()
+
+
+def test_time_roundtrips_waits_for_the_device_each_time(fake_gpu):
+    lib = setup_fake(fake_gpu)
+    k = _core.SpinKernel()
+    syncs = fake_gpu.calls("cuCtxSynchronize")
+    t = k.time_roundtrips(20)
+    assert t.dtype == np.int64 and t.shape == (20,) and np.all(t > 0)
+    assert lib.fake_gpu_launches() == 20 and fake_gpu.calls("cuCtxSynchronize") == syncs + 20
+    # Work queued before the first round trip is waited for inside it: a 20 ms spin shows up there.
+    k.launch(20_000_000)
+    t = k.time_roundtrips(3)
+    assert t[0] >= 20_000_000 and t[1] < 20_000_000 and t[2] < 20_000_000
+    k.close()
+
+
+def test_time_launches_sees_work_queued_behind_it_only_after(fake_gpu):
+    k = _core.SpinKernel()
+    k.launch(20_000_000)
+    # the launches return at once on the fake; the 20 ms wait falls in the synchronisation outside the timings
+    t0 = time.perf_counter_ns()
+    t = k.time_launches(5)
+    elapsed = time.perf_counter_ns() - t0
+    assert int(t.sum()) < 20_000_000 <= elapsed
+    k.close()
+
+
+def test_timing_needs_one_launch_and_an_open_kernel(fake_gpu):
+    k = _core.SpinKernel()
+    for n in (0, -3):
+        with pytest.raises(ValueError, match="at least 1"):
+            k.time_launches(n)
+        with pytest.raises(ValueError, match="at least 1"):
+            k.time_roundtrips(n)
+    fake_gpu.fail("cuCtxSynchronize", 1, 700)
+    with pytest.raises(fastprof.DriverError, match="cuCtxSynchronize failed"):
+        k.time_roundtrips(2)
+    fake_gpu.fail("cuLaunchKernel", 3, 700)
+    with pytest.raises(fastprof.DriverError, match="cuLaunchKernel failed"):
+        k.time_launches(5)
+    k.close()
+    with pytest.raises(fastprof.StateError, match="closed"):
+        k.time_launches(1)
+    with pytest.raises(fastprof.StateError, match="closed"):
+        k.time_roundtrips(1)
+
+
+def test_timing_releases_the_gil(fake_gpu):
+    k = _core.SpinKernel()
+    k.launch(30_000_000)  # the first round trip waits 30 ms for it
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter_ns())
+            time.sleep(0.001)
+
+    th = threading.Thread(target=tick)
+    th.start()
+    time.sleep(0.005)
+    n0 = len(ticks)
+    k.time_roundtrips(1)
+    n1 = len(ticks)
+    stop.set()
+    th.join()
+    assert n1 - n0 >= 5  # the other thread ran during the 30 ms wait
     k.close()
 
 
