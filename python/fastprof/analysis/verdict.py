@@ -107,9 +107,13 @@ def decide(roofline: Mapping[str, Any] | None = None, kernels: Mapping[str, Any]
 
 
 def verdict(roofline: Mapping[str, Any] | None = None, kernels: Mapping[str, Any] | None = None,
-            counters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            counters: Mapping[str, Any] | None = None, host: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``verdict`` section: ``verdict``, the ``rule`` that decided it, ``inferred``,
-    ``launch_bound``, the supporting ``numbers`` and a one-paragraph ``text``."""
+    ``launch_bound``, the supporting ``numbers`` and a one-paragraph ``text``. With a ``host``
+    section (:func:`fastprof.analysis.host.section`), a host-overhead-bound verdict also says
+    where the host's time goes (:func:`fastprof.analysis.host.summary_line`)."""
+    from fastprof.analysis.host import summary_line
+
     name, rule, inferred = decide(roofline, kernels, counters)
     roof = roofline if roofline and roofline.get("available", True) else None
     numbers: dict[str, Any] = {}
@@ -132,6 +136,13 @@ def verdict(roofline: Mapping[str, Any] | None = None, kernels: Mapping[str, Any
     elif kpt is not None:
         numbers["kernels_per_token"] = kpt
         parts.append(f"{kpt:.0f} kernels per token")
+    host_line = summary_line(dict(host)) if host and name == "host-overhead-bound" else None
+    if host_line:
+        api = (host or {}).get("api") or {}
+        numbers["host_step_s"] = (host.get("step_s") or {}).get("mean")
+        if api.get("available"):
+            numbers["host_parts_s"] = dict(api.get("parts_s") or {})
+        parts.append(host_line)
     shares = (kernels or {}).get("class_share") or {}
     top = sorted(((k, float(v)) for k, v in shares.items() if v is not None), key=lambda kv: -kv[1])[:3]
     if top:

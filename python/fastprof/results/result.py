@@ -204,7 +204,7 @@ class BenchmarkResult:
                 model, gpu or _roofline.gpu_peaks({}), batch_size=int(self.config["batch_size"]),
                 prompt_len=int(self.config["prompt_len"]), new_tokens=int(self.config["max_new_tokens"]),
                 itl_s=itl, kernels=kernels, measured_dram_util_pct=counters.get("dram_bw_util_pct"))
-        self.verdict = _verdict.verdict(self.roofline, kernels, counters or None)
+        self.verdict = _verdict.verdict(self.roofline, kernels, counters or None, host=self.host)
         return self.verdict
 
     # ---- access -------------------------------------------------------------------------
@@ -392,6 +392,7 @@ class BenchmarkResult:
         yield from model_lines(self.quantization, self.inputs)
         yield from stall_lines(self.stalls)
         yield from kernel_lines(self.kernels)
+        yield from host_lines(self.host, self.host_path)
         yield from roofline_lines(self.roofline, self.verdict)
         from fastprof.results.warnings import grouped
 
@@ -574,6 +575,63 @@ def comparison_outlook(processes: dict[str, Any] | None, metric: str = "itl_s") 
     if pct > TARGET_EFFECT_PCT:
         text += f"; for {TARGET_EFFECT_PCT:g}%, about {units_for(pct, n)} processes a side"
     return text
+
+
+def host_lines(host: dict[str, Any] | None, host_path: dict[str, Any] | None = None, top: int = 3) -> Iterator[str]:
+    """The console's host breakdown (rich markup): where each decode step's host time goes by
+    CUDA API and by place, launch-to-kernel delays, the modules with the most self time, the
+    tracing's cost, and the host path over the timed iterations."""
+    from rich.markup import escape
+
+    from fastprof.analysis import host as _host
+
+    if host:
+        if not host.get("available"):
+            yield f"[dim]host trace unavailable: {escape(str(host.get('reason')))}[/dim]"
+        else:
+            yield f"[bold]host[/bold]: {escape(_host.summary_line(host) or '')}"
+            api = host.get("api") or {}
+            step = (host.get("step_s") or {}).get("mean") or 0.0
+            if api.get("available"):
+                parts = api.get("parts_s") or {}
+                shown = ", ".join(f"{_host.PART_LABELS[p]} {v / step:.0%}" for p, v in parts.items()
+                                  if step and v >= 0.005 * step)
+                yield "  by CUDA API: " + escape(shown)
+                lk = api.get("launch_to_kernel_s") or {}
+                if lk:
+                    text = f"launch to kernel start: median {lk['p50'] * 1e6:.0f} us"
+                    if api.get("gpu_waiting_share") is not None:
+                        text += f"; the GPU was idle, waiting for the launch, for {api['gpu_waiting_share']:.0%} of kernels"
+                    yield "  " + escape(text)
+            else:
+                yield f"  [dim]CUDA API calls: {escape(str(api.get('reason')))}[/dim]"
+            loop = host.get("loop") or {}
+            if loop.get("available"):
+                segs = ", ".join(f"{_host.LOOP_LABELS[p].split(' (')[0]} {_ms(v)}"
+                                 for p, v in (loop.get("parts_s") or {}).items() if v is not None)
+                yield "  generate loop: " + escape(segs)
+            mods = host.get("modules") or {}
+            if mods.get("available"):
+                rows = sorted(mods.get("rows") or [], key=lambda r: -(r.get("self_s_per_step") or 0))[:top]
+                if rows:
+                    yield "  most self time: " + escape(", ".join(
+                        f"{r['name'] or 'model'} {_ms(r['self_s_per_step'])}" for r in rows))
+            else:
+                yield f"  [dim]modules: {escape(str(mods.get('reason')))}[/dim]"
+            cost = f"{host.get('iterations', 0)} traced iteration(s)"
+            if host.get("added_s_per_step") is not None:
+                cost += (f", step {_ms(step)} traced vs {_ms(host.get('itl_s_untraced'))} untraced "
+                         f"(tracing adds {_ms(host['added_s_per_step'])})")
+            yield f"  [dim]{escape(cost)}[/dim]"
+    line = _host.host_path_line(host_path) if host_path else None
+    if line:
+        yield f"[dim]{escape(line)}[/dim]"
+
+
+def _ms(s: float | None) -> str:
+    if s is None:
+        return "?"
+    return f"{s * 1e3:.2f} ms" if abs(s) < 0.1 else f"{s * 1e3:.0f} ms"
 
 
 def kernel_lines(kernels: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
