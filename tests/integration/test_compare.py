@@ -143,8 +143,8 @@ def test_compare_shows_the_kernel_breakdown_of_traced_runs(tmp_path, capsys):
     cells = {}
     for line in out[out.index("kernel breakdown"):].splitlines():
         parts = [c.strip() for c in line.split("\u2502")]
-        if len(parts) == 7:  # | configuration | item | A | B | change |
-            cells[parts[2]] = parts[3:6]
+        if len(parts) == 6:  # | item | A | B | change | (one configuration: said above the table)
+            cells[parts[1]] = parts[2:5]
     assert cells["gemm"] == ["1.000 ms", "1.500 ms", "+50.0%"]
     assert cells["idle share"][:2] == ["50.0%", "25.0%"]
     doc = json.loads(out_json.read_text())
@@ -160,3 +160,107 @@ def test_compare_without_traces_has_no_kernel_breakdown(tmp_path, capsys):
     pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
     assert cli.main(["compare", str(pa), str(pb)]) == 0
     assert "kernel breakdown" not in capsys.readouterr().out
+
+
+LONG_CONFIG = {"model": "/data/models/llama-3.2-1b-instruct-finetuned/checkpoints/step-000123456/hf",
+               "dtype": "bfloat16", "device": "cpu", "attn_implementation": "sdpa", "quantization": "none",
+               "compile": False, "warmup_iterations": 3}
+
+
+def _one_config(result):
+    from fastprof.results.sweep import Sweep
+
+    sweep = Sweep(environment={}, parameters={})
+    sweep.add_ok(dict(result.config), result)
+    return sweep
+
+
+def _printed(comparisons, width):
+    import io
+
+    from rich.console import Console
+
+    from fastprof.report.compare import print_console
+
+    console = Console(width=width, file=io.StringIO(), record=True)
+    print_console(comparisons, console=console)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_one_long_configuration_is_said_once_and_the_numbers_fit(width):
+    """Two results of one configuration whose key is longer than 80 characters: the key is said
+    once above the table, and every metric, its ratio, interval and verdict are on screen."""
+    a = _one_config(synthetic_result(10.0, seed=1, config=LONG_CONFIG))
+    b = _one_config(synthetic_result(12.0, seed=2, config=LONG_CONFIG))
+    c = compare_sweeps(a, b)
+    assert len(c.rows[0].config) > 78
+    out = _printed([c], width)
+    lines = out.splitlines()
+    assert "\u2026" not in out and max(len(line) for line in lines) <= width
+    assert " ".join(out.split()).count(c.rows[0].config) == 1  # said once (wrapped), not in every row
+    assert "configuration of every row:" in out
+    for r in c.rows:
+        for cell in (r.metric, f"{r.ratio:.3f}", f"{r.ci_low:.3f}-{r.ci_high:.3f}"):
+            assert any(cell in line for line in lines), (cell, out)
+        assert any(f" {r.metric} " in line and r.verdict in line for line in lines), (r.metric, out)
+    assert any(" itl_s " in line and "regression" in line for line in lines)
+
+
+def test_several_long_configurations_are_abbreviated():
+    """Rows of several configurations whose labels would crowd out the numbers at 80 columns are
+    named c1, c2, ... with each name's configuration above the table."""
+    a = synthetic_sweep({1: 10.0, 2: 11.0}, seed=0)
+    b = synthetic_sweep({1: 10.0, 2: 11.0}, seed=5)
+    for sweep in (a, b):  # labels of the varying keys: make one of them long
+        for run in sweep.runs:
+            run.config["note"] = f"a-long-description-of-this-configuration-{run.config['batch_size']}" * 2
+    c = compare_sweeps(a, b, metrics=["itl_s", "ttft_s"])
+    out = _printed([c], 80)
+    assert "\u2026" not in out and max(len(line) for line in out.splitlines()) <= 80
+    assert "c1: " in out and "c2: " in out
+    for r in c.rows:
+        assert f"{r.ratio:.3f}" in out and f"{r.ci_low:.3f}-{r.ci_high:.3f}" in out
+
+
+def _processes(gaps_ms, seed):
+    from fastprof.results.processes import merge_processes
+
+    return merge_processes([synthetic_result(g, seed=seed + i, config=LONG_CONFIG) for i, g in enumerate(gaps_ms)])
+
+
+def test_two_processes_a_side_do_not_quote_an_absurd_detectable_change():
+    """Two processes a side, one side nearly constant: the t quantiles of about one degree of
+    freedom make the 95%-power change astronomically large. The note says the data cannot detect
+    any change of practical size and how many processes would, with no figure above 1000%."""
+    import re
+
+    from fastprof.analysis.compare import TARGET_EFFECT_PCT, detectable_change_pct
+    from fastprof.report.compare import PRACTICAL_CHANGE_PCT, notes, processes_for_target
+
+    a = _one_config(_processes([10.0, 10.02], seed=0))
+    b = _one_config(_processes([10.0, 12.5], seed=10))
+    c = compare_sweeps(a, b)
+    assert all(r.unit == "process" and (r.n_a, r.n_b) == (2, 2) for r in c.rows)
+    worst = max(c.rows, key=lambda r: r.detectable_pct)
+    assert worst.detectable_pct > 100 * PRACTICAL_CHANGE_PCT  # what the note used to quote
+    (note,) = [n for n in notes(c) if "practical size" in n]
+    assert f"more than {PRACTICAL_CHANGE_PCT:g}%" in note
+    assert all(float(x.replace(",", "")) <= PRACTICAL_CHANGE_PCT for x in re.findall(r"([\d,.]+)%", note)), note
+    need = int(re.search(r"about (\d+) processes a side would catch a 20% change", note).group(1))
+    tests = len(c.rows)
+    # The count is the smallest at which the detectable change of every weak row reaches the
+    # target, the degrees of freedom growing with the processes.
+    assert need == max(processes_for_target(r, tests=tests, alpha=c.alpha) for r in c.rows
+                       if r.detectable_pct > TARGET_EFFECT_PCT)
+    for r in c.rows:
+        n = processes_for_target(r, tests=tests, alpha=c.alpha)
+        if n is None or n <= 2:
+            continue
+        def det(k, r=r):
+            return detectable_change_pct(r.se_log * np.sqrt(2 / k), r.df * (k - 1), alpha=c.alpha, tests=tests)
+        assert det(n) <= TARGET_EFFECT_PCT < det(n - 1)
+        assert n <= need
+    assert 2 < need < 1000
+    out = _printed([c], 80)
+    assert "practical size" in " ".join(out.split()) and not re.search(r"\d{5,}%", out.replace(",", ""))

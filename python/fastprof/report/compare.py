@@ -20,6 +20,7 @@ from fastprof.analysis.compare import (
     Row,
     adjust,
     compare_metric,
+    detectable_change_pct,
     units_needed,
 )
 from fastprof.report.quantization import methods_compared
@@ -106,6 +107,8 @@ class Comparison:
     kernels: list[KernelDelta] = field(default_factory=list)
     #: What each side ran, when the matched runs differ in quantization (method, backend, weights).
     about: list[str] = field(default_factory=list)
+    #: The significance level the rows were decided at (their detectable changes use it).
+    alpha: float = 0.05
 
 
 def kernel_figures(result: BenchmarkResult) -> dict[str, tuple[float, str]] | None:
@@ -201,7 +204,7 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     return Comparison(names[0], names[1], rows,
                       unmatched_a=[label(r) for r in a.ok_runs if id(r) not in matched_a],
                       unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels,
-                      about=methods_compared([p[0] for p in pairs], [p[1] for p in pairs]))
+                      about=methods_compared([p[0] for p in pairs], [p[1] for p in pairs]), alpha=alpha)
 
 
 def compare_files(sweeps: Sequence[Sweep], *, names: Sequence[str], **kwargs: Any) -> list[Comparison]:
@@ -226,6 +229,10 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
         console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}, "
                              f"Welch's {1 - alpha:.0%} interval, p-value Holm-adjusted over {len(c.rows)} tests"),
                       highlight=False)
+        width = console_width(console)
+        configs, said = config_column([r.config or "-" for r in c.rows], width)
+        for line in said:
+            console.print(escape(line), highlight=False)
         columns = [Column("configuration", "left", key=True), Column("metric", "left", key=True),
                    Column("units A/B"), Column("A p50"), Column("B p50"), Column("B/A"),
                    Column(f"{1 - alpha:.0%} interval"), Column("p (Holm)"), Column("change"),
@@ -243,7 +250,8 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
             rows.append([r.config or "-", r.metric, f"{r.n_a}/{r.n_b} {r.unit[0]}", fmt(r.median_a),
                          fmt(r.median_b), f"{r.ratio:.3f}", interval, p, f"{r.change_pct:+.1f}%", flag])
             styles.append({"regression": "red", "improvement": "green"}.get(r.verdict))
-        for t in fit_tables(columns, rows, width=console_width(console), row_styles=styles):
+        columns, rows = with_config_column(columns, rows, configs)
+        for t in fit_tables(columns, rows, width=width, row_styles=styles):
             console.print(t)
         for line in c.about:
             console.print(escape(line), highlight=False)
@@ -257,10 +265,72 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
             console.print(f"[dim]only in {escape(c.other)}: {escape(label)}[/dim]", highlight=False)
 
 
+#: A configuration label wider than this share of the console is abbreviated in compare's tables
+#: (c1, c2, ... named above them): a key column of 78 characters at 80 columns left no room for a
+#: single number, and rich elided every one.
+CONFIG_COLUMN_SHARE = 0.25
+
+
+def config_column(labels: Sequence[str], width: int) -> tuple[list[str] | None, list[str]]:
+    """The configuration cells of a table's rows and the lines said above the table: no column and
+    one line when every row has the same configuration (as ``fastprof report`` does), short names
+    and one line per name when a label is wider than :data:`CONFIG_COLUMN_SHARE` of ``width``."""
+    distinct = list(dict.fromkeys(labels))
+    if len(distinct) == 1:
+        return None, [f"configuration of every row: {distinct[0]}"]
+    if max((len(x) for x in distinct), default=0) <= width * CONFIG_COLUMN_SHARE:
+        return list(labels), []
+    names = {x: f"c{i + 1}" for i, x in enumerate(distinct)}
+    return [names[x] for x in labels], [f"{names[x]}: {x}" for x in distinct]
+
+
+def with_config_column(columns: list[Column], rows: list[list[str]],
+                       configs: list[str] | None) -> tuple[list[Column], list[list[str]]]:
+    """``columns`` and ``rows`` (configuration first) with the cells of :func:`config_column`: the
+    column dropped when it is None."""
+    if configs is None:
+        return columns[1:], [row[1:] for row in rows]
+    return columns, [[cfg, *row[1:]] for cfg, row in zip(configs, rows)]
+
+
 #: Below these a note is printed (bench/RESULTS.md, "Comparisons: false alarms and power"):
 #: processes per side (:data:`fastprof.analysis.compare.RECOMMENDED_PROCESSES`), and iterations
 #: per side.
 RECOMMENDED_ITERATIONS = 10
+
+
+#: A detectable change above this (percent) is not quoted: a 10x slowdown is 900%, so a figure
+#: beyond it (2 processes a side on a CPU gave 356673284%, the t quantiles of one or two degrees of
+#: freedom) says only that the data cannot detect any change of practical size, and the note says so.
+PRACTICAL_CHANGE_PCT = 1000.0
+#: The most processes a side :func:`processes_for_target` looks at.
+MAX_PROCESSES_NEEDED = 100_000
+
+
+def processes_for_target(row: Row, *, tests: int, alpha: float,
+                         effect_pct: float = TARGET_EFFECT_PCT) -> int | None:
+    """About how many processes a side would bring ``row``'s detectable change (over ``tests``
+    tests) down to ``effect_pct``: the standard error shrinks as one over the square root of the
+    processes and the degrees of freedom grow with them. :func:`units_needed` keeps the degrees of
+    freedom, which is close enough at 5 a side but, at 2, asks for thousands where about 15 do.
+    None when the spread is unknown or more than :data:`MAX_PROCESSES_NEEDED` would be needed."""
+    n0 = min(row.n_a, row.n_b)
+    if not (n0 >= 2 and np.isfinite(row.se_log) and row.se_log > 0 and np.isfinite(row.df) and row.df > 0):
+        return None
+
+    def detectable(n: int) -> float:
+        return detectable_change_pct(row.se_log * np.sqrt(n0 / n), row.df * (n - 1) / (n0 - 1), alpha=alpha,
+                                     tests=tests)
+
+    if detectable(MAX_PROCESSES_NEEDED) > effect_pct:
+        return None
+    lo, hi = n0, MAX_PROCESSES_NEEDED  # detectable(lo) may already meet it; detectable(hi) does
+    if detectable(lo) <= effect_pct:
+        return lo
+    while hi - lo > 1:  # the detectable change falls as n grows
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if detectable(mid) <= effect_pct else (mid, hi)
+    return hi
 
 
 def notes(c: Comparison) -> list[str]:
@@ -279,7 +349,23 @@ def notes(c: Comparison) -> list[str]:
                    "caught 99-100% of injected 20% slowdowns on an idle CPU, 3 only 58-67% (bench/RESULTS.md)")
     weak = sorted((r for r in c.rows if r.unit == "process" and np.isfinite(r.detectable_pct)
                    and r.detectable_pct > TARGET_EFFECT_PCT), key=lambda r: -r.detectable_pct)
-    if weak:
+    hopeless = [r for r in weak if r.detectable_pct > PRACTICAL_CHANGE_PCT]
+    if hopeless:
+        tests = sum(bool(np.isfinite(r.p_adjusted)) for r in c.rows)
+        need = [processes_for_target(r, tests=tests, alpha=c.alpha) for r in weak]
+        n = min(min(r.n_a, r.n_b) for r in hopeless)
+        shown = ", ".join(r.metric for r in hopeless[:3])
+        more = f" and {len(hopeless) - 3} more" if len(hopeless) > 3 else ""
+        rest = [r for r in weak if r.detectable_pct <= PRACTICAL_CHANGE_PCT]
+        also = "; ".join(f"{r.metric} about {r.detectable_pct:.0f}%" for r in rest[:3])
+        reach = (f"about {max(need)} processes a side would catch a {TARGET_EFFECT_PCT:g}% change"
+                 if None not in need else
+                 f"no number of processes up to {MAX_PROCESSES_NEEDED:,} would catch a {TARGET_EFFECT_PCT:g}% change")
+        out.append(f"too little data for any change of practical size: with {n} process(es) a side and the spread "
+                   f"between them seen here, {shown}{more} would need a change of more than "
+                   f"{PRACTICAL_CHANGE_PCT:g}% to be caught {TARGET_POWER:.0%} of the time"
+                   f"{f' ({also})' if also else ''}; {reach}")
+    elif weak:
         need = max(units_needed(r) or 0 for r in weak)
         shown = ", ".join(f"{r.metric} (about {r.detectable_pct:.0f}% is)" for r in weak[:3])
         more = f" and {len(weak) - 3} more" if len(weak) > 3 else ""
@@ -312,6 +398,10 @@ def _print_kernels(c: Comparison, console: Any) -> None:
             fmt = lambda v: f"{v:,.1f}"  # noqa: E731
         change = "-" if d.change_pct is None else f"{d.change_pct:+.1f}%"
         rows.append([d.config or "-", d.item, fmt(d.a), fmt(d.b), change])
+    configs, said = config_column([d.config or "-" for d in c.kernels], console_width(console))
+    for line in said:
+        console.print(escape(line), highlight=False)
+    columns, rows = with_config_column(columns, rows, configs)
     for t in fit_tables(columns, rows, width=console_width(console)):
         console.print(t)
 
