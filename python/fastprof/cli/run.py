@@ -48,8 +48,10 @@ def add_parser(sub: Any) -> None:
             "there is one, else on the CPU. Each configuration also gets a roofline (the bytes and FLOPs of a\n"
             "decode step against the GPU's peak bandwidth and tensor FLOP/s: MBU, MFU, the ideal step time;\n"
             "on Hopper and newer beside the GPU's own DRAM bandwidth counter) and a verdict: host-overhead-,\n"
-            "memory- or compute-bound. On CUDA GPUs, 2 extra iterations after the timed ones run under a\n"
-            "CUPTI kernel trace (--kernel-trace): GPU idle share per step, kernels per token, time by class.\n\n"
+            "memory- or compute-bound. 2 extra iterations after the timed ones are traced (--kernel-trace):\n"
+            "where the host's time goes in each decode step (modules, the generate loop, and on CUDA GPUs the\n"
+            "CUDA API calls: launches, waiting for the GPU, Python and framework) and, on CUDA GPUs, the\n"
+            "CUPTI kernel trace: GPU idle share per step, kernels per token, time by class.\n\n"
             "Sweeps: --batch-size, --prompt-len, --max-new-tokens, --dtype, --quantization,\n"
             "--attn-implementation and --compile take comma lists; every combination is one configuration.\n"
             "A configuration that fails (out of memory, an unsupported attention implementation, a missing\n"
@@ -111,8 +113,10 @@ def add_parser(sub: Any) -> None:
                      help="beam search with N beams: measured end to end (latency, throughput) without per-token "
                           "marks, since the tokens are chosen only at the end")
     run.add_argument("--kernel-trace", type=non_negative_int, default=None, metavar="N",
-                     help="after the timed iterations, run N more under the CUPTI kernel tracer: GPU busy/idle per "
-                          "decode step, time by kernel class, top kernels (default: 2 on a CUDA GPU, else 0; 0: off)")
+                     help="after the timed iterations, run N more traced: the host breakdown of each decode step "
+                          "(modules, the generate loop and, on CUDA GPUs, the CUDA API calls) and, on CUDA GPUs, the "
+                          "CUPTI kernel trace: GPU busy/idle per decode step, time by kernel class, top kernels "
+                          "(default: 2; 0: off)")
     run.add_argument("--kernel-trace-timed", action="store_true",
                      help="trace the timed iterations themselves (their timings then include the tracer's cost)")
     run.add_argument("--processes", type=positive_int, default=None, metavar="N",
