@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fastprof.report.charts import png_img, pyplot
+from fastprof.report.host_html import host_section
 from fastprof.report.kernels_html import kernel_section
 from fastprof.report.tables import (
     DEFAULT_METRICS,
@@ -429,6 +430,7 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
                 parts.append(f'<p class="muted">roofline unavailable: {_esc(roof["reason"])}</p>')
         parts += _stalls_section(run.result.stalls)
         parts += kernel_section(getattr(run.result, "kernels", None), plt=pyplot, png=png_img, table=_html_table)
+        parts += host_section(getattr(run.result, "host", None), plt=pyplot, png=png_img, table=_html_table)
         hw = run.result.hardware or {}
         gpu = _gpu_timeline_chart(run)
         if gpu:
