@@ -14,6 +14,11 @@ so tokens, GPU samples and stall events line up. Per configuration (one trace pr
   the timed ones) and its steps (prefill, then each decode step) on the device clock;
 - threads "GPU stream N": that iteration's kernels, copies and memsets, one slice each, named
   (demangled) and classed (gemm, attention, elementwise, ...), one thread per CUDA stream;
+- thread "host thread (traced iteration)": when the host breakdown recorded CUDA API calls, the
+  last traced iteration's calls of the measured thread (the outermost ones), one slice each, named
+  by the API function, its part (launch, sync, copy, ...) in ``args``;
+- thread "modules (traced iteration)": that iteration's module intervals (model, decoder layers,
+  attention, MLP, ...), nested as they ran;
 - counters: every GPU sample field that has values (power, utilisation, clocks, memory, the
   performance counters), one counter track each.
 
@@ -26,10 +31,12 @@ import json
 import math
 from typing import Any
 
+from fastprof.analysis.host import api_category
 from fastprof.results.io import json_safe, write_atomic
 from fastprof.results.sweep import Sweep
 
-TIDS = {"iterations": 1, "host tokens": 2, "device tokens": 3, "stalls": 4, "traced iteration": 5}
+TIDS = {"iterations": 1, "host tokens": 2, "device tokens": 3, "stalls": 4, "traced iteration": 5,
+        "host thread (traced iteration)": 6, "modules (traced iteration)": 7}
 _STREAM_TID0 = 100  # thread ids of the GPU streams: 100 + their order of appearance
 _COUNTER_SKIP = {"timestamps_ns", "device", "iteration", "phase"}
 
@@ -79,6 +86,7 @@ def trace_events(sweep: Sweep) -> list[dict[str, Any]]:
                            "ts": _us(int(e["start_ns"])), "dur": _us(int(e["end_ns"]) - int(e["start_ns"])),
                            "args": e.get("detail") or {}})
         events += _kernel_events(pid, r.kernels or {})
+        events += _host_events(pid, getattr(r, "host", None) or {})
         samples = ((r.hardware or {}).get("samples") or {})
         ts = samples.get("timestamps_ns") or []
         for field, values in samples.items():
@@ -120,6 +128,35 @@ def _kernel_events(pid: int, kernels: dict[str, Any]) -> list[dict[str, Any]]:
     if tl.get("truncated"):
         events.append({"ph": "i", "name": f"{tl['truncated']} more kernel records not kept", "pid": pid,
                        "tid": TIDS["traced iteration"], "ts": _us(t), "s": "t"})
+    return events
+
+
+def _host_events(pid: int, host: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last traced iteration's CUDA API calls and module intervals (host clock)."""
+    tl = host.get("timeline")
+    if not host.get("available") or not tl:
+        return []
+    events: list[dict[str, Any]] = []
+    api_names = tl.get("api_names") or []
+    parts = {name: api_category(name) for name in api_names}
+    for start, end, n in tl.get("api") or []:
+        name = api_names[n] if n < len(api_names) else "CUDA call"
+        events.append({"ph": "X", "name": name, "cat": "cuda_api", "pid": pid,
+                       "tid": TIDS["host thread (traced iteration)"], "ts": _us(int(start)),
+                       "dur": _us(int(end) - int(start)), "args": {"part": parts.get(name, "other_api")}})
+    module_names = tl.get("module_names") or []
+    rows = ((host.get("modules") or {}).get("rows")) or []
+    # a parent before the children that start with it, so that viewers nest them
+    for start, end, m in sorted(tl.get("modules") or [], key=lambda r: (r[0], -r[1])):
+        args: dict[str, Any] = {"module": m}
+        if m < len(rows):
+            args["kind"] = rows[m].get("kind")
+        events.append({"ph": "X", "name": module_names[m] if m < len(module_names) else f"module {m}",
+                       "cat": "module", "pid": pid, "tid": TIDS["modules (traced iteration)"],
+                       "ts": _us(int(start)), "dur": _us(int(end) - int(start)), "args": args})
+    if tl.get("truncated"):
+        events.append({"ph": "i", "name": "host timeline truncated (more calls or intervals than kept)", "pid": pid,
+                       "tid": TIDS["host thread (traced iteration)"], "ts": _us(int(tl.get("end_ns") or 0)), "s": "t"})
     return events
 
 
