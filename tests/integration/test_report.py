@@ -166,6 +166,32 @@ def test_gpu_timeline_is_drawn_from_samples(gpu_sweep):  # noqa: F811
     assert "no GPU sampled: test" in report.html_report(Sweep(environment={}, runs=[run]))
 
 
+def test_html_statistics_use_the_consoles_units():
+    """The HTML statistics table shows each figure in the console's unit: the peak memory in GiB
+    (3,894,280,192 bytes is 3.627 GiB), times in ms, energy per token in mJ, never raw SI values."""
+    from fastprof.report.tables import stat_text
+    from fastprof.results.units import display_unit
+
+    sweep = synthetic_sweep({1: 10.0})
+    result = sweep.runs[0].result
+    peak = 3_894_280_192.0
+
+    def stat(v):
+        return {"n": 12, "p50": v, "mean": v, "p90": v, "p99": v, "max": v, "cv": 0.0}
+
+    result.hardware = {"available": True, "backend": "nvml", "interval_ms": 10.0, "devices": [],
+                       "summary": {"memory_peak_bytes": stat(peak), "energy_per_token_j": stat(0.0425)}}
+    text = report.html_report(sweep)
+    assert "3,894,280,192" not in text and "3894280192" not in text
+    assert "memory_peak_bytes [GiB]" in text and ">3.627<" in text
+    assert "energy_per_token_j [mJ]" in text and ">42.500<" in text
+    itl = result.summary["itl_s"]["p50"]
+    assert "itl_s [ms]" in text and f">{itl * 1e3:,.3f}<" in text
+    # One formatting for both: the console's report table cells come from the same function.
+    assert stat_text(peak, display_unit("memory_peak_bytes", peak)) == "3.627"
+    assert stat_text(1234.56, display_unit("decode_tokens_per_s", 1234.56)) == "1,234.6"
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
     ("", "is empty"),

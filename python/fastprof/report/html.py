@@ -21,6 +21,7 @@ from fastprof.report.tables import (
     _metric_unit,
     all_warnings,
     available_metrics,
+    stat_text,
     table_data,
 )
 from fastprof.results.io import write_atomic
@@ -339,23 +340,19 @@ def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
 def _run_stats_table(run: Run) -> str:
     header = ["clock", "metric", "n", "p50", "95% CI of p50", "mean", "p90", "p99", "max", "cv"]
     rows = []
-    for clock, table in (("host", run.result.summary), ("device", run.result.device_summary)):
-        for metric, s in (table or {}).items():
-            unit, scale = display_unit(metric, s.get("p50"))
-
-            def f(v: Any, scale: float = scale) -> str:
-                return "-" if v is None else f"{v * scale:,.3f}"
-
-            ci = f"{f(s.get('ci95_low'))} - {f(s.get('ci95_high'))}" if s.get("ci95_low") is not None else "-"
-            rows.append([clock, f"{metric} [{unit}]", str(s.get("n")), f(s.get("p50")), ci, f(s.get("mean")),
-                         f(s.get("p90")), f(s.get("p99")), f(s.get("max")),
-                         "-" if s.get("cv") is None else f"{s['cv']:.1%}"])
     hw = run.result.hardware or {}
-    for metric, s in (hw.get("summary") or {}).items() if hw.get("available") else ():
-        if s.get("n"):
-            rows.append(["gpu", metric, str(s["n"]), *(f"{s.get(k):,.3f}" if s.get(k) is not None else "-"
-                                                       for k in ("p50",)), "-",
-                         *(f"{s.get(k):,.3f}" if s.get(k) is not None else "-" for k in ("mean", "p90", "p99", "max")),
+    tables = [("host", run.result.summary), ("device", run.result.device_summary),
+              ("gpu", hw.get("summary") if hw.get("available") else None)]
+    for clock, table in tables:
+        for metric, s in (table or {}).items():
+            if clock == "gpu" and not s.get("n"):
+                continue
+            # The console's units and digits (tables.stat_text): memory in GiB, not raw bytes.
+            unit = display_unit(metric, s.get("p50"))
+            f = lambda v, unit=unit: stat_text(v, unit)  # noqa: E731
+            ci = f"{f(s.get('ci95_low'))} - {f(s.get('ci95_high'))}" if s.get("ci95_low") is not None else "-"
+            rows.append([clock, f"{metric} [{unit[0]}]" if unit[0] else metric, str(s.get("n")), f(s.get("p50")),
+                         ci, f(s.get("mean")), f(s.get("p90")), f(s.get("p99")), f(s.get("max")),
                          "-" if s.get("cv") is None else f"{s['cv']:.1%}"])
     return _html_table(header, rows, left=2)
 

@@ -56,6 +56,16 @@ def _metric_unit(sweep: Sweep, metric: str, clock: str) -> tuple[str, float]:
     return display_unit(metric, float(np.median(medians)) if medians else None)
 
 
+def stat_text(value: float | None, unit: tuple[str, float]) -> str:
+    """One statistic in its display unit (``unit``: :func:`display_unit`'s name and scale), as
+    every statistics table shows it, console and HTML: rates, watts and percentages with one
+    decimal, the rest with three (bytes in GiB, MiB or KiB, never raw)."""
+    if value is None:
+        return "-"
+    name, scale = unit
+    return f"{value * scale:,.1f}" if name in ("tok/s", "W", "%") else f"{value * scale:,.3f}"
+
+
 def table_data(sweep: Sweep, metrics: Sequence[str] = DEFAULT_METRICS, stats: Sequence[str] = ("p50",),
                clock: str = "host") -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings): one row per configuration, the keys that vary, the status and
@@ -80,7 +90,6 @@ def table_data(sweep: Sweep, metrics: Sequence[str] = DEFAULT_METRICS, stats: Se
         table = run.result.summary if clock == "host" else run.result.device_summary
         for m in metrics:
             s = (table or {}).get(m) or {}
-            _, scale = units[m]
             for st in stats:
                 v = s.get(st)
                 if v is None:
@@ -90,7 +99,7 @@ def table_data(sweep: Sweep, metrics: Sequence[str] = DEFAULT_METRICS, stats: Se
                 elif st == "cv":
                     row.append(f"{v:.1%}")
                 else:
-                    row.append(f"{v * scale:,.3f}" if scale != 1 or not m.endswith("_tokens_per_s") else f"{v:,.1f}")
+                    row.append(stat_text(v, units[m]))
         rows.append(row)
     return header, rows
 
