@@ -360,7 +360,6 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
         fn()
     rec.synchronize()
     sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
-    traces: list[Trace] = []
 
     def run_once() -> Trace:
         if free_memory:
@@ -373,16 +372,7 @@ def benchmark(fn: Callable[[], Any], *, warmup: int = 3, iterations: int = 20, d
             trace = rec.end()
         return trace
 
-    sampling.start()
-    try:
-        if tracing.trace_timed:
-            tracing.start()
-        for _ in range(iterations):
-            traces.append(run_once())
-    except BaseException:
-        sampling.abort()
-        tracing.abort()
-        raise
+    traces = run_phase([sampling, *([tracing] if tracing.trace_timed else [])], iterations, run_once)
     hardware = sampling.finish(traces, [1] * len(traces), seed)
     traced = tracing.run_after(traces, run_once)
     host_latency = [(t.host_end_ns - t.host_start_ns) / 1e9 for t in traces]

@@ -194,6 +194,13 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
 
     mode = distributed_mode(args)
     ctx = distributed.setup("cuda" if device.startswith("cuda") else "cpu") if mode else None
+    # The host path of this process before any model loads: a worker that starts on a slow host
+    # shows it here, whatever the configurations do later.
+    from fastprof.capture import hostpath
+
+    ordinal = (torch.cuda.current_device() if device == "cuda" else int(device.split(":")[1])) \
+        if device.startswith("cuda") else None
+    process_calibration = hostpath.calibrate(device_ordinal=ordinal)
     rank0 = ctx is None or ctx.rank == 0
     console = Console(stderr=True, quiet=args.quiet or not rank0, soft_wrap=True)
     model_name = BUILTIN_MODEL if args.model is None else args.model
@@ -287,6 +294,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                             trace_timed=getattr(args, "kernel_trace_timed", False), text=text,
                         )
                     result.quantization = dict(model_info) or None
+                    if result.host_path is not None:
+                        result.host_path["process"] = process_calibration
                     if quant == "bnb-int8" and dtype != "float16":
                         result.warnings.append(f"bnb-int8 runs its int8 matmuls in float16: the {dtype} activations "
                                                "are cast at every quantized layer (--dtype float16 avoids it)")

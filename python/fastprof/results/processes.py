@@ -85,8 +85,24 @@ def merge_processes(results: Sequence[BenchmarkResult], *, pids: Sequence[int | 
                                          warnings=list(dict.fromkeys(warnings)), seed=seed)
     # Kernel trace, roofline and verdict come from the first process (they describe the workload).
     merged.kernels, merged.roofline, merged.verdict = base.kernels, base.roofline, base.verdict
+    merged.host = base.host
+    merged.host_path = _merge_host_path([r.host_path for r in results])
     merged.processes = processes_section(merged, pids=pids)
     return merged
+
+
+def _merge_host_path(parts: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Every process's host-path rows, each marked with its process, summarised together; the
+    calibrations the processes took before their models loaded, in process order."""
+    from fastprof.analysis.host import host_path_section
+
+    if all(p is None for p in parts):
+        return None
+    rows = [{**row, "process": i} for i, p in enumerate(parts) for row in ((p or {}).get("iterations") or [])]
+    reasons = {(p or {}).get("steal_reason") for p in parts} - {None}
+    out = host_path_section(rows, steal_reason="; ".join(sorted(reasons)) or None)
+    out["processes"] = [(p or {}).get("process") for p in parts]
+    return out
 
 
 def _merge_hardware(parts: Sequence[dict[str, Any] | None], *, seed: int) -> dict[str, Any] | None:
