@@ -38,7 +38,8 @@ def test_benchmark_generate_counts_every_token(tiny_llama, tmp_path):
 def test_device_events_come_from_the_logits_processor(tiny_llama, fake_gpu):
     # A CPU model, but device timing forced through the fake driver: proves the hook wiring.
     records = fake_gpu.calls("cuEventRecord")
-    r = fastprof.benchmark_generate(tiny_llama, inputs(), max_new_tokens=5, warmup=0, iterations=2, device="cuda:0")
+    r = fastprof.benchmark_generate(tiny_llama, inputs(), max_new_tokens=5, warmup=0, iterations=2, device="cuda:0",
+                                    kernel_trace_iterations=0)  # the timed iterations only
     assert r.device_timing["available"], r.device_timing
     assert fake_gpu.calls("cuEventRecord") - records == 2 * (5 + 2)  # tokens + start + end per iteration
     assert r.device_summary["itl_s"]["n"] == 2 * 4
