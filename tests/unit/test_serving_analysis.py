@@ -107,3 +107,115 @@ def test_collector_records_a_failed_request():
                           error="CUDA out of memory", timestamps=None, lifespan=None)
     r = col.take(out, 10)
     assert r["status"] == "failed" and r["error"] == "CUDA out of memory" and r["done"]
+
+
+T0 = 10**12
+
+
+def simulate(rate, n, *, slots=5, service=1.0, tokens=16, seed=0, scheduled=True, arrival="poisson", finish=None):
+    """Requests of a server with ``slots`` concurrent requests and a fixed time in service (a FIFO
+    queue before it): capacity slots / service requests per second. ``finish``: the end time of
+    request i instead (a batch that finishes together). Returns the run's serving section."""
+    import heapq
+
+    offsets = sv.arrival_offsets(n, rate=rate, arrival=arrival, seed=seed)
+    free = [0.0] * slots
+    recs = []
+    for i, a in enumerate(offsets):
+        start = max(a, heapq.heappop(free))
+        end = finish(i) if finish else start + service
+        heapq.heappush(free, end)
+        toks = np.linspace(start + 0.1 * (end - start), end, tokens)
+        recs.append({"request": i, "rate": rate, "arrival_ns": T0 + int(a * 1e9),
+                     "scheduled_ns": T0 + int(start * 1e9) if scheduled else None,
+                     "token_ns": [T0 + int(x * 1e9) for x in toks], "status": "finished"})
+    end_ns = max(r["token_ns"][-1] for r in recs)
+    return {**sv.summarize(recs, start_ns=T0, end_ns=end_ns, rate=rate), "requests": recs}
+
+
+def test_a_burst_faster_than_a_request_is_flagged_and_never_above_100_percent():
+    """48 requests at 128 req/s arrive within 0.4 s; each is 5 s in service and the batch finishes
+    them together (within 0.1 s), so their completions come faster than their arrivals. The run
+    holds no steady state: flagged, capped at 100%, left out of the knee, with the requests that
+    would give one."""
+    burst = simulate(128, 48, slots=64, service=5.0, arrival="fixed", finish=lambda i: 5.0 + 0.1 * i / 48)
+    k = sv.keep_up(burst["requests"])
+    assert k["arrival_span_s"] == pytest.approx(47 / 128, rel=1e-6)
+    assert k["completion_rate_per_s"] > 3 * k["arrival_rate_per_s"]  # bunched: the old share said 370%
+    assert k["served_share"] <= 1.0 and k["steady"] is False
+    assert k["service_s"] == pytest.approx(5.0, rel=0.05)
+    assert k["steady_duration_s"] == pytest.approx(sv.STEADY_LATENCIES * k["service_s"])
+    assert k["steady_requests"] == int(np.ceil(k["steady_duration_s"] * 128)) + 1  # about 3 x 5 s x 128/s
+    assert burst["steady"] is False and burst["served_share"] <= 1.0  # what the results file keeps
+    # Arrivals spanning many latencies: a steady state, the share follows the load.
+    calm = simulate(2, 60, slots=64, service=5.0)
+    assert sv.keep_up(calm["requests"])["steady"] is True
+    mid = simulate(16, 48, slots=64, service=5.0)  # 3 s of arrivals, 5 s in service
+    c = sv.curve([calm, mid, burst])
+    assert c["unsteady_rates"] == [16, 128] and c["knee_rate"] is None and c["kept_up_rate"] == 2
+    assert all(p["served_share"] is None or p["served_share"] <= 1.0 for p in c["points"])
+    from fastprof.report.serving import knee_text, unsteady_lines
+
+    text = knee_text(c)
+    assert "knee at" not in text and "no knee reached" in text and "16, 128 req/s" in text
+    (line,) = [x for x in unsteady_lines(c) if x.startswith("rate 128 ")]
+    assert "0.37 s" in line and f"{k['steady_requests']:,} requests" in line and "left out of the knee" in line
+    # A burst schedule: no rate to scale, so no request count; the line says what would help.
+    burst_all = simulate(8, 10, slots=64, service=1.0, arrival="burst")
+    assert sv.keep_up(burst_all["requests"])["steady"] is False
+    assert "--arrival poisson" in unsteady_lines(sv.curve([burst_all]))[0]
+
+
+@pytest.mark.parametrize("scheduled", [True, False])
+def test_a_server_at_capacity_gives_the_knee_at_the_last_rate_it_sustains(scheduled):
+    """Five slots, one second in service each: 5 req/s of capacity. Offered 1, 2, 4, 8 and 16
+    req/s, 200 requests each: throughput flattens at 5 req/s and latency rises from 8 req/s on,
+    and the knee is 4 req/s, with the rate above it behind. Without the scheduler's times the
+    time in service is still told apart from the queue."""
+    runs = [simulate(rate, 200, seed=i, scheduled=scheduled) for i, rate in enumerate((1, 2, 4, 8, 16))]
+    c = sv.curve(runs)
+    pts = {p["rate"]: p for p in c["points"]}
+    assert all(p["steady"] for p in c["points"]) and not c["unsteady_rates"]
+    assert all(pts[r]["served_share"] >= sv.KNEE_SERVED_SHARE for r in (1, 2, 4))
+    assert 0.5 < pts[8]["served_share"] < 0.8 and pts[16]["served_share"] < 0.4  # about 5 / 8 and 5 / 16
+    assert pts[16]["request_throughput_per_s"] == pytest.approx(pts[8]["request_throughput_per_s"], rel=0.1)
+    assert pts[16]["ttft_s_p99"] > 2 * pts[8]["ttft_s_p99"] > 4 * pts[2]["ttft_s_p99"]
+    assert c["knee_rate"] == 4 and c["behind_rate"] == 8
+    from fastprof.report.serving import knee_text
+
+    text = knee_text(c)
+    assert text.startswith("knee at 4 req/s") and "out tok/s" in text
+    assert f"at 8 req/s kept up {pts[8]['served_share']:.0%}" in text
+
+
+def test_the_console_flags_a_rate_without_a_steady_state():
+    """The serving curve at 80 columns: the unsteady rate's share reads 'unsteady', no share is
+    above 100%, a note gives the requests that would make it steady, and the knee line leaves it
+    out."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from fastprof.report.serving import print_serving
+    from fastprof.results.result import BenchmarkResult
+    from fastprof.results.sweep import Sweep
+
+    sweep = Sweep(environment={}, parameters={"rate": [2, 16, 128]})
+    for rate, run in ((2, simulate(2, 60, slots=64, service=5.0)), (16, simulate(16, 48, slots=64, service=5.0)),
+                      (128, simulate(128, 48, slots=64, service=5.0, arrival="fixed",
+                                     finish=lambda i: 5.0 + 0.1 * i / 48))):
+        serving = {k: v for k, v in run.items() if k not in ("summary", "warnings")}
+        result = BenchmarkResult(kind="serving", config={"rate": rate}, environment={}, iterations=[],
+                                 summary=run["summary"], device_summary=None, device_timing={"available": False},
+                                 warnings=[], serving={**serving, "arrival": "poisson"})
+        sweep.add_ok({"rate": rate}, result)
+    console = Console(width=80, file=io.StringIO(), record=True)
+    print_serving(sweep, console=console)
+    out = console.export_text()
+    flat = " ".join(out.split())
+    assert out.count("unsteady") >= 2 and "…" not in out
+    assert all(int(x) <= 100 for x in re.findall(r"kept up (\d+)%", flat))
+    assert "rate 128 req/s has no steady state" in flat and "rate 16 req/s has no steady state" in flat
+    assert "requests (--num-requests)" in flat
+    assert "no knee reached" in flat and "knee at" not in flat

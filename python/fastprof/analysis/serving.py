@@ -34,6 +34,12 @@ REQUEST_METRICS = ("queue_s", "ttft_s", "itl_s", "tpot_s", "e2e_s")
 #: The knee of the serving curve: the highest offered rate still served at this share of its load
 #: (completion rate over arrival rate, see :func:`keep_up`).
 KNEE_SERVED_SHARE = 0.9
+#: A run holds a steady state when its arrivals span at least this many request latencies (the
+#: median time a request spends in service). Below it the requests are in the batch together and
+#: finish together: 48 requests offered at 128 req/s arrived within 0.4 s, each took 5 s, and their
+#: completions, bunched, came at 136% of the arrival rate. Such a rate says nothing about what the
+#: server sustains; it is flagged and left out of the knee.
+STEADY_LATENCIES = 3.0
 #: Saturation: the first rate whose p99 TTFT exceeds this multiple of the lowest rate's p99 TTFT.
 SATURATION_TTFT_FACTOR = 10.0
 
@@ -147,27 +153,76 @@ def _rate_over_span(times_ns: Sequence[int]) -> float | None:
     return (len(times_ns) - 1) / span if span > 0 else None
 
 
-def keep_up(requests: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+def service_s(requests: Sequence[dict[str, Any]]) -> float | None:
+    """The median time a finished request spent in service: from when the scheduler took it to its
+    last token, without its wait in the queue (a server behind its load queues more and more, and
+    that wait is the sign of falling behind, not of a longer pipeline). Where the scheduler's time is
+    unknown: first to last token plus the run's least TTFT (a prefill that did not wait). None
+    without a finished request."""
+    done = [r for r in requests if r.get("status") == "finished" and r.get("token_ns")]
+    if not done:
+        return None
+    ttfts = [int(r["token_ns"][0]) - int(r["arrival_ns"]) for r in done]
+    least = max(min(ttfts), 0)
+    spans = []
+    for r in done:
+        last, sched = int(r["token_ns"][-1]), r.get("scheduled_ns")
+        if sched is not None and int(r["arrival_ns"]) <= int(sched) <= last:
+            spans.append(last - int(sched))
+        else:
+            spans.append(last - int(r["token_ns"][0]) + least)
+    return float(np.median(spans)) / 1e9
+
+
+def keep_up(requests: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Whether the server kept up with its load, free of the window's edges.
 
     ``arrival_rate_per_s``: the realised arrival rate, (n - 1) / (last arrival - first arrival)
     (a Poisson schedule's realised rate differs from the offered one); ``completion_rate_per_s``:
-    the same over the finished requests' completion times; ``served_share``: their ratio, or None
-    where either is undefined (fewer than two requests, or all arriving at once).
+    the same over the finished requests' completion times; ``served_share``: their ratio, at most
+    1, or None where either is undefined (fewer than two requests, or all arriving at once).
 
     Throughput over the whole window (``request_throughput_per_s``) cannot answer this with few
     requests: the window also holds the first request's wait for tokens and the last one's
     generation, so a server that keeps up easily still looks behind. Completions, by contrast,
     follow arrivals one for one while the server keeps up and fall to its capacity once it does
     not, whatever the number of requests. Requests that did not finish count against the share:
-    the completion rate is scaled by finished / measured."""
+    the completion rate is scaled by finished / measured.
+
+    That holds in a steady state only: ``steady`` is whether the arrivals span
+    (``arrival_span_s``) at least :data:`STEADY_LATENCIES` times the median time in service
+    (``service_s``, :func:`service_s`). Without one, completions come bunched and their rate can
+    exceed the arrivals'; the share is then capped at 1 (completions cannot outrun the arrivals
+    for long: an excess is the batch emptying at once) and the caller leaves the rate out of the
+    knee. ``steady_requests``: about how many requests at this arrival rate would span enough
+    (None for a burst, whose arrivals span nothing), ``steady_duration_s``: the arrival time that
+    would (``--duration``)."""
     arrivals = [int(r["arrival_ns"]) for r in requests if r.get("status") != "failed"]
     done = [int(r["token_ns"][-1]) for r in requests if r.get("status") == "finished" and r.get("token_ns")]
     a, c = _rate_over_span(arrivals), _rate_over_span(done)
     if c is not None and arrivals:
         c *= len(done) / len(arrivals)
-    share = c / a if a and c is not None else None
-    return {"arrival_rate_per_s": a, "completion_rate_per_s": c, "served_share": share}
+    share = min(c / a, 1.0) if a and c is not None else None
+    span = (max(arrivals) - min(arrivals)) / 1e9 if arrivals else None
+    service = service_s(requests)
+    steady = need_n = need_s = None
+    if span is not None and service is not None and len(arrivals) >= 2:
+        need_s = STEADY_LATENCIES * service
+        steady = span >= need_s
+        if a:
+            need_n = int(np.ceil(need_s * a)) + 1
+    return {"arrival_rate_per_s": a, "completion_rate_per_s": c, "served_share": share, "arrival_span_s": span,
+            "service_s": service, "steady": steady, "steady_requests": need_n, "steady_duration_s": need_s}
+
+
+def keep_up_of(point: dict[str, Any]) -> dict[str, Any]:
+    """:func:`keep_up` of a run's serving section: recomputed from its requests where it has them
+    (so files written before ``steady`` existed are judged alike), else the figures it stores."""
+    if point.get("requests"):
+        return keep_up(point["requests"])
+    keys = ("arrival_rate_per_s", "completion_rate_per_s", "served_share", "arrival_span_s", "service_s", "steady",
+            "steady_requests", "steady_duration_s")
+    return {k: point.get(k) for k in keys}
 
 
 def summarize(requests: Sequence[dict[str, Any]], *, start_ns: int, end_ns: int, rate: float | None,
@@ -233,14 +288,17 @@ def summarize(requests: Sequence[dict[str, Any]], *, start_ns: int, end_ns: int,
 
 def curve(points: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The serving curve across rates from per-run summaries (what :func:`summarize` returns, or
-    any dict with ``rate``, ``request_throughput_per_s``, ``output_token_throughput_per_s`` and
-    ``summary``), sorted by offered rate.
+    a run's ``serving`` section with its ``summary``, or any dict with ``rate``,
+    ``request_throughput_per_s``, ``output_token_throughput_per_s`` and ``summary``), sorted by
+    offered rate.
 
-    ``knee_rate``: the highest offered rate up to which every rate was served at
-    :data:`KNEE_SERVED_SHARE` of its load or better, the point where throughput stops rising with
-    load; None when even the lowest rate was not. The share is ``served_share`` (completion rate
-    over realised arrival rate, :func:`keep_up`) where a point has it, else request throughput
-    over the offered rate (results written before ``served_share`` existed, burst arrivals).
+    ``knee_rate``: the highest rate served at :data:`KNEE_SERVED_SHARE` of its load or better,
+    every lower rate too, below a rate that was not (``behind_rate``): where throughput stops
+    rising with load. Only rates with a steady state count (:func:`keep_up`; ``unsteady_rates``
+    are left out). None when the highest steady rate still kept up (the knee lies above:
+    ``kept_up_rate`` says how far the server was seen to keep up) or the lowest did not. The share
+    is ``served_share`` (completion rate over realised arrival rate) where a point has it, else
+    request throughput over the offered rate (results written before ``served_share`` existed).
     ``saturation_rate``: the first rate whose p99 TTFT exceeds :data:`SATURATION_TTFT_FACTOR` times
     the lowest rate's p99 TTFT; None when none does (the sweep did not reach saturation)."""
     rows = []
@@ -248,23 +306,29 @@ def curve(points: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if p.get("rate") is None:
             continue
         s = p.get("summary") or {}
+        k = keep_up_of(p)
+        share = k["served_share"]
+        if share is None and "steady" not in p and not p.get("requests") and p.get("request_throughput_per_s") \
+                is not None and p["rate"] > 0:
+            share = min(p["request_throughput_per_s"] / p["rate"], 1.0)  # an older summary: its window
         rows.append({
             "rate": float(p["rate"]),
+            "num_requests": (p.get("counts") or {}).get("total"),
             "request_throughput_per_s": p.get("request_throughput_per_s"),
             "output_token_throughput_per_s": p.get("output_token_throughput_per_s"),
             "goodput_per_s": p.get("goodput_per_s"),
-            "served_share": p.get("served_share"),
+            **{**k, "served_share": share},
             **{f"{m}_{q}": (s.get(m) or {}).get(q) for m in ("ttft_s", "itl_s", "e2e_s") for q in ("p50", "p99")},
         })
     rows.sort(key=lambda r: r["rate"])
-    knee = None
+    kept = behind = None
     for r in rows:
-        share = r["served_share"]
-        if share is None and r["request_throughput_per_s"] is not None and r["rate"] > 0:
-            share = r["request_throughput_per_s"] / r["rate"]
-        if share is None or share < KNEE_SERVED_SHARE:
+        if r["steady"] is False or r["served_share"] is None:
+            continue
+        if r["served_share"] < KNEE_SERVED_SHARE:
+            behind = r["rate"]
             break
-        knee = r["rate"]
+        kept = r["rate"]
     saturation = None
     base = rows[0]["ttft_s_p99"] if rows else None
     if base:
@@ -272,6 +336,7 @@ def curve(points: Iterable[dict[str, Any]]) -> dict[str, Any]:
             if r["ttft_s_p99"] is not None and r["ttft_s_p99"] > SATURATION_TTFT_FACTOR * base:
                 saturation = r["rate"]
                 break
-    return {"points": rows, "knee_rate": knee, "saturation_rate": saturation,
-            "low_load_ttft_p99_s": base, "saturation_factor": SATURATION_TTFT_FACTOR,
-            "knee_served_share": KNEE_SERVED_SHARE}
+    return {"points": rows, "knee_rate": kept if behind is not None else None, "kept_up_rate": kept,
+            "behind_rate": behind, "unsteady_rates": [r["rate"] for r in rows if r["steady"] is False],
+            "saturation_rate": saturation, "low_load_ttft_p99_s": base, "saturation_factor": SATURATION_TTFT_FACTOR,
+            "knee_served_share": KNEE_SERVED_SHARE, "steady_latencies": STEADY_LATENCIES}

@@ -39,12 +39,15 @@ def rows(sweep: Sweep) -> list[list[str]]:
     out = []
     for run in serving_runs(sweep):
         s, summ = run.result.serving, run.result.summary
+        k = _serving.keep_up_of(s)
+        # A rate without a steady state has no share worth showing (its completions came bunched).
+        kept = "unsteady" if k["steady"] is False else f(k["served_share"], 100, "{:.0f}")
         c = s.get("counts") or {}
         q = {m: summ.get(m) or {} for m in ("ttft_s", "itl_s", "e2e_s")}
         out.append([
             f(s.get("rate"), fmt="{:g}") if s.get("rate") is not None else str(s.get("arrival")),
             str(c.get("total", 0)), str(c.get("finished", 0)), str(c.get("running", 0) + c.get("queued", 0)),
-            str(c.get("failed", 0)), f(s.get("request_throughput_per_s")), f(s.get("served_share"), 100, "{:.0f}"),
+            str(c.get("failed", 0)), f(s.get("request_throughput_per_s")), kept,
             f(s.get("output_token_throughput_per_s"), fmt="{:,.1f}"), f(s.get("goodput_per_s")),
             f(q["ttft_s"].get("p50"), 1e3), f(q["ttft_s"].get("p99"), 1e3), f(q["itl_s"].get("p50"), 1e3),
             f(q["itl_s"].get("p99"), 1e3), f(q["e2e_s"].get("p99"), fmt="{:,.3f}"),
@@ -53,17 +56,63 @@ def rows(sweep: Sweep) -> list[list[str]]:
     return out
 
 
+def _figures(p: dict[str, Any]) -> str:
+    """A curve point's share, served and output throughput and p99 TTFT, for the knee's line."""
+    parts = [f"kept up {p['served_share']:.0%}" if p.get("served_share") is not None else None,
+             f"{p['request_throughput_per_s']:,.2f} req/s" if p.get("request_throughput_per_s") is not None else None,
+             f"{p['output_token_throughput_per_s']:,.1f} out tok/s"
+             if p.get("output_token_throughput_per_s") is not None else None,
+             f"p99 TTFT {p['ttft_s_p99'] * 1e3:,.1f} ms" if p.get("ttft_s_p99") is not None else None]
+    return ", ".join(x for x in parts if x)
+
+
 def knee_text(c: dict[str, Any]) -> str:
-    """One line: the knee and the saturation rate of a curve."""
-    knee = (f"knee at {c['knee_rate']:g} req/s (the highest rate whose completions kept up with >= "
-            f"{c['knee_served_share']:.0%} of its arrivals)" if c.get("knee_rate") is not None else "no knee: even the lowest rate was not served at "
-            f"{c.get('knee_served_share', 0.9):.0%} of its load")
+    """One line: the knee (with the figures it rests on) and the saturation rate of a curve."""
+    share = c.get("knee_served_share", _serving.KNEE_SERVED_SHARE)
+    at = {p["rate"]: p for p in c.get("points", [])}
+    if c.get("knee_rate") is not None:
+        knee = (f"knee at {c['knee_rate']:g} req/s, the highest rate whose completions kept up with >= {share:.0%} "
+                f"of its arrivals ({_figures(at[c['knee_rate']])}); at {c['behind_rate']:g} req/s "
+                f"{_figures(at[c['behind_rate']])}")
+    elif c.get("behind_rate") is not None:
+        knee = (f"no knee: even the lowest rate with a steady state, {c['behind_rate']:g} req/s, was served at less "
+                f"than {share:.0%} of its load ({_figures(at[c['behind_rate']])})")
+    elif c.get("kept_up_rate") is not None:
+        knee = (f"no knee reached: every rate with a steady state kept up with >= {share:.0%} of its arrivals, up to "
+                f"{c['kept_up_rate']:g} req/s ({_figures(at[c['kept_up_rate']])}); the knee lies higher")
+    else:
+        knee = "no knee: no rate had a steady state with a known share"
+    unsteady = c.get("unsteady_rates") or []
+    if unsteady:
+        knee += f"; left out, without a steady state: {', '.join(f'{r:g}' for r in unsteady)} req/s"
     if c.get("saturation_rate") is not None:
         sat = (f"p99 TTFT exceeds {c['saturation_factor']:g}x its low-load value "
                f"({c['low_load_ttft_p99_s'] * 1e3:.1f} ms) from {c['saturation_rate']:g} req/s")
     else:
         sat = f"p99 TTFT stays within {c.get('saturation_factor', 10):g}x its low-load value at every rate"
     return f"{knee}; {sat}"
+
+
+def unsteady_lines(c: dict[str, Any]) -> list[str]:
+    """One line per rate without a steady state: what its arrivals spanned against the request
+    latency, and the requests or arrival time that would give one."""
+    out = []
+    for p in c.get("points", []):
+        if p.get("steady") is not False:
+            continue
+        n = p.get("num_requests")
+        line = (f"rate {p['rate']:g} req/s has no steady state: its {n if n is not None else ''} arrivals "
+                f"spanned {p['arrival_span_s']:,.2f} s, less than {c['steady_latencies']:g} request latencies "
+                f"({c['steady_latencies']:g} x {p['service_s']:,.2f} s, the median time in service): the requests "
+                "were in the batch together, and its completion rate does not show what the server sustains; left "
+                "out of the knee. ")
+        if p.get("steady_requests") is not None:
+            line += (f"About {p['steady_requests']:,} requests (--num-requests) or --duration "
+                     f"{p['steady_duration_s']:.3g} at this rate would give one")
+        else:
+            line += "A burst never gives one: use --arrival poisson or fixed with --rate"
+        out.append(" ".join(line.split()))
+    return out
 
 
 def print_serving(sweep: Sweep, *, console: Any = None, warnings: bool = True) -> None:
@@ -82,6 +131,8 @@ def print_serving(sweep: Sweep, *, console: Any = None, warnings: bool = True) -
     for t in fit_tables(columns, rows(sweep), width=console_width(console), row_styles=styles,
                         title="serving curve (latency and throughput against offered load)"):
         console.print(t)
+    for line in unsteady_lines(c):
+        console.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False)
     if len(runs) > 1:
         console.print(f"[bold]knee[/bold]: {escape(knee_text(c))}", highlight=False)
     if not warnings:
@@ -145,6 +196,7 @@ def serving_html(sweep: Sweep) -> str:
     c = curve(sweep)
     esc = html.escape
     parts = ["<h2>Serving curve</h2>", f'<p class="verdict">{esc(knee_text(c))}</p>']
+    parts += [f'<p class="muted">{esc(line)}</p>' for line in unsteady_lines(c)]
     chart = _chart(c)
     if chart:
         parts.append(chart)
