@@ -138,9 +138,9 @@ def test_html_is_one_self_contained_file(gpu_sweep, tmp_path):  # noqa: F811
     assert not re.search(r'(src|href)="(?!data:)', text)
     assert "http://" not in text and "https://" not in text
     images = _images(text)
-    # Per configuration: token latency, ITL histogram + CDF, GPU timeline (4 x 3); sweep: against
-    # batch size and against prompt length (2).
-    assert len(images) == 4 * 3 + 2
+    # Per configuration: token latency, ITL histogram + CDF, GPU timeline, host time per decode
+    # step (4 x 4); sweep: against batch size and against prompt length (2).
+    assert len(images) == 4 * 4 + 2
     for data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert text.count("<h2>Configuration ") == 5
