@@ -264,3 +264,40 @@ def test_two_processes_a_side_do_not_quote_an_absurd_detectable_change():
     assert 2 < need < 1000
     out = _printed([c], 80)
     assert "practical size" in " ".join(out.split()) and not re.search(r"\d{5,}%", out.replace(",", ""))
+
+
+def _host(launch_s, python_s, launches=700):
+    step = launch_s + python_s + 0.0002
+    return {"available": True, "iterations": 2, "decode_steps": 30, "step_s": {"mean": step, "p50": step},
+            "api": {"available": True, "parts_s": {"launch": launch_s, "graph_launch": 0.0, "copy": 0.0,
+                                                   "memset": 0.0, "sync": 0.0002, "other_api": 0.0,
+                                                   "python_framework": python_s},
+                    "calls_per_step": {"launch": launches}, "launch_s": {"mean": launch_s / launches}},
+            "loop": {"available": True, "parts_s": {}, "outside_forward_s": 0.001},
+            "modules": {"available": True, "layers": 16, "layer_s_each": 0.0003}}
+
+
+def test_compare_shows_the_host_breakdown_of_traced_runs(tmp_path, capsys):
+    a, b = synthetic_sweep({1: 8.0}), synthetic_sweep({1: 8.0}, seed=1)
+    a.runs[0].result.host = _host(0.004, 0.006)
+    b.runs[0].result.host = _host(0.006, 0.006)
+    pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
+    validate(json.loads(pa.read_text()))
+    out_json = tmp_path / "cmp.json"
+    assert cli.main(["compare", str(pa), str(pb), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "host breakdown" in out
+    cells = {}
+    for line in out[out.index("host breakdown"):].splitlines():
+        parts = [c.strip() for c in line.split("\u2502")]
+        if len(parts) == 6:
+            cells[parts[1]] = parts[2:5]
+    assert cells["kernel launches"] == ["4.000 ms", "6.000 ms", "+50.0%"]
+    assert cells["Python and framework"][2] == "+0.0%"
+    items = {d["item"]: d for d in json.loads(out_json.read_text())["comparisons"][0]["host"]}
+    assert items["one launch"]["b"] == pytest.approx(0.006 / 700)
+    # one side untraced: no host table
+    b.runs[0].result.host = None
+    pb = b.save(tmp_path / "b2.json")
+    assert cli.main(["compare", str(pa), str(pb)]) == 0
+    assert "host breakdown" not in capsys.readouterr().out

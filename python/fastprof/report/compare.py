@@ -105,6 +105,8 @@ class Comparison:
     unmatched_b: list[str]
     #: The kernel breakdowns of matched runs that both have one (``fastprof run --kernel-trace``).
     kernels: list[KernelDelta] = field(default_factory=list)
+    #: The host breakdowns (the ``host`` section) of matched runs that both have one.
+    host: list[KernelDelta] = field(default_factory=list)
     #: What each side ran, when the matched runs differ in quantization (method, backend, weights).
     about: list[str] = field(default_factory=list)
     #: The significance level the rows were decided at (their detectable changes use it).
@@ -134,11 +136,45 @@ def kernel_figures(result: BenchmarkResult) -> dict[str, tuple[float, str]] | No
     return out
 
 
-def _kernel_deltas(config: str, ra: BenchmarkResult, rb: BenchmarkResult) -> list[KernelDelta]:
-    fa, fb = kernel_figures(ra), kernel_figures(rb)
+def host_figures(result: BenchmarkResult) -> dict[str, tuple[float, str]] | None:
+    """A result's host breakdown per decode step as (value, unit) by item: the traced step, each
+    part by CUDA API (kernel launches, waiting for the GPU, Python and framework, ...), launches
+    per step and the cost of one, the generate loop outside forward, and a decoder layer; None
+    without a host section (:mod:`fastprof.analysis.host`)."""
+    from fastprof.analysis.host import PART_LABELS
+
+    h = result.host or {}
+    if not h.get("available"):
+        return None
+    out: dict[str, tuple[float, str]] = {"host step": ((h.get("step_s") or {}).get("mean") or 0.0, "s")}
+    api = h.get("api") or {}
+    if api.get("available"):
+        for part, v in (api.get("parts_s") or {}).items():
+            if v or part in ("launch", "sync", "python_framework"):
+                out[PART_LABELS.get(part, part)] = (float(v), "s")
+        launches = (api.get("calls_per_step") or {}).get("launch")
+        if launches is not None:
+            out["launches / step"] = (float(launches), "count")
+        if (api.get("launch_s") or {}).get("mean") is not None:
+            out["one launch"] = (float(api["launch_s"]["mean"]), "s")
+    loop = h.get("loop") or {}
+    if loop.get("available") and loop.get("outside_forward_s") is not None:
+        out["loop outside forward"] = (float(loop["outside_forward_s"]), "s")
+    mods = h.get("modules") or {}
+    if mods.get("available") and mods.get("layer_s_each") is not None:
+        out["one decoder layer"] = (float(mods["layer_s_each"]), "s")
+    return out
+
+
+def _deltas(config: str, fa: dict[str, tuple[float, str]] | None,
+            fb: dict[str, tuple[float, str]] | None) -> list[KernelDelta]:
     if fa is None or fb is None:
         return []
     return [KernelDelta(config, item, va, fb[item][0], unit) for item, (va, unit) in fa.items() if item in fb]
+
+
+def _kernel_deltas(config: str, ra: BenchmarkResult, rb: BenchmarkResult) -> list[KernelDelta]:
+    return _deltas(config, kernel_figures(ra), kernel_figures(rb))
 
 
 #: Config keys that older results files lack, with the value they meant (so an old file still
@@ -186,8 +222,10 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
                                f"{', ' + ', '.join(HARDWARE_COMPARED) if HARDWARE_COMPARED else ''}")
     rows: list[Row] = []
     kernels: list[KernelDelta] = []
+    host: list[KernelDelta] = []
     for ra, rb in pairs:
         kernels += _kernel_deltas(label(ra), ra.result, rb.result)
+        host += _deltas(label(ra), host_figures(ra.result), host_figures(rb.result))
         unit = choose_unit(ra.result, rb.result)
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
@@ -204,6 +242,7 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     return Comparison(names[0], names[1], rows,
                       unmatched_a=[label(r) for r in a.ok_runs if id(r) not in matched_a],
                       unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels,
+                      host=host,
                       about=methods_compared([p[0] for p in pairs], [p[1] for p in pairs]), alpha=alpha)
 
 
@@ -259,6 +298,8 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
             console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
         if c.kernels:
             _print_kernels(c, console)
+        if c.host:
+            _print_kernels(c, console, host=True)
         for label in c.unmatched_a:
             console.print(f"[dim]only in {escape(c.baseline)}: {escape(label)}[/dim]", highlight=False)
         for label in c.unmatched_b:
@@ -380,15 +421,18 @@ def notes(c: Comparison) -> list[str]:
     return out
 
 
-def _print_kernels(c: Comparison, console: Any) -> None:
+def _print_kernels(c: Comparison, console: Any, *, host: bool = False) -> None:
     from rich.markup import escape
 
-    console.print(escape(f"kernel breakdown of the traced iterations, per decode step ({c.other} vs {c.baseline}; "
-                         "medians, no test of significance: the trace covers few iterations)"), highlight=False)
+    what = ("host breakdown of the traced iterations, per decode step (means" if host
+            else "kernel breakdown of the traced iterations, per decode step (medians")
+    console.print(escape(f"{what}, {c.other} vs {c.baseline}; no test of significance: the trace covers few "
+                         "iterations)"), highlight=False)
     columns = [Column("configuration", "left", key=True), Column("item", "left", key=True), Column("A"),
                Column("B"), Column("change")]
     rows = []
-    for d in c.kernels:
+    deltas = c.host if host else c.kernels
+    for d in deltas:
         if d.unit == "s":
             unit, scale = display_unit("busy_s", d.a)
             fmt = lambda v: f"{v * scale:,.3f} {unit}"  # noqa: E731
@@ -398,7 +442,7 @@ def _print_kernels(c: Comparison, console: Any) -> None:
             fmt = lambda v: f"{v:,.1f}"  # noqa: E731
         change = "-" if d.change_pct is None else f"{d.change_pct:+.1f}%"
         rows.append([d.config or "-", d.item, fmt(d.a), fmt(d.b), change])
-    configs, said = config_column([d.config or "-" for d in c.kernels], console_width(console))
+    configs, said = config_column([d.config or "-" for d in deltas], console_width(console))
     for line in said:
         console.print(escape(line), highlight=False)
     columns, rows = with_config_column(columns, rows, configs)
@@ -412,6 +456,7 @@ def write_json(comparisons: Sequence[Comparison], path: str, *, alpha: float) ->
            "comparisons": [{"baseline": c.baseline, "other": c.other, "rows": [asdict(r) for r in c.rows],
                             "unmatched_baseline": c.unmatched_a, "unmatched_other": c.unmatched_b,
                             "notes": notes(c), "about": c.about,
-                            "kernels": [{**asdict(d), "change_pct": d.change_pct} for d in c.kernels]}
+                            "kernels": [{**asdict(d), "change_pct": d.change_pct} for d in c.kernels],
+                            "host": [{**asdict(d), "change_pct": d.change_pct} for d in c.host]}
                            for c in comparisons]}
     write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False))
