@@ -11,10 +11,14 @@ from fastprof import Trace
 from fastprof.analysis.hardware import (
     GPM_METRICS,
     HARDWARE_METRICS,
+    GPM_STAMP_SLACK_NS,
     gpm_metric_names,
+    gpm_phases,
     gpm_windows,
+    phase_intervals,
     summarize,
     window_mean,
+    windows_inside,
 )
 from fastprof.capture.sampler import GPM_FIELDS
 from sampler_fixtures import fake_nvml, fake_nvml_path  # noqa: F401
@@ -73,13 +77,15 @@ def test_per_iteration_and_decode_means():
     ts = np.arange(0, 101, 10)
     dram = [float("nan")] + [float(t) for t in ts[1:]]
     s = _samples(ts, {"dram_bw_util_pct": dram, "sm_active_pct": [float("nan")] + [50.0] * 10})
-    # Iteration 15..65 ms, decode from 35 ms.
-    hw = summarize(s, [_trace(15, 35, 65)], tokens_per_iteration=[2])
+    # Iteration 15..65 ms, decode from 33 ms.
+    hw = summarize(s, [_trace(15, 33, 65)], tokens_per_iteration=[2])
     row = hw["per_iteration"][0]
     # Windows (10,20]=20 overlaps 5 ms, (20,30]=30 10, (30,40]=40 10, (40,50]=50 10, (50,60]=60 10, (60,70]=70 5.
     expect = (20 * 5 + 30 * 10 + 40 * 10 + 50 * 10 + 60 * 10 + 70 * 5) / 50
     assert row["dram_bw_util_mean_pct"] == pytest.approx(expect)
-    expect_decode = (40 * 5 + 50 * 10 + 60 * 10 + 70 * 5) / 30
+    # Decode 33..65 ms: only the windows wholly inside, (40,50] and (50,60]; not the straddling ones
+    # (overlap-weighted, they would give (40 * 7 + 50 * 10 + 60 * 10 + 70 * 5) / 32).
+    expect_decode = (50 + 60) / 2
     assert row["dram_bw_util_decode_mean_pct"] == pytest.approx(expect_decode)
     assert row["sm_active_mean_pct"] == pytest.approx(50.0)
     assert row["tensor_active_mean_pct"] is None  # not sampled
@@ -108,3 +114,138 @@ def test_benchmark_attributes_gpm_from_the_fake(fake_gpu, fake_nvml, monkeypatch
     assert hw["summary"]["dram_bw_util_mean_pct"]["p50"] == pytest.approx(74.0)
     assert "dram_bw_util" in str(r)  # the console's GPU table
     assert any(v is not None for v in hw["samples"]["dram_bw_util_pct"])
+
+
+# ---- decode figures from whole windows only ------------------------------------------------------
+NAN = float("nan")
+
+
+def _free_running(period_ms, until_ms, value_at, offset_ms=0.0):
+    """GPM rows every ``period_ms`` from ``offset_ms``; each window's value from ``value_at(start, end)``
+    (the first row holds no value, like the sampler's first GPM sample)."""
+    ts = np.arange(offset_ms, until_ms, period_ms)
+    vals = [NAN] + [value_at(a, b) for a, b in zip(ts[:-1], ts[1:])]
+    return ts, vals
+
+
+def _busy_fraction(a, b, busy):
+    """Share of [a, b] ms inside the ``busy`` intervals."""
+    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in busy) / (b - a)
+
+
+def _short_iterations(n=20, prefill_ms=10.0, decode_ms=180.0, gap_ms=60.0, start_ms=37.0):
+    """Iterations of ``prefill_ms`` + ``decode_ms`` separated by ``gap_ms`` of idle time."""
+    traces, decode = [], []
+    t = start_ms
+    for _ in range(n):
+        first, end = t + prefill_ms, t + prefill_ms + decode_ms
+        traces.append(_trace(t, first, end))
+        decode.append((first, end))
+        t = end + gap_ms
+    return traces, decode, t
+
+
+def test_windows_inside_whole_only():
+    start = np.array([0, 100, 200, 300]) * MS
+    end = np.array([100, 200, 300, 400]) * MS
+    inside = windows_inside(start, end, [(50 * MS, 320 * MS), (299_500_000, 500 * MS)])
+    # (0, 100] starts before the first interval; (300, 400] ends after it and starts less than the
+    # stamp slack after the second begins.
+    assert inside.tolist() == [-1, 0, 0, -1]
+    assert windows_inside(start, end, [(50 * MS, 320 * MS), (299 * MS, 500 * MS)]).tolist() == [-1, 0, 0, 1]
+    # A window whose stamped start is within the stamp slack of its phase's start is left out.
+    assert windows_inside(start[1:2], end[1:2], [(100 * MS - GPM_STAMP_SLACK_NS + 1, 250 * MS)]).tolist() == [-1]
+    assert windows_inside(start[1:2], end[1:2], [(100 * MS - GPM_STAMP_SLACK_NS, 250 * MS)]).tolist() == [0]
+
+
+def test_phase_intervals():
+    traces = [_trace(0, 10, 100), Trace(200 * MS, 300 * MS, np.zeros(0, dtype=np.int64))]
+    assert phase_intervals(traces, "decode") == [(10 * MS, 100 * MS)]
+    assert phase_intervals(traces, "iteration") == [(0, 100 * MS), (200 * MS, 300 * MS)]
+
+
+def test_straddling_windows_no_longer_dilute_the_decode_figure():
+    """Decode reads DRAM at 20% of peak, prefill at 10%, the idle time between iterations at 0%.
+    Free-running 100 ms windows straddle the idle gaps: the old overlap-weighted decode mean read
+    far below 20%; now only windows wholly inside a decode phase count, each reading 20%."""
+    traces, decode, until = _short_iterations(n=20, decode_ms=180.0, gap_ms=100.0)
+    prefill = [(t.host_start_ns / MS, t.host_marks_ns[0] / MS) for t in traces]
+
+    def value(a, b):
+        return 20.0 * _busy_fraction(a, b, decode) + 10.0 * _busy_fraction(a, b, prefill)
+
+    ts, dram = _free_running(100.0, until + 100, value)
+    s = _samples(ts, {"dram_bw_util_pct": dram})
+    hw = summarize(s, traces, tokens_per_iteration=[16] * len(traces))
+    fig = hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
+    assert fig["available"] and fig["reason"] is None
+    assert fig["pct"] == pytest.approx(20.0)  # undiluted
+    assert fig["windows"] >= 10 and fig["covered_s"] == pytest.approx(fig["windows"] * 0.1)
+    assert fig["phase_s"] == pytest.approx(20 * 0.18) and fig["window_s"] == pytest.approx(0.1)
+    # Per iteration: only whole windows inside; iterations holding none have no decode figure.
+    per = [r["dram_bw_util_decode_mean_pct"] for r in hw["per_iteration"]]
+    assert all(v is None or v == pytest.approx(20.0) for v in per) and any(v is not None for v in per)
+    assert hw["summary"]["dram_bw_util_decode_mean_pct"]["p50"] == pytest.approx(20.0)
+    # The whole-iteration figures are kept (they include prefill and the windows' idle parts).
+    assert hw["summary"]["dram_bw_util_mean_pct"]["p50"] < 18.0
+    # What overlap weighting of straddling windows gave (the old decode figure): diluted.
+    windows = gpm_windows(s.timestamps_ns, np.asarray(dram))
+    diluted = [window_mean(*windows, int(a * MS), int(b * MS)) for a, b in decode]
+    assert np.median(diluted) < 17.0
+
+
+def test_decode_phases_shorter_than_a_window_are_unavailable_with_the_reason():
+    traces, decode, until = _short_iterations(n=10, decode_ms=80.0, gap_ms=50.0)
+    ts, dram = _free_running(100.0, until + 100, lambda a, b: 20.0 * _busy_fraction(a, b, decode))
+    hw = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 10)
+    fig = hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
+    assert not fig["available"] and fig["pct"] is None and fig["windows"] == 0
+    assert fig["reason"].startswith("decode phases of 80 ms hold no whole 100 ms GPM window")
+    assert "--max-new-tokens" in fig["reason"]
+    assert all(r["dram_bw_util_decode_mean_pct"] is None for r in hw["per_iteration"])
+    assert hw["summary"]["dram_bw_util_decode_mean_pct"]["n"] == 0
+
+
+def test_long_iterations_still_give_the_decode_figure():
+    # 900 ms decode phases hold 7 or 8 whole windows each.
+    traces, decode, until = _short_iterations(n=4, prefill_ms=40.0, decode_ms=900.0, gap_ms=80.0)
+    ts, dram = _free_running(100.0, until + 100, lambda a, b: 3.6 * _busy_fraction(a, b, decode), offset_ms=3.0)
+    hw = summarize(_samples(ts, {"dram_bw_util_pct": dram, "sm_active_pct": [NAN] + [40.0] * (len(ts) - 1)}),
+                   traces, tokens_per_iteration=[64] * 4)
+    fig = hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
+    assert fig["available"] and fig["pct"] == pytest.approx(3.6) and fig["windows"] >= 4 * 7
+    assert fig["ci95_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert hw["gpm_phases"]["decode"]["sm_active_pct"]["pct"] == pytest.approx(40.0)
+    for r in hw["per_iteration"]:
+        assert r["dram_bw_util_decode_mean_pct"] == pytest.approx(3.6)
+    # The whole-iteration pooled figure: windows inside iterations, prefill included (0 here).
+    assert hw["gpm_phases"]["iteration"]["dram_bw_util_pct"]["available"]
+
+
+def test_gpm_phases_recomputed_from_a_saved_section():
+    traces, decode, until = _short_iterations(n=6, decode_ms=250.0, gap_ms=70.0)
+    ts, dram = _free_running(100.0, until + 100, lambda a, b: 20.0 * _busy_fraction(a, b, decode))
+    hw = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 6)
+    again = gpm_phases({"samples": hw["samples"], "devices": hw["devices"]}, traces)
+    assert again["decode"]["dram_bw_util_pct"] == hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
+
+
+def test_gpu_counters_take_the_undiluted_decode_figure():
+    traces, decode, until = _short_iterations(n=12, decode_ms=190.0, gap_ms=60.0)
+    ts, dram = _free_running(100.0, until + 100, lambda a, b: 20.0 * _busy_fraction(a, b, decode))
+    hw = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 12)
+    r = fastprof.summarize_generation(traces, batch_size=1, prompt_len=8, config={"model": "x", "max_new_tokens": 8})
+    r.hardware = hw
+    c = r.gpu_counters()
+    assert c["dram_bw_util_pct"] == pytest.approx(20.0) and c["phase"] == "decode"
+    assert c["windows"]["dram_bw_util_pct"]["windows"] >= 5
+    # A result written before the figures: recomputed from its samples.
+    r.hardware = {k: v for k, v in hw.items() if k != "gpm_phases"}
+    assert r.gpu_counters()["dram_bw_util_pct"] == pytest.approx(20.0)
+    # Decode phases too short: no figure, the reason kept.
+    traces, decode, until = _short_iterations(n=12, decode_ms=90.0, gap_ms=60.0)
+    ts, dram = _free_running(100.0, until + 100, lambda a, b: 20.0 * _busy_fraction(a, b, decode))
+    r = fastprof.summarize_generation(traces, batch_size=1, prompt_len=8, config={"model": "x", "max_new_tokens": 8})
+    r.hardware = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 12)
+    c = r.gpu_counters()
+    assert "dram_bw_util_pct" not in c and "no whole 100 ms GPM window" in c["windows"]["dram_bw_util_pct"]["reason"]

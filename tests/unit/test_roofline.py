@@ -151,6 +151,10 @@ def test_roofline_against_gpu_busy_time_and_counters():
     assert roof["mfu_busy"] == pytest.approx(roof["mfu"] / 0.4)
     assert roof["flops_per_step"] == pytest.approx(8 * roof["flops_per_token"])
     assert roof["measured_dram_util_pct"] == 12.5
+    # No figure (NaN from an empty measurement) is none, not a number to print beside the MBU.
+    nan = R.roofline(f, g, batch_size=8, prompt_len=128, new_tokens=32, itl_s=10e-3,
+                     measured_dram_util_pct=float("nan"))
+    assert nan["measured_dram_util_pct"] is None
     explicit = R.roofline(f, g, batch_size=1, prompt_len=1, new_tokens=2, itl_s=1e-3,
                           kernels={"busy_s_per_step": 0.5e-3, "idle_share": 0.9})
     assert explicit["gpu_busy_s_per_step"] == 0.5e-3

@@ -101,3 +101,68 @@ def test_every_verdict_is_known():
 @pytest.mark.parametrize("value, text", [(0.6, "60%"), (0.09, "9.0%"), (0.0, "0%"), (0.0003, "0.03%")])
 def test_percent_format(value, text):
     assert V._pct(value) == text
+
+
+# ---- the roofline's MBU beside the DRAM counters --------------------------------------------------
+def counters(dram, windows=12, covered=1.2, phase_s=3.6, ci=0.5):
+    info = {"available": True, "pct": dram, "windows": windows, "covered_s": covered, "phase_s": phase_s,
+            "window_s": 0.1, "ci95_pct": ci, "device": 0, "reason": None}
+    return {"dram_bw_util_pct": dram, "phase": "decode", "windows": {"dram_bw_util_pct": info}}
+
+
+def test_counters_that_agree_with_the_roofline_are_printed_without_comment():
+    # 19% MBU against 20%: within 25% of the MBU.
+    v = verdict(roof(mbu=0.19, dram=20.0), None, counters(20.0))
+    t = v["text"]
+    assert "19% of peak memory bandwidth; the DRAM counters read 20% over 12 whole GPM windows inside decode" in t
+    assert "believe" not in t and "dram_believe" not in v["numbers"]
+    assert v["numbers"]["measured_dram_windows"] == 12
+    # At the edge: 25% of the MBU (here above the 2-point floor) still agrees.
+    edge = verdict(roof(mbu=0.40, dram=40.0 * (1 + V.DRAM_AGREE_REL)), None, counters(50.0, ci=None))
+    assert "believe" not in edge["text"]
+    # Small figures: within the 2-point floor even when far apart relatively.
+    small = verdict(roof(mbu=0.02, dram=3.5), None, counters(3.5, ci=None))
+    assert "believe" not in small["text"]
+
+
+def test_disagreement_says_which_to_believe_and_why():
+    # The old, diluted reading of compiled decode: 3% against 19%. With whole windows inside decode
+    # the counters measure what DRAM moved: believe them, and say what the gap means.
+    low = verdict(roof(mbu=0.19, dram=3.0) | {"bytes_per_step": 2.47e9}, None, counters(3.0, ci=0.2))
+    t = low["text"]
+    assert "the DRAM counters read 3% over 12 whole GPM windows inside decode (1.20 s of 3.60 s)" not in t
+    assert "the DRAM counters read 3% over 12 whole GPM windows inside decode, 16 points from the MBU" in t
+    assert "beyond their tolerance (the larger of 25% of the MBU, 2 points and the counters' ±0.2)" in t
+    assert "believe the counters for the DRAM traffic" in t and "12 whole windows inside decode (1.20 s of 3.60 s)" in t
+    assert "the roofline's 2.47 GB per step is a model of the least a step must read (its time is measured)" in t
+    assert "MBU overstates the load on DRAM" in t
+    assert low["numbers"]["dram_believe"] == "counters"
+    assert low["numbers"]["dram_disagreement_points"] == pytest.approx(-16.0)
+    high = verdict(roof(mbu=0.19, dram=40.0), None, counters(40.0))
+    assert "decode moves about 2.1x those bytes" in high["text"] and "MBU understates" in high["text"]
+    # Too few windows to overrule the roofline, whose time is every step's.
+    few = verdict(roof(mbu=0.19, dram=8.0), None, counters(8.0, windows=2, covered=0.2, ci=None))
+    assert few["numbers"]["dram_believe"] == "roofline"
+    assert ("believe the roofline: its time is every decode step's, measured, while the counters cover only "
+            "2 windows (0.20 s of 3.60 s) of decode") in few["text"]
+    # A figure of unknown provenance (no windows): the roofline, and why.
+    bare = verdict(roof(mbu=0.19, dram=3.0), None, {"dram_bw_util_pct": 3.0})
+    assert bare["numbers"]["dram_believe"] == "roofline"
+    assert "windows that take in prefill or the time between iterations misstate decode" in bare["text"]
+
+
+def test_the_counters_confidence_interval_widens_the_tolerance():
+    wide = verdict(roof(mbu=0.19, dram=30.0), None, counters(30.0, ci=12.0))
+    assert "believe" not in wide["text"]
+    narrow = verdict(roof(mbu=0.19, dram=30.0), None, counters(30.0, ci=1.0))
+    assert "believe the counters" in narrow["text"]
+
+
+def test_no_undiluted_counter_figure_says_why():
+    reason = ("decode phases of 180 ms hold no whole 100 ms GPM window, and a window that takes in time outside "
+              "them would dilute the figure; run longer generations (--max-new-tokens) to measure it")
+    c = {"phase": "decode", "windows": {"dram_bw_util_pct": {"available": False, "pct": None, "windows": 0,
+                                                              "reason": reason}}}
+    v = verdict(roof(mbu=0.19), None, c)
+    assert "19% of peak memory bandwidth; no DRAM counter figure: decode phases of 180 ms" in v["text"]
+    assert v["numbers"]["measured_dram_reason"] == reason and "measured_dram_util_pct" not in v["numbers"]

@@ -7,9 +7,20 @@ Samples between iterations belong to none (phase ``"idle"``).
 
 The GPU performance counters (NVML GPM: ``dram_bw_util_pct``, ``sm_active_pct``, ...) are averages
 over the window since the device's previous GPM sample (100 ms by default), not instantaneous
-readings. Their per-iteration means weight each window by the time it shares with the iteration
-(``dram_bw_util_mean_pct``), or with the iteration's decode phase (``dram_bw_util_decode_mean_pct``),
-so a window that straddles an iteration's start counts only for its part inside.
+readings: a window that straddles prefill or the idle time between iterations (garbage collection,
+memory clean-up) averages that time in. Per iteration:
+
+- ``dram_bw_util_mean_pct``: the mean over the whole iteration, each window weighted by the time it
+  shares with the iteration (a window that straddles the iteration's edges counts for its part
+  inside, diluted by what lies outside);
+- ``dram_bw_util_decode_mean_pct``: the time-weighted mean of the windows that lie wholly inside the
+  iteration's decode phase (first token to end); None when no whole window fits. Never diluted.
+
+The run's figures (``gpm_phases`` of the section, :func:`gpm_phases`) pool, per phase (``decode``,
+``iteration``) and field, the windows that lie wholly inside that phase of some iteration: windows
+inside the decode phases of consecutive iterations count together, weighted by their length, and
+none that takes in time outside them. Where no window fits (iterations shorter than the GPM period)
+the figure is unavailable, with the reason.
 """
 
 from __future__ import annotations
@@ -84,8 +95,12 @@ def _energy_between(start_ns: int, end_ns: int, ts: np.ndarray, power: np.ndarra
 
 def gpm_windows(timestamps_ns: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(window starts, window ends, values) of one device's GPM series: each finite value covers the
-    time since the previous finite value's row; the first covers as long as the median window
-    (the row before it, the device's first GPM sample, holds no value)."""
+    time since the previous finite value's row; the first since the device's first row (its first
+    GPM sample, which holds no value) or as long as the median window, whichever starts earlier.
+
+    The starts are the earliest the windows can have begun: after a failed GPM read the sampler
+    starts the next window at its next good sample, later than the previous finite row; so a window
+    that starts inside a phase by these bounds truly does."""
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v)
@@ -94,11 +109,11 @@ def gpm_windows(timestamps_ns: np.ndarray, values: np.ndarray) -> tuple[np.ndarr
         return end, end, v
     start = np.empty_like(end)
     start[1:] = end[:-1]
+    earlier = ts[ts < end[0]]
+    first = int(earlier.min()) if earlier.size else int(end[0])
     if end.size > 1:
-        start[0] = end[0] - int(np.median(np.diff(end)))
-    else:  # a single window: its length is unknown, bounded by the device's first row
-        earlier = ts[ts < end[0]]
-        start[0] = earlier[0] if earlier.size else end[0]
+        first = min(first, int(end[0] - int(np.median(np.diff(end)))))
+    start[0] = first
     return start, end, v
 
 
@@ -113,6 +128,158 @@ def window_mean(start_ns: np.ndarray, end_ns: np.ndarray, values: np.ndarray, a:
     if total <= 0:
         return None
     return float(np.dot(w, values) / total)
+
+
+#: A GPM sample is taken while its row is read, before the row is stamped: a window may begin up to
+#: one row's read time (well under a millisecond) before the stamp of the row that opened it. A window
+#: counts toward a phase only if its stamped start lies this much after the phase begins.
+GPM_STAMP_SLACK_NS = 1_000_000
+
+#: The phases :func:`gpm_phases` measures.
+GPM_PHASES = ("decode", "iteration")
+
+
+def phase_intervals(traces: Sequence[Trace], phase: str) -> list[tuple[int, int]]:
+    """(start, end) host ns of each iteration's ``phase``: ``"iteration"``, host start to end;
+    ``"decode"``, first token to end (none for an iteration without tokens or that ends at its first)."""
+    out = []
+    for t in traces:
+        if phase == "iteration":
+            a, b = int(t.host_start_ns), int(t.host_end_ns)
+        elif phase == "decode":
+            if not t.n_marks:
+                continue
+            a, b = int(t.host_marks_ns[0]), int(t.host_end_ns)
+        else:
+            raise ValueError(f"unknown phase {phase!r}: use one of {GPM_PHASES}")
+        if b > a:
+            out.append((a, b))
+    return out
+
+
+def windows_inside(start_ns: np.ndarray, end_ns: np.ndarray, intervals: Sequence[tuple[int, int]],
+                   slack_ns: int = GPM_STAMP_SLACK_NS) -> np.ndarray:
+    """For each window, the index of the interval that holds it whole (its start at least
+    ``slack_ns`` after the interval's start, its end no later than the interval's end), else -1."""
+    start = np.asarray(start_ns, dtype=np.int64)
+    end = np.asarray(end_ns, dtype=np.int64)
+    out = np.full(start.shape, -1, dtype=np.int64)
+    if not len(intervals) or start.size == 0:
+        return out
+    order = np.argsort([a for a, _ in intervals], kind="stable")
+    a = np.asarray([intervals[k][0] for k in order], dtype=np.int64)
+    b = np.asarray([intervals[k][1] for k in order], dtype=np.int64)
+    idx = np.searchsorted(a, start - slack_ns, side="right") - 1
+    ok = idx >= 0
+    safe = np.clip(idx, 0, None)
+    ok &= (start - slack_ns >= a[safe]) & (end <= b[safe]) & (end > start)
+    out[ok] = order[safe[ok]]
+    return out
+
+
+def _weighted_mean_ci(values: np.ndarray, weights: np.ndarray) -> tuple[float, float | None]:
+    """Weighted mean and the half-width of its 95% confidence interval (Student's t over the
+    windows, treated as independent); no interval from a single window."""
+    w = weights / weights.sum()
+    mean = float(np.dot(w, values))
+    n = values.size
+    if n < 2:
+        return mean, None
+    from scipy import stats as _scipy_stats
+
+    var = float(np.dot(w, (values - mean) ** 2)) * n / (n - 1)
+    return mean, float(_scipy_stats.t.ppf(0.975, n - 1) * np.sqrt(var / n))
+
+
+def _ms(ns: float) -> str:
+    return f"{ns / 1e6:.0f} ms"
+
+
+def _no_window_reason(phase: str, intervals: Sequence[tuple[int, int]], window_ns: float) -> str:
+    if not intervals:
+        if phase == "decode":
+            return "no decode phase: no iteration recorded a token before it ended"
+        return "no iterations"
+    lengths = np.asarray([b - a for a, b in intervals], dtype=np.float64)
+    med, longest = float(np.median(lengths)), float(lengths.max())
+    span = _ms(med) if longest < 1.2 * med else f"{_ms(med)} (up to {_ms(longest)})"
+    what = "decode phases" if phase == "decode" else "iterations"
+    advice = ("run longer generations (--max-new-tokens) to measure it" if phase == "decode"
+              else "run longer iterations to measure it")
+    return (f"{what} of {span} hold no whole {_ms(window_ns)} GPM window, and a window that takes in time "
+            f"outside them would dilute the figure; {advice}")
+
+
+def phase_figure(series: Sequence[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]],
+                 intervals: Sequence[tuple[int, int]], phase: str = "decode") -> dict[str, Any]:
+    """One GPM field over one phase of the run, from ``series`` ((device, :func:`gpm_windows`) per
+    device) and the phase's ``intervals`` (:func:`phase_intervals`): the time-weighted mean of the
+    windows that lie wholly inside an interval (``pct``), with ``windows`` (how many),
+    ``covered_s`` (their total length), ``phase_s`` (the phases' total length), ``window_s`` (the
+    median window), ``ci95_pct`` (half-width of the mean's 95% interval) and ``device``; several
+    devices: the highest. ``available`` false, with a ``reason``, when no window fits."""
+    phase_s = float(sum(b - a for a, b in intervals)) / 1e9
+    lengths = [w[1] - w[0] for _, w in series if w[0].size]
+    window_ns = float(np.median(np.concatenate(lengths))) if lengths else 0.0
+    best = None
+    for d, (start, end, values) in series:
+        inside = windows_inside(start, end, intervals) >= 0
+        if not inside.any():
+            continue
+        weights = (end[inside] - start[inside]).astype(np.float64)
+        mean, ci = _weighted_mean_ci(values[inside], weights)
+        if best is None or mean > best["pct"]:
+            best = {"available": True, "pct": mean, "windows": int(np.count_nonzero(inside)),
+                    "covered_s": float(weights.sum()) / 1e9, "phase_s": phase_s, "window_s": window_ns / 1e9,
+                    "ci95_pct": ci, "device": int(d), "reason": None}
+    if best is not None:
+        return best
+    return {"available": False, "pct": None, "windows": 0, "covered_s": 0.0, "phase_s": phase_s,
+            "window_s": window_ns / 1e9, "ci95_pct": None, "device": None,
+            "reason": _no_window_reason(phase, intervals, window_ns)}
+
+
+def _gpm_series(ts: np.ndarray, device: np.ndarray, n_devices: int, fields: Any
+                ) -> dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
+    """Per GPM field with a value: (device, its windows) for each device that has one."""
+    gpm: dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {}
+    for d in range(n_devices):
+        dsel = device == d
+        for f in GPM_FIELDS:
+            if f in fields:
+                series = gpm_windows(ts[dsel], np.asarray(fields[f], dtype=np.float64)[dsel])
+                if series[2].size:
+                    gpm.setdefault(f, []).append((d, series))
+    return gpm
+
+
+def gpm_phases(samples: Any, traces: Sequence[Trace]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The run's GPM figures per phase and field (:func:`phase_figure`): ``{"decode": {field:
+    figure}, "iteration": {...}}``, for the GPM fields that were sampled. ``samples``: a
+    :class:`fastprof.capture.sampler.SamplerResult`, or the ``hardware`` section of a result (its
+    ``samples`` and ``devices``), for results written before these figures."""
+    if isinstance(samples, dict):
+        raw = samples.get("samples") or {}
+        ts = np.asarray(raw.get("timestamps_ns") or [], dtype=np.int64)
+        device = np.asarray(raw.get("device") or np.zeros(ts.size), dtype=np.int64)
+        fields = {f: np.asarray([np.nan if x is None else x for x in raw[f]], dtype=np.float64)
+                  for f in GPM_FIELDS if f in raw and len(raw[f]) == ts.size}
+        n_devices = max(len(samples.get("devices") or []), int(device.max()) + 1 if device.size else 1)
+    else:
+        ts = np.asarray(samples.timestamps_ns, dtype=np.int64)
+        device = np.asarray(samples.device, dtype=np.int64)
+        fields = samples.fields
+        n_devices = max(1, len(samples.devices))
+    return _phases_from_series(_gpm_series(ts, device, n_devices, fields), traces)
+
+
+def _phases_from_series(gpm: dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
+                        traces: Sequence[Trace]) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for phase in GPM_PHASES:
+        intervals = phase_intervals(traces, phase)
+        out[phase] = {f: phase_figure(series, intervals, phase) for f, series in gpm.items()}
+    return out
 
 
 def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Sequence[int], seed: int = 0
@@ -139,16 +306,11 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
     energy_ts_all = np.asarray(samples.energy_timestamps_ns, dtype=np.int64)
     energy_mj_all = np.asarray(samples.energy_mj, dtype=np.float64)
     per_device = []
-    gpm: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for d in range(n_devices):
         dsel = device == d
         esel = (energy_device == d) & np.isfinite(energy_mj_all)
         per_device.append((dsel, ts[dsel], power[dsel], energy_ts_all[esel], energy_mj_all[esel]))
-        for f in GPM_FIELDS:
-            if f in fields:
-                series = gpm_windows(ts[dsel], np.asarray(fields[f], dtype=np.float64)[dsel])
-                if series[2].size:
-                    gpm.setdefault(f, []).append(series)
+    gpm = _gpm_series(ts, device, n_devices, fields)
 
     per_iteration: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -182,13 +344,14 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
             "throttle_reasons": int(bits),
             "throttled": bool(int(bits) & THROTTLE_MASK),
         }
-        first = int(t.host_marks_ns[0]) if t.n_marks else t.host_end_ns
+        decode_phase = phase_intervals([t], "decode")
         for f in GPM_FIELDS:
             whole, decode = gpm_metric_names(f)
             # Several devices: the highest, like utilisation.
-            means = [window_mean(*w, t.host_start_ns, t.host_end_ns) for w in gpm.get(f, [])]
-            dmeans = [window_mean(*w, first, t.host_end_ns) for w in gpm.get(f, [])]
+            means = [window_mean(*w, t.host_start_ns, t.host_end_ns) for _, w in gpm.get(f, [])]
             row[whole] = max((m for m in means if m is not None), default=None)
+            # Decode: only windows wholly inside this iteration's decode phase, never diluted.
+            dmeans = [phase_figure([dw], decode_phase, "decode")["pct"] for dw in gpm.get(f, [])]
             row[decode] = max((m for m in dmeans if m is not None), default=None)
         per_iteration.append(row)
         if row["throttled"]:
@@ -236,6 +399,7 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
         "energy_counter_total_j": counter_total if np.isfinite(counter_total) else None,
         "per_iteration": per_iteration,
         "summary": summary,
+        "gpm_phases": _phases_from_series(gpm, traces),
         "warnings": warnings,
     }
 

@@ -282,7 +282,10 @@ def roofline(model: Mapping[str, Any], gpu: Mapping[str, Any], *, batch_size: in
     ``model``: :func:`model_facts_from_config`'s dict; ``gpu``: :func:`gpu_peaks`'s dict;
     ``itl_s``: the mean inter-token latency (the whole decode step); ``kernels``: a kernel breakdown
     summary (``idle_share``, optionally ``busy_s_per_step``) or None; ``measured_dram_util_pct``:
-    the GPU's own DRAM bandwidth counter over decode (NVML GPM), shown beside the computed MBU.
+    the GPU's own DRAM bandwidth counter over decode (NVML GPM), shown beside the computed MBU. It
+    must come from GPM windows that lie wholly inside decode phases
+    (:meth:`fastprof.results.result.BenchmarkResult.gpu_counters`): a window that takes in prefill or
+    the idle time between iterations dilutes it. None (or NaN) when there is no such figure.
     """
     if batch_size < 1 or new_tokens < 1:
         raise ValueError(f"batch_size and new_tokens must be >= 1, got {batch_size} and {new_tokens}")
@@ -331,7 +334,8 @@ def roofline(model: Mapping[str, Any], gpu: Mapping[str, Any], *, batch_size: in
         "mfu": _ratio(_ratio(step_flops, itl_s), peak_flops),
         "mbu_busy": _ratio(_ratio(step_bytes, busy), bw),
         "mfu_busy": _ratio(_ratio(step_flops, busy), peak_flops),
-        "measured_dram_util_pct": measured_dram_util_pct,
+        "measured_dram_util_pct": (float(measured_dram_util_pct) if measured_dram_util_pct is not None
+                                   and math.isfinite(float(measured_dram_util_pct)) else None),
         "reasons": list(gpu.get("reasons") or []),
     }
 

@@ -55,6 +55,15 @@ DRAM_UTIL_MEMORY_BOUND = 50.0
 #: Without a roofline: GPM tensor-pipe activity (%) at or above which decode is compute-bound.
 TENSOR_ACTIVE_COMPUTE_BOUND = 50.0
 
+#: The roofline's MBU and the GPU's DRAM counter (NVML GPM over decode) disagree when they differ by
+#: more than ``DRAM_AGREE_REL`` of the MBU, more than ``DRAM_AGREE_POINTS`` percentage points and more
+#: than the counters' own 95% confidence half-width: then the text says which to believe and why.
+DRAM_AGREE_REL = 0.25
+DRAM_AGREE_POINTS = 2.0
+#: Whole GPM windows inside decode below which the counters cover too little of decode to overrule
+#: the roofline (whose time is every decode step's).
+DRAM_MIN_WINDOWS = 3
+
 VERDICTS = ("host-overhead-bound", "memory-bound", "compute-bound", "undetermined")
 
 
@@ -73,6 +82,64 @@ def _pct(x: float) -> str:
 
 def _ms(s: float) -> str:
     return f"{s * 1e3:.2f} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
+
+
+def _bytes(b: float) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= k:
+            return f"{b / k:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def _dram_counters(roof: Mapping[str, Any], mbu: float | None, dram: float,
+                   counters: Mapping[str, Any] | None, numbers: dict[str, Any]) -> str:
+    """The measured-DRAM clause beside the MBU: the counters' figure, how many whole windows inside
+    decode it rests on and, when it and the MBU disagree (``DRAM_AGREE_REL``, ``DRAM_AGREE_POINTS``,
+    the counters' confidence interval), which to believe and why."""
+    info = ((counters or {}).get("windows") or {}).get("dram_bw_util_pct")
+    info = info if info and info.get("available") else None
+    phase = (counters or {}).get("phase") or "decode"
+    where = "decode" if phase == "decode" else "the iterations"
+    text = f"; the DRAM counters read {dram:.0f}%"
+    n = int(info["windows"]) if info and info.get("windows") is not None else None
+    if n is not None:
+        numbers["measured_dram_windows"] = n
+        text += f" over {n} whole GPM window{'' if n == 1 else 's'} inside {where}"
+    if mbu is None or mbu <= 0:
+        return text
+    mbu_pct = 100.0 * mbu
+    ci = float(info["ci95_pct"]) if info and info.get("ci95_pct") is not None else 0.0
+    tolerance = max(DRAM_AGREE_REL * mbu_pct, DRAM_AGREE_POINTS, ci)
+    if abs(dram - mbu_pct) <= tolerance:
+        return text
+    numbers["dram_disagreement_points"] = dram - mbu_pct
+    text += (f", {abs(dram - mbu_pct):.0f} points from the MBU, beyond their tolerance "
+             f"(the larger of {DRAM_AGREE_REL:.0%} of the MBU, {DRAM_AGREE_POINTS:g} points"
+             + (f" and the counters' ±{ci:.1f}" if ci else "") + ")")
+    step = _num(roof, "bytes_per_step")
+    model = (f"the roofline's {_bytes(step)} per step is a model of the least a step must read"
+             if step else "the roofline's bytes are a model of the least a step must read")
+    if info is None:
+        numbers["dram_believe"] = "roofline"
+        return text + (": believe the roofline: its time is the measured step time and its bytes what each step "
+                       "must read, while the counters' figure does not say which windows it covers, and windows "
+                       "that take in prefill or the time between iterations misstate decode")
+    covered, total = info.get("covered_s"), info.get("phase_s")
+    cover = f" ({covered:.2f} s of {total:.2f} s)" if covered is not None and total else ""
+    if n is not None and n < DRAM_MIN_WINDOWS:
+        numbers["dram_believe"] = "roofline"
+        return text + (f": believe the roofline: its time is every decode step's, measured, while the counters cover "
+                       f"only {n} window{'' if n == 1 else 's'}{cover} of {where}")
+    numbers["dram_believe"] = "counters"
+    ratio = dram / mbu_pct
+    head = (f": believe the counters for the DRAM traffic: they measure every byte DRAM moved over {n} whole windows "
+            f"inside {where}{cover}, while {model} (its time is measured)")
+    if ratio > 1:
+        return text + head + (f"; decode moves about {ratio:.1f}x those bytes (reads beyond the least: a static "
+                              "cache's masked positions, activations, unfused intermediates), so the MBU understates "
+                              "how close decode is to the bandwidth limit")
+    return text + head + (f"; DRAM moves about {ratio:.2f}x those bytes (part of them served from the L2 cache, or the "
+                          "model overcounts what a step reads), so the MBU overstates the load on DRAM")
 
 
 def decide(roofline: Mapping[str, Any] | None = None, kernels: Mapping[str, Any] | None = None,
@@ -161,7 +228,13 @@ def verdict(roofline: Mapping[str, Any] | None = None, kernels: Mapping[str, Any
                 text += f" ({_pct(mbu_busy)} while kernels run)"
             if dram is not None:
                 numbers["measured_dram_util_pct"] = dram
-                text += f"; the DRAM counters read {dram:.0f}%"
+                text += _dram_counters(roof, mbu, dram, counters, numbers)
+            else:
+                # Sampled, but no figure without dilution: say why.
+                missing = ((counters or {}).get("windows") or {}).get("dram_bw_util_pct") or {}
+                if missing.get("available") is False and missing.get("reason"):
+                    numbers["measured_dram_reason"] = missing["reason"]
+                    text += f"; no DRAM counter figure: {missing['reason']}"
             parts.append(text)
         if mfu is not None:
             numbers["mfu"] = mfu

@@ -162,11 +162,35 @@ class BenchmarkResult:
         )
 
     # ---- why decode is slow ---------------------------------------------------------------
-    def gpu_counters(self) -> dict[str, float]:
-        """The GPU performance counters (NVML GPM) over decode: per field, the median over iterations
-        of the decode-phase mean (else of the whole-iteration mean), in %. Empty without GPM."""
-        summary = (self.hardware or {}).get("summary") or {}
-        out: dict[str, float] = {}
+    def gpu_counters(self) -> dict[str, Any]:
+        """The GPU performance counters (NVML GPM) over decode, undiluted: per field, in %, the
+        time-weighted mean of the GPM windows that lie wholly inside the decode phases of the
+        iterations (:func:`fastprof.analysis.hardware.gpm_phases`); a field whose decode phases hold
+        no whole window (iterations shorter than the GPM period) is left out rather than diluted
+        by prefill or the time between iterations. A run without decode phases (a callable): the
+        windows wholly inside iterations. Beside the figures, ``phase`` (``"decode"`` or
+        ``"iteration"``) and ``windows``: per sampled field, its figure's provenance (``windows``,
+        ``covered_s``, ``phase_s``, ``window_s``, ``ci95_pct``) or, when ``available`` is false,
+        the ``reason``. Results written before these figures: recomputed from their samples; with
+        none, the summary's median decode-phase (else whole-iteration) mean. Empty without GPM."""
+        from fastprof.analysis.hardware import gpm_phases
+
+        hw = self.hardware or {}
+        phases = hw.get("gpm_phases")
+        if phases is None and (hw.get("samples") or {}).get("timestamps_ns") and self.iterations:
+            phases = gpm_phases(hw, self.traces())
+        if phases is not None:
+            decode = phases.get("decode") or {}
+            has_decode = self.kind == "generate" or any(e.get("phase_s") for e in decode.values())
+            phase = "decode" if has_decode else "iteration"
+            entries = phases.get(phase) or {}
+            if not entries:
+                return {}
+            figures: dict[str, Any] = {f: float(e["pct"]) for f, e in entries.items()
+                                       if e.get("available") and e.get("pct") is not None}
+            return {**figures, "phase": phase, "windows": {f: dict(e) for f, e in entries.items()}}
+        summary = hw.get("summary") or {}
+        out: dict[str, Any] = {}
         for f in GPM_FIELDS:
             whole, decode = gpm_metric_names(f)
             for name in (decode, whole):
