@@ -46,12 +46,13 @@ fastprof.capture.kernel_trace.KernelTracer rather than this class.
 KernelTracer(candidates, buffer_bytes=4 MiB, buffer_count=16, max_records=1<<20, timestamp_callback=True,
 api=False) opens CUPTI (FASTPROF_CUPTI_LIBRARY, else the first candidate path that loads; LibraryError when none
 does). Buffers come from a preallocated pool; when it runs dry CUPTI drops records and they are counted.
-api=True adds CUPTI's runtime and driver API records (kind 3): they cost the host extra time in every
-CUDA API call while tracing, so keep them out of timed iterations.
+api=True adds CUPTI's runtime and driver API records (kind 3) of the launches, copies, memsets and
+synchronising calls (api_mode 'selected'; 'all' where CUPTI cannot record single functions, or with
+all_api=True): they cost the host extra time in every recorded call, so keep them out of timed iterations.
 start() raises KernelTraceUnavailable when CUPTI refuses (another subscriber, no permission).
 )doc")
       .def(py::init([](const std::vector<std::string>& candidates, size_t buffer_bytes, size_t buffer_count,
-                       size_t max_records, bool timestamp_callback, bool api) {
+                       size_t max_records, bool timestamp_callback, bool api, bool all_api) {
              CuptiOptions opt;
              opt.candidates = candidates;
              opt.buffer_bytes = buffer_bytes;
@@ -59,11 +60,12 @@ start() raises KernelTraceUnavailable when CUPTI refuses (another subscriber, no
              opt.max_records = max_records;
              opt.use_timestamp_callback = timestamp_callback;
              opt.api_records = api;
+             opt.all_api = all_api;
              return make_cupti_tracer(opt);
            }),
            py::arg("candidates"), py::arg("buffer_bytes") = size_t(4) << 20, py::arg("buffer_count") = 16,
            py::arg("max_records") = size_t(1) << 20, py::arg("timestamp_callback") = true,
-           py::arg("api") = false)
+           py::arg("api") = false, py::arg("all_api") = false)
       .def("start", [](KernelTraceBackend& t) { guarded([&] { t.start(); }); },
            "Begin recording. KernelTraceUnavailable when CUPTI refuses, StateError when already running.")
       .def("stop", [](KernelTraceBackend& t) {
@@ -111,7 +113,9 @@ start() raises KernelTraceUnavailable when CUPTI refuses (another subscriber, no
       .def_property_readonly("timestamp_method", &KernelTraceBackend::timestamp_method,
                              "'callback' (CUPTI stamps with CLOCK_MONOTONIC), 'offset' (measured offset), or "
                              "'none' before the first start()")
-      .def_property_readonly("clock_offset_ns", &KernelTraceBackend::clock_offset_ns);
+      .def_property_readonly("clock_offset_ns", &KernelTraceBackend::clock_offset_ns)
+      .def_property_readonly("api_mode", &KernelTraceBackend::api_mode,
+                             "Which CUDA API calls are recorded: 'off', 'selected' or 'all'");
 
   m.def("demangle", &demangle, py::arg("name"),
         "Demangle an Itanium C++ ABI symbol (abi::__cxa_demangle); other names come back unchanged.");

@@ -58,6 +58,20 @@ using SubscribeFn = CUptiResult (*)(void** subscriber, CallbackFn, void* userdat
 using UnsubscribeFn = CUptiResult (*)(void* subscriber);
 using ResultStringFn = CUptiResult (*)(CUptiResult, const char**);
 using CallbackNameFn = CUptiResult (*)(int domain, uint32_t cbid, const char** name);
+using EnableApiFn = CUptiResult (*)(uint32_t cbid, uint8_t enable);
+
+// Callback ids probed for names when choosing the API functions to record (CUDA 13 has about 500
+// runtime and 800 driver functions; unknown ids just fail the name lookup).
+constexpr uint32_t kMaxCbid = 2048;
+
+// The API functions whose records the host breakdown needs: launches (kernels, cooperative
+// kernels, graphs), copies, memsets and the calls that wait for the GPU. Everything else (the
+// thousands of cudaGetDevice / cudaStreamIsCapturing / cuCtxGetCurrent calls a framework makes
+// per step) is left unrecorded: each record costs the calling thread far more than such a call.
+bool wanted_api(const char* name) {
+  return std::strstr(name, "Launch") || std::strstr(name, "Memcpy") || std::strstr(name, "Memset") ||
+         std::strstr(name, "Synchronize");
+}
 
 template <typename T>
 T field(const uint8_t* rec, size_t offset) {
@@ -88,6 +102,8 @@ class CuptiKernelTracer final : public KernelTraceBackend {
     register_timestamp_ = lib_.fn<RegisterTimestampFn>({"cuptiActivityRegisterTimestampCallback"}, false);
     result_string_ = lib_.fn<ResultStringFn>({"cuptiGetResultString"}, false);
     callback_name_ = lib_.fn<CallbackNameFn>({"cuptiGetCallbackName"}, false);
+    enable_runtime_api_ = lib_.fn<EnableApiFn>({"cuptiActivityEnableRuntimeApi"}, false);
+    enable_driver_api_ = lib_.fn<EnableApiFn>({"cuptiActivityEnableDriverApi"}, false);
     if (opt_.buffer_bytes < 1024 || opt_.buffer_count == 0)
       throw std::invalid_argument("the CUPTI buffer pool needs at least one buffer of at least 1 KiB");
     storage_.resize(opt_.buffer_bytes * opt_.buffer_count + 8);
@@ -109,6 +125,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   std::string backend_name() const override { return "cupti"; }
   std::string library_path() const override { return lib_.path(); }
   std::string timestamp_method() const override { return method_; }
+  std::string api_mode() const override { return api_mode_; }
   int64_t clock_offset_ns() const override { return offset_ns_; }
   bool running() const override { return running_; }
 
@@ -129,9 +146,17 @@ class CuptiKernelTracer final : public KernelTraceBackend {
       choose_clock();
       std::vector<int> kinds = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
                                 CUPTI_ACTIVITY_KIND_MEMSET};
+      api_mode_ = "off";
       if (opt_.api_records) {
-        kinds.push_back(CUPTI_ACTIVITY_KIND_DRIVER);
-        kinds.push_back(CUPTI_ACTIVITY_KIND_RUNTIME);
+        // Per function where CUPTI allows it (cuptiActivityEnableRuntimeApi/DriverApi record the
+        // chosen functions without enabling the whole kind); else every call of both kinds.
+        if (!opt_.all_api && enable_selected_apis()) {
+          api_mode_ = "selected";
+        } else {
+          kinds.push_back(CUPTI_ACTIVITY_KIND_DRIVER);
+          kinds.push_back(CUPTI_ACTIVITY_KIND_RUNTIME);
+          api_mode_ = "all";
+        }
       }
       for (int kind : kinds) {
         CUptiResult e = enable_(kind);
@@ -153,6 +178,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   void stop() override {
     if (!running_) return;
     running_ = false;
+    disable_selected_apis();
     for (int kind : enabled_) disable_(kind);
     enabled_.clear();
     flush_all_(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
@@ -319,7 +345,40 @@ class CuptiKernelTracer final : public KernelTraceBackend {
     offset_ns_ = best_offset;
   }
 
+  // Switches on the records of every wanted runtime and driver function. False, with nothing left
+  // on, when CUPTI lacks the per-function switches or the names, or refuses any wanted function:
+  // a launch left unrecorded would be counted as Python time, so it is all or nothing.
+  bool enable_selected_apis() {
+    if (!enable_runtime_api_ || !enable_driver_api_ || !callback_name_) return false;
+    bool found[3] = {false, false, false};
+    for (int domain : {CUPTI_CB_DOMAIN_RUNTIME_API, CUPTI_CB_DOMAIN_DRIVER_API}) {
+      EnableApiFn fn = domain == CUPTI_CB_DOMAIN_RUNTIME_API ? enable_runtime_api_ : enable_driver_api_;
+      for (uint32_t cbid = 1; cbid < kMaxCbid; ++cbid) {
+        const char* name = nullptr;
+        if (callback_name_(domain, cbid, &name) != CUPTI_SUCCESS || !name || !wanted_api(name)) continue;
+        if (fn(cbid, 1) != CUPTI_SUCCESS) {
+          disable_selected_apis();
+          return false;
+        }
+        enabled_apis_.emplace_back(domain, cbid);
+        found[domain] = true;
+      }
+    }
+    if (!found[CUPTI_CB_DOMAIN_RUNTIME_API] || !found[CUPTI_CB_DOMAIN_DRIVER_API]) {
+      disable_selected_apis();  // names of one API missing: this CUPTI cannot be trusted to select
+      return false;
+    }
+    return true;
+  }
+
+  void disable_selected_apis() {
+    for (const auto& [domain, cbid] : enabled_apis_)
+      (domain == CUPTI_CB_DOMAIN_RUNTIME_API ? enable_runtime_api_ : enable_driver_api_)(cbid, 0);
+    enabled_apis_.clear();
+  }
+
   void release() {
+    disable_selected_apis();
     for (int kind : enabled_) disable_(kind);
     enabled_.clear();
     if (subscribed_) unsubscribe_(subscriber_);
@@ -367,6 +426,9 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   void* subscriber_ = nullptr;
   bool subscribed_ = false;
   std::vector<int> enabled_;
+  std::vector<std::pair<int, uint32_t>> enabled_apis_;  // (domain, cbid) switched on one by one
+  EnableApiFn enable_runtime_api_ = nullptr, enable_driver_api_ = nullptr;
+  std::string api_mode_ = "off";
   bool running_ = false;
   std::string method_ = "none";
   int64_t offset_ns_ = 0;

@@ -53,6 +53,9 @@ class KernelTraceBackend {
   // measured offset between the library's clock and CLOCK_MONOTONIC).
   virtual std::string timestamp_method() const = 0;
   virtual int64_t clock_offset_ns() const = 0;  // 0 with "callback"
+  // Which CUDA API calls are recorded: "off", "selected" (launches, copies, memsets and
+  // synchronising calls, switched on function by function) or "all" (every runtime and driver call).
+  virtual std::string api_mode() const { return "off"; }
   virtual void start() = 0;                     // begin recording; StateError when running
   virtual void stop() = 0;                      // stop recording and flush what is buffered
   virtual void flush() = 0;                     // deliver buffered records now
@@ -76,6 +79,9 @@ struct CuptiOptions {
   // Also record CUDA runtime and driver API calls (CUPTI_ACTIVITY_KIND_RUNTIME / DRIVER). Costs the
   // host extra time in every API call while tracing: for traces outside timed iterations.
   bool api_records = false;
+  // With api_records: every runtime and driver call instead of the chosen functions (launches,
+  // copies, memsets, synchronising calls), which CUPTI records one by one where it can.
+  bool all_api = false;
 };
 
 // Only one can be live at a time (CUPTI's callbacks carry no user pointer).

@@ -11,6 +11,10 @@
  *   FAKE_CUPTI_OTHER_SUBSCRIBER=1      cuptiSubscribe answers CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED
  *   FAKE_CUPTI_FAIL=<function>:<code>  that entry point returns <code>
  *   FAKE_CUPTI_DROPPED=<n>             cuptiActivityGetNumDroppedRecords reports n (once)
+ * cuptiActivityEnableRuntimeApi / DriverApi switch single functions on and off: an API record is
+ * delivered when its kind was enabled or its (domain, cbid) was switched on
+ * (fake_cupti_api_enabled tells which are on; FAKE_CUPTI_FAIL=cuptiActivityEnableRuntimeApi:1 makes
+ * a tracer fall back to whole kinds).
  * Built with -DFAKE_CUPTI_NO_TS_CALLBACK it lacks cuptiActivityRegisterTimestampCallback: records
  * are then stamped on a clock offset from CLOCK_MONOTONIC (fake_cupti_set_clock_offset). */
 #include <pthread.h>
@@ -46,6 +50,8 @@ static complete_fn on_complete = 0;
 static timestamp_fn ts_callback = 0;
 static int subscribed = 0, other_subscriber = 0;
 static int enabled[64], ever_enabled[64]; /* records of kinds never enabled are not delivered */
+#define MAX_CBID 4096
+static unsigned char api_on[3][MAX_CBID], api_ever[3][MAX_CBID]; /* per-function switches, by domain */
 static size_t scripted_dropped = 0, pool_dropped = 0;
 static int64_t clock_offset = 1000000000000LL;
 static int hold_buffers = 0;
@@ -60,7 +66,7 @@ static const cb_name_t default_cb_names[] = {
     {2, 211, "cudaLaunchKernel_v7000"},      {2, 311, "cudaGraphLaunch_v10000"},
     {2, 131, "cudaStreamSynchronize_v3020"}, {2, 41, "cudaMemcpyAsync_v3020"},
     {2, 165, "cudaDeviceSynchronize_v3020"}, {1, 307, "cuLaunchKernel"},
-    {1, 17, "cuCtxSynchronize"},
+    {1, 17, "cuCtxSynchronize"},             {2, 10, "cudaGetDevice_v3020"},
 };
 
 static void default_callback_names(void) {
@@ -101,6 +107,8 @@ void fake_cupti_reset(void) {
   subscribed = other_subscriber = 0;
   memset(enabled, 0, sizeof enabled);
   memset(ever_enabled, 0, sizeof ever_enabled);
+  memset(api_on, 0, sizeof api_on);
+  memset(api_ever, 0, sizeof api_ever);
   scripted_dropped = pool_dropped = 0;
   clock_offset = 1000000000000LL;
   hold_buffers = 0;
@@ -137,7 +145,8 @@ void fake_cupti_add_api(int domain, uint32_t cbid, uint64_t start, uint64_t end,
                         uint32_t correlation) {
   int kind = domain == 1 ? 4 : 5;
   pthread_mutex_lock(&mu);
-  if ((only_enabled && !enabled[kind]) || n_script >= MAX_RECORDS) {
+  int on = enabled[kind] || (cbid < MAX_CBID && api_on[domain == 1 ? 1 : 2][cbid]);
+  if ((only_enabled && !on) || n_script >= MAX_RECORDS) {
     pthread_mutex_unlock(&mu);
     return;
   }
@@ -179,6 +188,9 @@ void fake_cupti_hold_buffers(int on) { hold_buffers = on; }
 /* On: fake_cupti_add drops records of kinds not enabled now (activity outside a trace). */
 void fake_cupti_only_enabled(int on) { only_enabled = on; }
 int fake_cupti_enabled(int kind) { return kind >= 0 && kind < 64 ? enabled[kind] : 0; }
+int fake_cupti_api_enabled(int domain, uint32_t cbid) {
+  return domain >= 1 && domain <= 2 && cbid < MAX_CBID ? api_on[domain][cbid] : 0;
+}
 int fake_cupti_subscribed(void) { return subscribed; }
 int fake_cupti_has_ts_callback(void) { return ts_callback != 0; }
 
@@ -274,6 +286,18 @@ int cuptiActivityEnable(int kind) {
   return 0;
 }
 
+static int enable_api(const char* fn, int domain, uint32_t cbid, uint8_t on) {
+  int rc = entry(fn);
+  if (rc) return rc;
+  if (cbid >= MAX_CBID) return 1; /* CUPTI_ERROR_INVALID_PARAMETER */
+  api_on[domain][cbid] = on ? 1 : 0;
+  if (on) api_ever[domain][cbid] = 1;
+  return 0;
+}
+
+int cuptiActivityEnableRuntimeApi(uint32_t cbid, uint8_t on) { return enable_api("cuptiActivityEnableRuntimeApi", 2, cbid, on); }
+int cuptiActivityEnableDriverApi(uint32_t cbid, uint8_t on) { return enable_api("cuptiActivityEnableDriverApi", 1, cbid, on); }
+
 int cuptiActivityDisable(int kind) {
   int rc = entry("cuptiActivityDisable");
   if (rc) return rc;
@@ -367,7 +391,9 @@ int cuptiActivityFlushAll(uint32_t flag) {
     }
     size_t used = 0;
     while (i < n_script && used + record_size(script[i].kind) <= size) {
-      if (ever_enabled[script[i].kind]) {
+      const script_t* r = &script[i];
+      int api_domain = r->kind == 4 ? 1 : r->kind == 5 ? 2 : 0;
+      if (ever_enabled[r->kind] || (api_domain && r->cbid < MAX_CBID && api_ever[api_domain][r->cbid])) {
         write_record(buf + used, &script[i]);
         used += record_size(script[i].kind);
       }

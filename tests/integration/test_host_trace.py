@@ -59,8 +59,10 @@ def test_cpu_host_section_adds_up_to_the_step(model):
     assert "host" in text and "decoder layers at" in text and "generate loop" in text
     assert result.host_path["iterations"] and len(result.host_path["iterations"]) == 3
     assert result.host_path["summary"]["python_loop_s"]["p50"] > 0
-    # hooks are gone after the run
+    # hooks and the loop's wrappers are gone after the run
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert "prepare_inputs_for_generation" not in vars(model)
+    assert "_update_model_kwargs_for_generation" not in vars(model)
 
 
 def test_hooks_stay_out_of_the_timed_iterations(model):

@@ -245,3 +245,41 @@ def test_host_path_section_summarises_iterations():
     assert sec["summary"]["steal_share"]["max"] == pytest.approx(0.05)
     line = host.host_path_line(sec)
     assert "launch 8.2 us (7.0-9.5)" in line and "steal" in line
+
+
+def test_loop_markers_alone_split_a_compiled_step():
+    """No module hooks (a compiled forward pass): the generate loop's own markers still split the step."""
+    start, marks = decode_iteration(steps=3)
+    t, c = [], []
+    for k in range(1, marks.size):
+        lo = int(marks[k - 1])
+        for dt, code in ((40 * US, LOOP_MARKS["inputs_ready"]), (640 * US, LOOP_MARKS["forward_done"]),
+                         (700 * US, LOOP_MARKS["processors_begin"]), (710 * US, LOOP_MARKS["processors_end"])):
+            t.append(lo + dt)
+            c.append(code)
+    spans = HostSpans(np.array(t, dtype=np.int64), np.array(c, dtype=np.int32), [], 0)
+    sec = host.section([(start, marks)], spans=spans, modules_reason="the forward pass is compiled")
+    assert sec["modules"]["available"] is False and "compiled" in sec["modules"]["reason"]
+    loop = sec["loop"]
+    assert loop["available"]
+    assert loop["parts_s"]["prepare"] == pytest.approx(40e-6)
+    assert loop["parts_s"]["forward"] == pytest.approx(600e-6)
+    assert loop["parts_s"]["after_forward"] == pytest.approx(60e-6)
+    assert loop["parts_s"]["processors"] == pytest.approx(10e-6)
+    assert loop["parts_s"]["sample_to_host"] == pytest.approx(290e-6)
+    assert sum(loop["parts_s"].values()) == pytest.approx(sec["step_s"]["mean"])
+
+
+def test_top_functions_rank_the_cuda_calls():
+    start, marks = decode_iteration(steps=2)
+    rows = []
+    for k in (1, 2):
+        lo = int(marks[k - 1])
+        rows += [("cudaLaunchKernel_v7000", lo + j * 10 * US, lo + j * 10 * US + 5 * US, 1, 0) for j in range(20)]
+        rows.append(("cudaStreamSynchronize_v3020", lo + 500 * US, lo + 800 * US, 1, 0))
+    sec = host.section([(start, marks)], api=make_api(rows), thread_candidates=(1,), api_mode="selected")
+    funcs = sec["api"]["functions"]
+    assert sec["api"]["mode"] == "selected"
+    assert [f["name"] for f in funcs] == ["cudaStreamSynchronize_v3020", "cudaLaunchKernel_v7000"]
+    assert funcs[1]["calls_per_step"] == pytest.approx(20) and funcs[1]["s_per_call"] == pytest.approx(5e-6)
+    assert funcs[0]["part"] == "sync" and funcs[0]["s_per_step"] == pytest.approx(300e-6)

@@ -229,7 +229,7 @@ def script_launches(fake, t0=1_000_000):
 
 def test_api_records_arrive_apart_from_the_device_records(fake_cupti):
     script_launches(fake_cupti)
-    tracer = KernelTracer(api=True)
+    tracer = KernelTracer(api="all")
     assert tracer.start(), tracer.reason
     assert fake_cupti.enabled(RUNTIME_KIND) == 1 and fake_cupti.enabled(DRIVER_KIND) == 1
     trace = tracer.stop()
@@ -251,6 +251,44 @@ def test_api_records_arrive_apart_from_the_device_records(fake_cupti):
     # a launch and its kernel share the correlation id
     k = {int(c): int(s) for c, s in zip(trace.correlation, trace.start_ns)}
     assert k[int(api.correlation[0])] - int(api.start_ns[0]) == 4000
+
+
+def test_selected_api_functions_only_by_default(fake_cupti):
+    """api=True switches on the launch, copy, memset and synchronising functions one by one; a
+    framework's bookkeeping calls (cudaGetDevice) are not recorded, and nothing is left on after."""
+    script_launches(fake_cupti)
+    add_api(fake_cupti, RUNTIME, 10, 1_030_000, 1_030_100)  # cudaGetDevice: not wanted
+    tracer = KernelTracer(api=True)
+    assert tracer.start(), tracer.reason
+    assert tracer.api_mode == "selected"
+    assert fake_cupti.enabled(RUNTIME_KIND) == 0 and fake_cupti.enabled(DRIVER_KIND) == 0
+    lib = fake_cupti.lib
+    lib.fake_cupti_api_enabled.argtypes = [ctypes.c_int, ctypes.c_uint32]
+    on = {(d, c): lib.fake_cupti_api_enabled(d, c) for d, c in ((RUNTIME, 211), (RUNTIME, 311), (RUNTIME, 131),
+                                                                (RUNTIME, 41), (DRIVER, 307), (DRIVER, 17),
+                                                                (RUNTIME, 10))}
+    assert on == {(RUNTIME, 211): 1, (RUNTIME, 311): 1, (RUNTIME, 131): 1, (RUNTIME, 41): 1, (DRIVER, 307): 1,
+                  (DRIVER, 17): 1, (RUNTIME, 10): 0}
+    trace = tracer.stop()
+    assert not any(lib.fake_cupti_api_enabled(d, c) for d, c in on)
+    assert list(trace.api.name) == ["cudaLaunchKernel_v7000", "cuLaunchKernel", "cudaGraphLaunch_v10000",
+                                    "cudaStreamSynchronize_v3020"]
+
+
+def test_every_api_call_when_cupti_cannot_switch_single_functions(fake_cupti, monkeypatch):
+    monkeypatch.setenv("FAKE_CUPTI_FAIL", "cuptiActivityEnableRuntimeApi:1")
+    add_api(fake_cupti, RUNTIME, 10, 100, 200)
+    tracer = KernelTracer(api=True)
+    assert tracer.start(), tracer.reason
+    assert tracer.api_mode == "all" and fake_cupti.enabled(RUNTIME_KIND) == 1
+    assert list(tracer.stop().api.name) == ["cudaGetDevice_v3020"]
+    del tracer  # the active tracer until destroyed
+    gc.collect()
+    plain = KernelTracer()
+    assert plain.start() and plain.api_mode == "off"
+    plain.stop()
+    with pytest.raises(ValueError, match="api must be"):
+        KernelTracer(api="some")
 
 
 def test_native_take_has_the_api_columns(fake_cupti):
@@ -282,7 +320,7 @@ def test_api_names_are_looked_up_once_per_function(fake_cupti):
     for i in range(10):
         add_api(fake_cupti, RUNTIME, 211, 1000 * i, 1000 * i + 100, correlation=i + 1)
     add_api(fake_cupti, DRIVER, 307, 20_000, 20_100)
-    tracer = KernelTracer(api=True)
+    tracer = KernelTracer(api="all")
     assert tracer.start()
     trace = tracer.stop()
     assert len(trace.api) == 11 and len(trace) == 0
@@ -300,7 +338,7 @@ def test_fallback_names_when_cupti_cannot_name_the_function(fake_cupti):
     add_api(fake_cupti, RUNTIME, 211, 0, 10)
     add_api(fake_cupti, DRIVER, 9999, 20, 30)
     add_api(fake_cupti, RUNTIME, 131, 40, 50)
-    with KernelTracer(api=True) as tracer:
+    with KernelTracer(api="all") as tracer:
         pass
     assert list(tracer.trace.api.name) == ["cuda_runtime_cbid_211", "cuda_driver_cbid_9999",
                                            "cudaStreamSynchronize_v3020"]
@@ -319,7 +357,7 @@ def test_fallback_names_when_cuptiGetCallbackName_fails(fake_cupti, monkeypatch)
 def test_callback_names_can_be_set(fake_cupti):
     set_callback_name(fake_cupti, RUNTIME, 5000, "cudaSomethingNew_v13000")
     add_api(fake_cupti, RUNTIME, 5000, 0, 10)
-    with KernelTracer(api=True) as tracer:
+    with KernelTracer(api="all") as tracer:
         pass
     assert list(tracer.trace.api.name) == ["cudaSomethingNew_v13000"]
 

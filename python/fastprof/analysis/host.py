@@ -230,6 +230,34 @@ def launch_stats(api: Any, kernels: Any, *, thread: int | None, lo: int | None =
     return out
 
 
+def top_functions(iterations: Sequence[tuple[int, np.ndarray]], api: Any, *, thread: int | None,
+                  top: int = 12) -> list[dict[str, Any]]:
+    """The CUDA functions with the most time per decode step (outermost calls of ``thread`` in the
+    decode steps): name, part, calls per step, seconds per step and per call."""
+    sel = np.ones(len(api), dtype=bool) if thread is None else np.asarray(api.thread) == np.uint32(thread)
+    s, e = np.asarray(api.start_ns)[sel], np.asarray(api.end_ns)[sel]
+    nid = np.asarray(api.name_id)[sel]
+    keep = outermost(s, e)
+    s, e, nid = s[keep], e[keep], nid[keep]
+    inside = np.zeros(s.size, dtype=bool)
+    steps = 0
+    for start, marks in iterations:
+        if marks.size < 2:
+            continue
+        inside |= (s >= marks[0]) & (s < marks[-1])
+        steps += marks.size - 1
+    if not steps or not inside.any():
+        return []
+    dur = (e - s)[inside].astype(np.float64)
+    ids, inv = np.unique(nid[inside], return_inverse=True)
+    total = np.bincount(inv, weights=dur)
+    count = np.bincount(inv)
+    order = np.argsort(-total)[:top]
+    return [{"name": api.names[int(ids[i])], "part": api_category(api.names[int(ids[i])]),
+             "calls_per_step": float(count[i]) / steps, "s_per_step": float(total[i]) / 1e9 / steps,
+             "s_per_call": float(total[i]) / 1e9 / float(count[i])} for i in order]
+
+
 def module_parts(iterations: Sequence[tuple[int, np.ndarray]], spans: HostSpans) -> dict[str, Any]:
     """Per decode step (rows of all iterations), each module's inclusive and self time and the
     generate loop's segments (:data:`LOOP_PARTS`). Returns ``{"step_ns", "inclusive_ns" (n, m),
@@ -245,6 +273,8 @@ def module_parts(iterations: Sequence[tuple[int, np.ndarray]], spans: HostSpans)
     root = roots[0] if roots else None
     marks_pb = spans.t_ns[spans.code == LOOP_MARKS["processors_begin"]]
     marks_pe = spans.t_ns[spans.code == LOOP_MARKS["processors_end"]]
+    marks_ready = spans.t_ns[spans.code == LOOP_MARKS["inputs_ready"]]
+    marks_done = spans.t_ns[spans.code == LOOP_MARKS["forward_done"]]
     rows_incl, rows_self, rows_calls, steps, it_idx = [], [], [], [], []
     loop: dict[str, list[np.ndarray]] = {p: [] for p in LOOP_PARTS}
     for it, (start, marks) in enumerate(iterations):
@@ -268,19 +298,21 @@ def module_parts(iterations: Sequence[tuple[int, np.ndarray]], spans: HostSpans)
         rows_calls.append(calls[1:])
         steps.append(np.diff(b)[1:])
         it_idx.append(np.full(n - 1, it))
-        # loop segments from the first root forward of each step and the processor markers
+        # loop segments: the forward pass as the loop sees it (the inputs-ready and forward-done
+        # markers; else the root module's hooks) and the processor markers
         seg = {p: np.full(n, np.nan) for p in LOOP_PARTS}
-        if root is not None:
+        f_enter = _first_in_steps(b, marks_ready)
+        f_exit = _first_in_steps(b, marks_done)
+        if not (f_enter >= 0).any() and root is not None:
             rsel = inside & (mi == root)
             r_step = np.searchsorted(b, t0[rsel], side="right") - 1
-            f_enter = np.full(n, -1, dtype=np.int64)
-            f_exit = np.full(n, -1, dtype=np.int64)
             for k, a, z in zip(r_step[::-1].tolist(), t0[rsel][::-1].tolist(), t1[rsel][::-1].tolist()):
                 f_enter[k], f_exit[k] = a, z  # the first forward of the step wins (reverse loop)
+        if (f_enter >= 0).any():
             pb = _first_in_steps(b, marks_pb)
             pe = _first_in_steps(b, marks_pe)
-            ok = f_enter >= 0
-            seg["forward"][ok] = incl[ok, root]
+            ok = (f_enter >= 0) & (f_exit >= f_enter)
+            seg["forward"][ok] = (f_exit - f_enter)[ok]
             seg["prepare"][ok] = (f_enter - b[:-1])[ok]
             full = ok & (pb >= 0) & (pe >= 0)
             seg["after_forward"][full] = (pb - f_exit)[full]
@@ -319,7 +351,8 @@ def _mean_s(x: np.ndarray) -> float | None:
 def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | None = None,
             api: Any = None, kernels: Any = None, thread_candidates: Sequence[int] = (),
             api_reason: str | None = None, modules_reason: str | None = None,
-            itl_s_untraced: float | None = None, cost: dict[str, Any] | None = None) -> dict[str, Any]:
+            itl_s_untraced: float | None = None, cost: dict[str, Any] | None = None,
+            api_mode: str | None = None) -> dict[str, Any]:
     """The result's ``host`` section from the traced iterations (``(host_start_ns, host_marks_ns)``
     each), the module/loop marks and the CUDA API records (each None with its reason when not
     recorded)."""
@@ -353,7 +386,8 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
         parts_s["python_framework"] = float(rest.mean()) / 1e9
         calls = {p: float(parts["calls"][p].mean()) for p in API_PARTS}
         lo = int(iterations[0][1][0]) if iterations[0][1].size else None
-        out["api"] = {"available": True, "thread": thread, "records": int(len(api)), "parts_s": parts_s,
+        out["api"] = {"available": True, "mode": api_mode, "thread": thread, "records": int(len(api)),
+                      "parts_s": parts_s, "functions": top_functions(iterations, api, thread=thread),
                       "shares": {p: (v / out["step_s"]["mean"] if out["step_s"]["mean"] else None)
                                  for p, v in parts_s.items()},
                       "calls_per_step": calls, **launch_stats(api, kernels, thread=thread, lo=lo)}
@@ -367,6 +401,9 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
     if spans is not None and len(spans):
         mp = module_parts(iterations, spans)
         mods = spans.modules
+    else:
+        mp, mods = None, []
+    if mp is not None and mods:
         self_mean = mp["self_ns"].mean(axis=0) / 1e9 if mp["self_ns"].size else np.zeros(len(mods))
         incl_mean = mp["inclusive_ns"].mean(axis=0) / 1e9 if mp["inclusive_ns"].size else np.zeros(len(mods))
         calls = mp["calls"].mean(axis=0) if mp["calls"].size else np.zeros(len(mods))
@@ -386,6 +423,9 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
             "layer_s_each": float(np.mean([r["s_per_step"] for r in layers])) if layers else None,
             "dropped": int(spans.dropped),
         }
+    else:
+        out["modules"] = {"available": False, "reason": modules_reason or "no module marks"}
+    if mp is not None:
         loop = {p: _mean_s(mp["loop_ns"][p]) for p in LOOP_PARTS}
         outside = None
         if loop.get("forward") is not None:
@@ -394,6 +434,8 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
         last = mp["iteration"] == len(iterations) - 1
         per_step["loop_s"] = {p: [None if not np.isfinite(v) else v / 1e9 for v in mp["loop_ns"][p][last][keep]]
                               for p in LOOP_PARTS}
+        if not out["loop"]["available"]:
+            out["loop"]["reason"] = "the generate loop's markers were not seen in the decode steps"
         kinds_per_step = {}
         for k in MODULE_KINDS:
             cols = [i for i, info in enumerate(mods) if info.kind == k]
@@ -401,8 +443,7 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
                 kinds_per_step[k] = (mp["self_ns"][last][:, cols].sum(axis=1)[keep] / 1e9).tolist()
         per_step["module_self_s"] = kinds_per_step
     else:
-        out["modules"] = {"available": False, "reason": modules_reason or "no module marks"}
-        out["loop"] = {"available": False, "reason": modules_reason or "no module marks"}
+        out["loop"] = {"available": False, "reason": modules_reason or "no generate-loop marks"}
     out["per_step"] = per_step
     out["timeline"] = _timeline(last_start, last_marks, spans, api, out.get("api", {}).get("thread"))
     return out

@@ -30,9 +30,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-#: Loop marker codes: the generate loop's points between which its own time is split. (No marker
-#: after the stopping criteria: a criterion must return a tensor, which would add a kernel per step.)
-LOOP_MARKS = {"processors_begin": -1, "processors_end": -2}
+#: Loop marker codes: the generate loop's points between which its own time is split: before and
+#: after the logits processors, and around the forward pass as the loop sees it (when
+#: ``prepare_inputs_for_generation`` returns and when ``_update_model_kwargs_for_generation`` is
+#: entered; these need no module hook, so they also work when the forward pass is compiled). No
+#: marker follows the stopping criteria: a criterion must return a tensor, which would add a
+#: kernel per step.
+LOOP_MARKS = {"processors_begin": -1, "processors_end": -2, "inputs_ready": -3, "forward_done": -4}
 
 #: Module kinds, in the order reports list them.
 MODULE_KINDS = ("model", "embedding", "layer", "attention", "mlp", "norm", "rotary", "lm_head", "other")
@@ -149,6 +153,7 @@ class HostTracer:
         self.modules = [info for _, _, info in self.selected]
         self._spans = _core.HostSpans(int(capacity))
         self._handles: list[Any] = []
+        self._wrapped: list[str] = []
 
     # ---- hooks -------------------------------------------------------------------------
     def attach(self) -> None:
@@ -159,6 +164,31 @@ class HostTracer:
             enter, leave = 2 * i, 2 * i + 1
             self._handles.append(module.register_forward_pre_hook(lambda m, a, _c=enter: mark(_c)))
             self._handles.append(module.register_forward_hook(lambda m, a, o, _c=leave: mark(_c)))
+        self._wrap_loop(mark)
+
+    def _wrap_loop(self, mark: Any) -> None:
+        """The forward pass as the generate loop sees it: instance attributes that shadow two of
+        the model's methods for the traced iterations (removed by :meth:`detach`)."""
+        model = self.model
+        prepare = getattr(model, "prepare_inputs_for_generation", None)
+        update = getattr(model, "_update_model_kwargs_for_generation", None)
+        ready, done = LOOP_MARKS["inputs_ready"], LOOP_MARKS["forward_done"]
+        if callable(prepare):
+            def prepare_marked(*args: Any, **kwargs: Any) -> Any:
+                out = prepare(*args, **kwargs)
+                mark(ready)
+                return out
+
+            model.prepare_inputs_for_generation = prepare_marked
+            self._wrapped.append("prepare_inputs_for_generation")
+        if callable(update):
+            def update_marked(*args: Any, **kwargs: Any) -> Any:
+                mark(done)
+                return update(*args, **kwargs)
+
+            model._update_model_kwargs_for_generation = update_marked
+            self._wrapped.append("_update_model_kwargs_for_generation")
+        self._handles.append(_Unwrap(self))
 
     def detach(self) -> None:
         for h in self._handles:
@@ -204,6 +234,18 @@ class HostTracer:
         data = self._spans.take()
         return HostSpans(np.asarray(data["t_ns"], dtype=np.int64), np.asarray(data["code"], dtype=np.int32),
                          list(self.modules), int(data["dropped"]))
+
+
+class _Unwrap:
+    """A handle whose ``remove()`` takes the loop wrappers off the model again."""
+
+    def __init__(self, tracer: HostTracer) -> None:
+        self.tracer = tracer
+
+    def remove(self) -> None:
+        for name in self.tracer._wrapped:
+            self.tracer.model.__dict__.pop(name, None)
+        self.tracer._wrapped.clear()
 
 
 def _marker_processor(mark: Any, code: int) -> Any:

@@ -258,8 +258,8 @@ class _HostTracing(Instrument):
         section = _host.section(self.iterations, spans=self.spans, api=api, kernels=trace,
                                 thread_candidates=(threading.get_native_id(), threading.get_ident()),
                                 api_reason=api_reason, modules_reason=self.modules_reason or self.reason,
-                                itl_s_untraced=itl_s_untraced,
-                                cost=cost)
+                                itl_s_untraced=itl_s_untraced, cost=cost,
+                                api_mode=kernels.tracer.api_mode if kernels.tracer is not None else None)
         return section
 
 
