@@ -60,7 +60,7 @@ def test_cpu_host_section_adds_up_to_the_step(model):
     assert result.host_path["iterations"] and len(result.host_path["iterations"]) == 3
     assert result.host_path["summary"]["python_loop_s"]["p50"] > 0
     # hooks and the loop's wrappers are gone after the run
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in model.modules())
     assert "prepare_inputs_for_generation" not in vars(model)
     assert "_update_model_kwargs_for_generation" not in vars(model)
 
@@ -71,7 +71,7 @@ def test_hooks_stay_out_of_the_timed_iterations(model):
 
     class Probe:
         def __call__(self, input_ids, scores):
-            seen.append(len(layer._forward_hooks))
+            seen.append(int("forward" in vars(layer)))
             return scores
 
     from transformers import LogitsProcessorList
