@@ -83,13 +83,15 @@ def test_per_iteration_and_decode_means():
     # Windows (10,20]=20 overlaps 5 ms, (20,30]=30 10, (30,40]=40 10, (40,50]=50 10, (50,60]=60 10, (60,70]=70 5.
     expect = (20 * 5 + 30 * 10 + 40 * 10 + 50 * 10 + 60 * 10 + 70 * 5) / 50
     assert row["dram_bw_util_mean_pct"] == pytest.approx(expect)
-    # Decode 33..65 ms: only the windows wholly inside, (40,50] and (50,60]; not the straddling ones
-    # (overlap-weighted, they would give (40 * 7 + 50 * 10 + 60 * 10 + 70 * 5) / 32).
-    expect_decode = (50 + 60) / 2
-    assert row["dram_bw_util_decode_mean_pct"] == pytest.approx(expect_decode)
+    # Decode 33..65 ms: no window lies inside it at every lag the values may have (none could be
+    # fitted to a ramp), so there is no decode figure rather than one diluted by the straddling
+    # windows (overlap-weighted, they would give (40 * 7 + 50 * 10 + 60 * 10 + 70 * 5) / 32).
+    assert row["dram_bw_util_decode_mean_pct"] is None
+    assert hw["gpm_phases"]["decode"]["dram_bw_util_pct"]["lag_s"] is None
+    assert "no lag could be fitted" in hw["gpm_phases"]["decode"]["dram_bw_util_pct"]["reason"]
     assert row["sm_active_mean_pct"] == pytest.approx(50.0)
     assert row["tensor_active_mean_pct"] is None  # not sampled
-    assert hw["summary"]["dram_bw_util_decode_mean_pct"]["p50"] == pytest.approx(expect_decode)
+    assert hw["summary"]["dram_bw_util_decode_mean_pct"]["n"] == 0
     assert hw["summary"]["tensor_active_mean_pct"]["n"] == 0
 
 
@@ -120,11 +122,15 @@ def test_benchmark_attributes_gpm_from_the_fake(fake_gpu, fake_nvml, monkeypatch
 NAN = float("nan")
 
 
-def _free_running(period_ms, until_ms, value_at, offset_ms=0.0):
+LAG_MS = 100.0  # as seen on an H200: a GPM value describes the window ending ~100 ms before its row
+
+
+def _free_running(period_ms, until_ms, value_at, offset_ms=0.0, lag_ms=LAG_MS):
     """GPM rows every ``period_ms`` from ``offset_ms``; each window's value from ``value_at(start, end)``
-    (the first row holds no value, like the sampler's first GPM sample)."""
+    of the window ``lag_ms`` earlier (the first row holds no value, like the sampler's first GPM
+    sample)."""
     ts = np.arange(offset_ms, until_ms, period_ms)
-    vals = [NAN] + [value_at(a, b) for a, b in zip(ts[:-1], ts[1:])]
+    vals = [NAN] + [value_at(a - lag_ms, b - lag_ms) for a, b in zip(ts[:-1], ts[1:])]
     return ts, vals
 
 
@@ -179,8 +185,9 @@ def test_straddling_windows_no_longer_dilute_the_decode_figure():
     hw = summarize(s, traces, tokens_per_iteration=[16] * len(traces))
     fig = hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
     assert fig["available"] and fig["reason"] is None
+    assert fig["lag_s"] == pytest.approx(LAG_MS / 1e3, abs=0.006)  # fitted, on a 5 ms grid
     assert fig["pct"] == pytest.approx(20.0)  # undiluted
-    assert fig["windows"] >= 10 and fig["covered_s"] == pytest.approx(fig["windows"] * 0.1)
+    assert fig["windows"] >= 5 and fig["covered_s"] == pytest.approx(fig["windows"] * 0.1)
     assert fig["phase_s"] == pytest.approx(20 * 0.18) and fig["window_s"] == pytest.approx(0.1)
     # Per iteration: only whole windows inside; iterations holding none have no decode figure.
     per = [r["dram_bw_util_decode_mean_pct"] for r in hw["per_iteration"]]
@@ -192,6 +199,9 @@ def test_straddling_windows_no_longer_dilute_the_decode_figure():
     windows = gpm_windows(s.timestamps_ns, np.asarray(dram))
     diluted = [window_mean(*windows, int(a * MS), int(b * MS)) for a, b in decode]
     assert np.median(diluted) < 17.0
+    # Windows taken as stamped, without the lag: inside decode by their stamps, still diluted.
+    by_stamp = [v for a, b, v in zip(*windows) if any(s * MS <= a and b <= e * MS for s, e in decode)]
+    assert by_stamp and np.mean(by_stamp) < 15.0
 
 
 def test_decode_phases_shorter_than_a_window_are_unavailable_with_the_reason():
@@ -213,7 +223,7 @@ def test_long_iterations_still_give_the_decode_figure():
     hw = summarize(_samples(ts, {"dram_bw_util_pct": dram, "sm_active_pct": [NAN] + [40.0] * (len(ts) - 1)}),
                    traces, tokens_per_iteration=[64] * 4)
     fig = hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
-    assert fig["available"] and fig["pct"] == pytest.approx(3.6) and fig["windows"] >= 4 * 7
+    assert fig["available"] and fig["pct"] == pytest.approx(3.6) and fig["windows"] >= 4 * 6
     assert fig["ci95_pct"] == pytest.approx(0.0, abs=1e-9)
     assert hw["gpm_phases"]["decode"]["sm_active_pct"]["pct"] == pytest.approx(40.0)
     for r in hw["per_iteration"]:
@@ -231,9 +241,9 @@ def test_gpm_phases_recomputed_from_a_saved_section():
 
 
 def test_gpu_counters_take_the_undiluted_decode_figure():
-    traces, decode, until = _short_iterations(n=12, decode_ms=190.0, gap_ms=60.0)
+    traces, decode, until = _short_iterations(n=20, decode_ms=190.0, gap_ms=60.0)
     ts, dram = _free_running(100.0, until + 100, lambda a, b: 20.0 * _busy_fraction(a, b, decode))
-    hw = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 12)
+    hw = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 20)
     r = fastprof.summarize_generation(traces, batch_size=1, prompt_len=8, config={"model": "x", "max_new_tokens": 8})
     r.hardware = hw
     c = r.gpu_counters()

@@ -21,6 +21,13 @@ The run's figures (``gpm_phases`` of the section, :func:`gpm_phases`) pool, per 
 inside the decode phases of consecutive iterations count together, weighted by their length, and
 none that takes in time outside them. Where no window fits (iterations shorter than the GPM period)
 the figure is unavailable, with the reason.
+
+A GPM value lags the row that carries it: on an H200 the window it describes ended 80 to 115 ms
+before that row (the same within a run). The lag is fitted per run and device against the
+iterations' busy and idle time (:func:`estimate_gpm_lag`) and the windows shifted by it, with a
+margin, before they are matched to phases; where it cannot be fitted, a window counts only if the
+phase holds it at every lag up to :data:`GPM_LAG_MAX_NS`. The whole-iteration means above use
+the windows as stamped.
 """
 
 from __future__ import annotations
@@ -138,6 +145,25 @@ GPM_STAMP_SLACK_NS = 1_000_000
 #: The phases :func:`gpm_phases` measures.
 GPM_PHASES = ("decode", "iteration")
 
+#: A GPM value lags its row: on an H200 (driver 580) the window a value describes ended 80 to 115 ms
+#: before the sample that returned it (the counters reach NVML on the device's own ~100 ms tick),
+#: the same within a run and different from run to run. :func:`estimate_gpm_lag` fits it per run
+#: and device, on this grid up to ``GPM_LAG_MAX_NS``; where it cannot (no contrast between busy and
+#: idle time to fit), a window counts toward a phase only if the phase holds it at every lag up to
+#: ``GPM_LAG_MAX_NS``. ``GPM_LAG_TOLERANCE_NS``: the margin kept around a fitted lag.
+GPM_LAG_MAX_NS = 250_000_000
+GPM_LAG_STEP_NS = 5_000_000
+GPM_LAG_TOLERANCE_NS = 15_000_000
+#: The fit's acceptance: at least this many windows, this spread of busy share across them and this
+#: share of the values' variance explained (R^2) at the best lag.
+GPM_LAG_MIN_WINDOWS = 6
+GPM_LAG_MIN_SPREAD = 0.1
+GPM_LAG_MIN_R2 = 0.7
+#: ... and a sharp minimum: every lag this far or farther from the best leaves at least
+#: ``GPM_LAG_SHARPNESS_RATIO`` times its squared error.
+GPM_LAG_SHARPNESS_NS = 30_000_000
+GPM_LAG_SHARPNESS_RATIO = 3.0
+
 
 def phase_intervals(traces: Sequence[Trace], phase: str) -> list[tuple[int, int]]:
     """(start, end) host ns of each iteration's ``phase``: ``"iteration"``, host start to end;
@@ -177,6 +203,59 @@ def windows_inside(start_ns: np.ndarray, end_ns: np.ndarray, intervals: Sequence
     return out
 
 
+def _overlap_share(start: np.ndarray, end: np.ndarray, intervals: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Share of each window [start, end] inside the (disjoint) intervals."""
+    share = np.zeros(start.shape, dtype=np.float64)
+    for a, b in intervals:
+        share += np.clip(np.minimum(end, b) - np.maximum(start, a), 0, None)
+    return share / np.maximum(end - start, 1)
+
+
+def estimate_gpm_lag(start_ns: np.ndarray, end_ns: np.ndarray, values: np.ndarray,
+                     busy: Sequence[tuple[int, int]]) -> int | None:
+    """The lag (ns) between the windows as stamped and the time their values describe: the lag on
+    the grid (0 to ``GPM_LAG_MAX_NS``) at which the values are best explained, by least squares, as
+    a linear function of each shifted window's share of ``busy`` time (the iterations); None when
+    the fit is not trustworthy (too few windows, too little contrast, R^2 too low)."""
+    start = np.asarray(start_ns, dtype=np.int64)
+    end = np.asarray(end_ns, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < GPM_LAG_MIN_WINDOWS or not busy:
+        return None
+    total = float(np.sum((v - v.mean()) ** 2))
+    if total <= 0:
+        return None
+    fits = []
+    for lag in range(0, GPM_LAG_MAX_NS + 1, GPM_LAG_STEP_NS):
+        f = _overlap_share(start - lag, end - lag, busy)
+        if f.std() < GPM_LAG_MIN_SPREAD:
+            continue
+        x = np.column_stack([np.ones_like(f), f])
+        coef, *_ = np.linalg.lstsq(x, v, rcond=None)
+        if coef[1] > 0:
+            fits.append((lag, float(np.sum((v - x @ coef) ** 2))))
+    if not fits:
+        return None
+    lag, sse = min(fits, key=lambda t: t[1])
+    if 1.0 - sse / total < GPM_LAG_MIN_R2:
+        return None
+    # A sharp minimum: lags GPM_LAG_SHARPNESS_NS or more away explain the values clearly worse.
+    far = [e for k, e in fits if abs(k - lag) >= GPM_LAG_SHARPNESS_NS]
+    if far and min(far) < GPM_LAG_SHARPNESS_RATIO * sse + 1e-9 * total:
+        return None
+    return int(lag)
+
+
+def shift_windows(start_ns: np.ndarray, end_ns: np.ndarray, lag_ns: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The span each window's value may describe: shifted back by a fitted lag, widened by
+    ``GPM_LAG_TOLERANCE_NS`` each side; without one, every lag up to ``GPM_LAG_MAX_NS``."""
+    start = np.asarray(start_ns, dtype=np.int64)
+    end = np.asarray(end_ns, dtype=np.int64)
+    if lag_ns is None:
+        return start - GPM_LAG_MAX_NS, end
+    return start - lag_ns - GPM_LAG_TOLERANCE_NS, end - lag_ns + GPM_LAG_TOLERANCE_NS
+
+
 def _weighted_mean_ci(values: np.ndarray, weights: np.ndarray) -> tuple[float, float | None]:
     """Weighted mean and the half-width of its 95% confidence interval (Student's t over the
     windows, treated as independent); no interval from a single window."""
@@ -195,7 +274,8 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:.0f} ms"
 
 
-def _no_window_reason(phase: str, intervals: Sequence[tuple[int, int]], window_ns: float) -> str:
+def _no_window_reason(phase: str, intervals: Sequence[tuple[int, int]], window_ns: float,
+                      lags: Sequence[int | None] = ()) -> str:
     if not intervals:
         if phase == "decode":
             return "no decode phase: no iteration recorded a token before it ended"
@@ -206,24 +286,32 @@ def _no_window_reason(phase: str, intervals: Sequence[tuple[int, int]], window_n
     what = "decode phases" if phase == "decode" else "iterations"
     advice = ("run longer generations (--max-new-tokens) to measure it" if phase == "decode"
               else "run longer iterations to measure it")
-    return (f"{what} of {span} hold no whole {_ms(window_ns)} GPM window, and a window that takes in time "
+    if not lags:
+        lag = ""
+    elif any(x is None for x in lags):
+        lag = f" (allowing for values that lag by up to {_ms(GPM_LAG_MAX_NS)}: no lag could be fitted)"
+    else:
+        lag = f" (its values lag by {_ms(max(lags))}, fitted)"
+    return (f"{what} of {span} hold no whole {_ms(window_ns)} GPM window{lag}, and a window that takes in time "
             f"outside them would dilute the figure; {advice}")
 
 
-def phase_figure(series: Sequence[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]],
+def phase_figure(series: Sequence[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int | None]],
                  intervals: Sequence[tuple[int, int]], phase: str = "decode") -> dict[str, Any]:
-    """One GPM field over one phase of the run, from ``series`` ((device, :func:`gpm_windows`) per
-    device) and the phase's ``intervals`` (:func:`phase_intervals`): the time-weighted mean of the
-    windows that lie wholly inside an interval (``pct``), with ``windows`` (how many),
+    """One GPM field over one phase of the run, from ``series`` ((device, :func:`gpm_windows`, the
+    device's lag from :func:`estimate_gpm_lag` or None) per device) and the phase's ``intervals``
+    (:func:`phase_intervals`): the time-weighted mean of the windows whose span
+    (:func:`shift_windows`) lies wholly inside an interval (``pct``), with ``windows`` (how many),
     ``covered_s`` (their total length), ``phase_s`` (the phases' total length), ``window_s`` (the
-    median window), ``ci95_pct`` (half-width of the mean's 95% interval) and ``device``; several
-    devices: the highest. ``available`` false, with a ``reason``, when no window fits."""
+    median window), ``ci95_pct`` (half-width of the mean's 95% interval), ``lag_s`` (the fitted
+    lag; None: every lag up to ``GPM_LAG_MAX_NS`` was allowed for) and ``device``; several devices:
+    the highest. ``available`` false, with a ``reason``, when no window fits."""
     phase_s = float(sum(b - a for a, b in intervals)) / 1e9
-    lengths = [w[1] - w[0] for _, w in series if w[0].size]
+    lengths = [w[1] - w[0] for _, w, _ in series if w[0].size]
     window_ns = float(np.median(np.concatenate(lengths))) if lengths else 0.0
     best = None
-    for d, (start, end, values) in series:
-        inside = windows_inside(start, end, intervals) >= 0
+    for d, (start, end, values), lag in series:
+        inside = windows_inside(*shift_windows(start, end, lag), intervals) >= 0
         if not inside.any():
             continue
         weights = (end[inside] - start[inside]).astype(np.float64)
@@ -231,25 +319,38 @@ def phase_figure(series: Sequence[tuple[int, tuple[np.ndarray, np.ndarray, np.nd
         if best is None or mean > best["pct"]:
             best = {"available": True, "pct": mean, "windows": int(np.count_nonzero(inside)),
                     "covered_s": float(weights.sum()) / 1e9, "phase_s": phase_s, "window_s": window_ns / 1e9,
-                    "ci95_pct": ci, "device": int(d), "reason": None}
+                    "ci95_pct": ci, "lag_s": None if lag is None else lag / 1e9, "device": int(d), "reason": None}
     if best is not None:
         return best
+    lags = [lag for _, _, lag in series]
     return {"available": False, "pct": None, "windows": 0, "covered_s": 0.0, "phase_s": phase_s,
-            "window_s": window_ns / 1e9, "ci95_pct": None, "device": None,
-            "reason": _no_window_reason(phase, intervals, window_ns)}
+            "window_s": window_ns / 1e9, "ci95_pct": None,
+            "lag_s": None if not lags or lags[0] is None else lags[0] / 1e9, "device": None,
+            "reason": _no_window_reason(phase, intervals, window_ns, lags)}
 
 
-def _gpm_series(ts: np.ndarray, device: np.ndarray, n_devices: int, fields: Any
-                ) -> dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
-    """Per GPM field with a value: (device, its windows) for each device that has one."""
-    gpm: dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {}
+def _gpm_series(ts: np.ndarray, device: np.ndarray, n_devices: int, fields: Any, traces: Sequence[Trace]
+                ) -> dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int | None]]]:
+    """Per GPM field with a value: (device, its windows, the device's lag) for each device that has
+    one. The lag is fitted (:func:`estimate_gpm_lag`) against the iterations on the first field,
+    in :data:`GPM_FIELDS` order, that gives one; it is the device's, the same for every field."""
+    busy = phase_intervals(traces, "iteration")
+    gpm: dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int | None]]] = {}
     for d in range(n_devices):
         dsel = device == d
+        per_field = {}
         for f in GPM_FIELDS:
             if f in fields:
                 series = gpm_windows(ts[dsel], np.asarray(fields[f], dtype=np.float64)[dsel])
                 if series[2].size:
-                    gpm.setdefault(f, []).append((d, series))
+                    per_field[f] = series
+        lag = None
+        for series in per_field.values():
+            lag = estimate_gpm_lag(*series, busy)
+            if lag is not None:
+                break
+        for f, series in per_field.items():
+            gpm.setdefault(f, []).append((d, series, lag))
     return gpm
 
 
@@ -270,10 +371,10 @@ def gpm_phases(samples: Any, traces: Sequence[Trace]) -> dict[str, dict[str, dic
         device = np.asarray(samples.device, dtype=np.int64)
         fields = samples.fields
         n_devices = max(1, len(samples.devices))
-    return _phases_from_series(_gpm_series(ts, device, n_devices, fields), traces)
+    return _phases_from_series(_gpm_series(ts, device, n_devices, fields, traces), traces)
 
 
-def _phases_from_series(gpm: dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
+def _phases_from_series(gpm: dict[str, list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray], int | None]]],
                         traces: Sequence[Trace]) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for phase in GPM_PHASES:
@@ -310,7 +411,7 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
         dsel = device == d
         esel = (energy_device == d) & np.isfinite(energy_mj_all)
         per_device.append((dsel, ts[dsel], power[dsel], energy_ts_all[esel], energy_mj_all[esel]))
-    gpm = _gpm_series(ts, device, n_devices, fields)
+    gpm = _gpm_series(ts, device, n_devices, fields, traces)
 
     per_iteration: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -348,7 +449,7 @@ def summarize(samples: Any, traces: Sequence[Trace], *, tokens_per_iteration: Se
         for f in GPM_FIELDS:
             whole, decode = gpm_metric_names(f)
             # Several devices: the highest, like utilisation.
-            means = [window_mean(*w, t.host_start_ns, t.host_end_ns) for _, w in gpm.get(f, [])]
+            means = [window_mean(*w, t.host_start_ns, t.host_end_ns) for _, w, _ in gpm.get(f, [])]
             row[whole] = max((m for m in means if m is not None), default=None)
             # Decode: only windows wholly inside this iteration's decode phase, never diluted.
             dmeans = [phase_figure([dw], decode_phase, "decode")["pct"] for dw in gpm.get(f, [])]
