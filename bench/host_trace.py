@@ -89,7 +89,8 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
         wl.sync()
         trace = tracer.stop()
         wall = time.perf_counter_ns() - t0
-        out: dict[str, Any] = {"wall_ns": wall, "available": bool(started), "reason": tracer.reason}
+        out: dict[str, Any] = {"wall_ns": wall, "available": bool(started), "reason": tracer.reason,
+                               "api_mode": tracer.api_mode}
         if started:
             sec = H.section([(start_ns, np.asarray(marks.t, dtype=np.int64))], spans=host.take(),
                             api=trace.api, kernels=trace,
@@ -98,6 +99,7 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
             parts = api.get("parts_s") or {}
             # the parts against the step measured by the token marks alone
             out.update(step_s=sec["step_s"]["mean"], parts_s=parts, api_records=len(trace.api),
+                       api_reason=api.get("reason"), functions=(api.get("functions") or [])[:6],
                        parts_sum_ratio=(sum(parts.values()) / sec["step_s"]["mean"]) if parts else None,
                        calls_per_step=api.get("calls_per_step"), launch_s=api.get("launch_s"),
                        kernels_per_step=(int((trace.kind == 0).sum()) / max(len(marks.t), 1)),
@@ -151,9 +153,10 @@ def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: C
     fp = [row["fastprof kernel+host"] for row in rounds if row.get("fastprof kernel+host", {}).get("available")]
     res["fastprof_rounds_available"] = len(fp)
     if fp:
-        res["parts_sum_ratio"] = [x["parts_sum_ratio"] for x in fp]
+        res["parts_sum_ratio"] = [x["parts_sum_ratio"] for x in fp if x.get("parts_sum_ratio") is not None]
         res["example"] = {k: fp[-1].get(k) for k in ("summary", "parts_s", "calls_per_step", "launch_s",
-                                                     "kernels_per_step", "step_s", "loop", "api_records")}
+                                                     "kernels_per_step", "step_s", "loop", "api_records",
+                                                     "api_mode", "api_reason", "functions")}
     prof = stats.get("torch.profiler CPU+CUDA", {}).get("added_s_per_token")
     mine = stats.get("fastprof kernel+host", {}).get("added_s_per_token")
     res["fastprof_added_over_profiler_added"] = (mine / prof) if mine is not None and prof else None
@@ -240,8 +243,12 @@ def main() -> int:
             print(f"{name:10} host parts / traced step: {min(sums):.4f}-{max(sums):.4f} (target within 5%)")
         print(f"{name:10} fastprof arm ran in {res['fastprof_rounds_available']}/{len(res['rounds'])} rounds")
         ex = res.get("example") or {}
+        print(f"{name:10} API records: {ex.get('api_mode')}, {ex.get('api_records')} in the last traced generate"
+              + (f" ({ex['api_reason']})" if ex.get("api_reason") else ""))
         if ex.get("summary"):
             print(f"{name:10} {ex['summary']}")
+        for f in ex.get("functions") or []:
+            print(f"{name:10}   {f['name']:36} {f['calls_per_step']:7.1f}/step {f['s_per_call'] * 1e6:7.2f} us each")
     return 0
 
 

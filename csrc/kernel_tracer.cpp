@@ -150,13 +150,9 @@ class CuptiKernelTracer final : public KernelTraceBackend {
       if (opt_.api_records) {
         // Per function where CUPTI allows it (cuptiActivityEnableRuntimeApi/DriverApi record the
         // chosen functions without enabling the whole kind); else every call of both kinds.
-        if (!opt_.all_api && enable_selected_apis()) {
-          api_mode_ = "selected";
-        } else {
-          kinds.push_back(CUPTI_ACTIVITY_KIND_DRIVER);
-          kinds.push_back(CUPTI_ACTIVITY_KIND_RUNTIME);
-          api_mode_ = "all";
-        }
+        kinds.push_back(CUPTI_ACTIVITY_KIND_DRIVER);
+        kinds.push_back(CUPTI_ACTIVITY_KIND_RUNTIME);
+        api_mode_ = "all";
       }
       for (int kind : kinds) {
         CUptiResult e = enable_(kind);
@@ -168,6 +164,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
         }
         enabled_.push_back(kind);
       }
+      if (opt_.api_records && !opt_.all_api && select_apis()) api_mode_ = "selected";
       running_ = true;
     } catch (...) {
       release();
@@ -178,7 +175,6 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   void stop() override {
     if (!running_) return;
     running_ = false;
-    disable_selected_apis();
     for (int kind : enabled_) disable_(kind);
     enabled_.clear();
     flush_all_(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
@@ -345,42 +341,47 @@ class CuptiKernelTracer final : public KernelTraceBackend {
     offset_ns_ = best_offset;
   }
 
-  // Switches on the records of every wanted runtime and driver function. False, with nothing left
-  // on, when CUPTI lacks the per-function switches or the names, or refuses any wanted function:
-  // a launch left unrecorded would be counted as Python time, so it is all or nothing.
-  bool enable_selected_apis() {
+  // With both API kinds enabled, switches off the records of every named runtime and driver
+  // function that is not wanted (CUPTI records a function of an enabled kind unless it is switched
+  // off; switching single functions on without the kind is not honoured once a context exists).
+  // False, with every switch put back, when CUPTI lacks the switches or the names, or refuses one:
+  // then every call is recorded.
+  bool select_apis() {
     if (!enable_runtime_api_ || !enable_driver_api_ || !callback_name_) return false;
-    bool found[3] = {false, false, false};
+    bool named[3] = {false, false, false};
     for (int domain : {CUPTI_CB_DOMAIN_RUNTIME_API, CUPTI_CB_DOMAIN_DRIVER_API}) {
       EnableApiFn fn = domain == CUPTI_CB_DOMAIN_RUNTIME_API ? enable_runtime_api_ : enable_driver_api_;
       for (uint32_t cbid = 1; cbid < kMaxCbid; ++cbid) {
         const char* name = nullptr;
-        if (callback_name_(domain, cbid, &name) != CUPTI_SUCCESS || !name || !wanted_api(name)) continue;
-        if (fn(cbid, 1) != CUPTI_SUCCESS) {
-          disable_selected_apis();
+        if (callback_name_(domain, cbid, &name) != CUPTI_SUCCESS || !name) continue;
+        named[domain] = true;
+        if (wanted_api(name)) continue;
+        if (fn(cbid, 0) != CUPTI_SUCCESS) {
+          restore_apis();
           return false;
         }
-        enabled_apis_.emplace_back(domain, cbid);
-        found[domain] = true;
+        switched_off_.emplace_back(domain, cbid);
       }
     }
-    if (!found[CUPTI_CB_DOMAIN_RUNTIME_API] || !found[CUPTI_CB_DOMAIN_DRIVER_API]) {
-      disable_selected_apis();  // names of one API missing: this CUPTI cannot be trusted to select
+    if (!named[CUPTI_CB_DOMAIN_RUNTIME_API] || !named[CUPTI_CB_DOMAIN_DRIVER_API]) {
+      restore_apis();  // the names of one API are missing: this CUPTI cannot be trusted to select
       return false;
     }
     return true;
   }
 
-  void disable_selected_apis() {
-    for (const auto& [domain, cbid] : enabled_apis_)
-      (domain == CUPTI_CB_DOMAIN_RUNTIME_API ? enable_runtime_api_ : enable_driver_api_)(cbid, 0);
-    enabled_apis_.clear();
+  // Switches the functions switched off by select_apis back on (CUPTI's default), so that a later
+  // trace, or another tool, records them again.
+  void restore_apis() {
+    for (const auto& [domain, cbid] : switched_off_)
+      (domain == CUPTI_CB_DOMAIN_RUNTIME_API ? enable_runtime_api_ : enable_driver_api_)(cbid, 1);
+    switched_off_.clear();
   }
 
   void release() {
-    disable_selected_apis();
     for (int kind : enabled_) disable_(kind);
     enabled_.clear();
+    restore_apis();
     if (subscribed_) unsubscribe_(subscriber_);
     subscribed_ = false;
     subscriber_ = nullptr;
@@ -426,7 +427,7 @@ class CuptiKernelTracer final : public KernelTraceBackend {
   void* subscriber_ = nullptr;
   bool subscribed_ = false;
   std::vector<int> enabled_;
-  std::vector<std::pair<int, uint32_t>> enabled_apis_;  // (domain, cbid) switched on one by one
+  std::vector<std::pair<int, uint32_t>> switched_off_;  // (domain, cbid) switched off by select_apis
   EnableApiFn enable_runtime_api_ = nullptr, enable_driver_api_ = nullptr;
   std::string api_mode_ = "off";
   bool running_ = false;

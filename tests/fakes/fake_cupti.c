@@ -11,10 +11,10 @@
  *   FAKE_CUPTI_OTHER_SUBSCRIBER=1      cuptiSubscribe answers CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED
  *   FAKE_CUPTI_FAIL=<function>:<code>  that entry point returns <code>
  *   FAKE_CUPTI_DROPPED=<n>             cuptiActivityGetNumDroppedRecords reports n (once)
- * cuptiActivityEnableRuntimeApi / DriverApi switch single functions on and off: an API record is
- * delivered when its kind was enabled or its (domain, cbid) was switched on
+ * cuptiActivityEnableRuntimeApi / DriverApi switch single functions off and on again (on by
+ * default, as in CUPTI): an API call scripted while its function is switched off is not recorded
  * (fake_cupti_api_enabled tells which are on; FAKE_CUPTI_FAIL=cuptiActivityEnableRuntimeApi:1 makes
- * a tracer fall back to whole kinds).
+ * a tracer keep every function).
  * Built with -DFAKE_CUPTI_NO_TS_CALLBACK it lacks cuptiActivityRegisterTimestampCallback: records
  * are then stamped on a clock offset from CLOCK_MONOTONIC (fake_cupti_set_clock_offset). */
 #include <pthread.h>
@@ -51,7 +51,7 @@ static timestamp_fn ts_callback = 0;
 static int subscribed = 0, other_subscriber = 0;
 static int enabled[64], ever_enabled[64]; /* records of kinds never enabled are not delivered */
 #define MAX_CBID 4096
-static unsigned char api_on[3][MAX_CBID], api_ever[3][MAX_CBID]; /* per-function switches, by domain */
+static unsigned char api_off[3][MAX_CBID]; /* functions switched off, by domain */
 static size_t scripted_dropped = 0, pool_dropped = 0;
 static int64_t clock_offset = 1000000000000LL;
 static int hold_buffers = 0;
@@ -107,8 +107,7 @@ void fake_cupti_reset(void) {
   subscribed = other_subscriber = 0;
   memset(enabled, 0, sizeof enabled);
   memset(ever_enabled, 0, sizeof ever_enabled);
-  memset(api_on, 0, sizeof api_on);
-  memset(api_ever, 0, sizeof api_ever);
+  memset(api_off, 0, sizeof api_off);
   scripted_dropped = pool_dropped = 0;
   clock_offset = 1000000000000LL;
   hold_buffers = 0;
@@ -145,8 +144,8 @@ void fake_cupti_add_api(int domain, uint32_t cbid, uint64_t start, uint64_t end,
                         uint32_t correlation) {
   int kind = domain == 1 ? 4 : 5;
   pthread_mutex_lock(&mu);
-  int on = enabled[kind] || (cbid < MAX_CBID && api_on[domain == 1 ? 1 : 2][cbid]);
-  if ((only_enabled && !on) || n_script >= MAX_RECORDS) {
+  int off = cbid < MAX_CBID && api_off[domain == 1 ? 1 : 2][cbid];
+  if ((only_enabled && !enabled[kind]) || off || n_script >= MAX_RECORDS) {
     pthread_mutex_unlock(&mu);
     return;
   }
@@ -189,7 +188,7 @@ void fake_cupti_hold_buffers(int on) { hold_buffers = on; }
 void fake_cupti_only_enabled(int on) { only_enabled = on; }
 int fake_cupti_enabled(int kind) { return kind >= 0 && kind < 64 ? enabled[kind] : 0; }
 int fake_cupti_api_enabled(int domain, uint32_t cbid) {
-  return domain >= 1 && domain <= 2 && cbid < MAX_CBID ? api_on[domain][cbid] : 0;
+  return domain >= 1 && domain <= 2 && cbid < MAX_CBID ? !api_off[domain][cbid] : 0;
 }
 int fake_cupti_subscribed(void) { return subscribed; }
 int fake_cupti_has_ts_callback(void) { return ts_callback != 0; }
@@ -290,8 +289,7 @@ static int enable_api(const char* fn, int domain, uint32_t cbid, uint8_t on) {
   int rc = entry(fn);
   if (rc) return rc;
   if (cbid >= MAX_CBID) return 1; /* CUPTI_ERROR_INVALID_PARAMETER */
-  api_on[domain][cbid] = on ? 1 : 0;
-  if (on) api_ever[domain][cbid] = 1;
+  api_off[domain][cbid] = on ? 0 : 1;
   return 0;
 }
 
@@ -391,9 +389,7 @@ int cuptiActivityFlushAll(uint32_t flag) {
     }
     size_t used = 0;
     while (i < n_script && used + record_size(script[i].kind) <= size) {
-      const script_t* r = &script[i];
-      int api_domain = r->kind == 4 ? 1 : r->kind == 5 ? 2 : 0;
-      if (ever_enabled[r->kind] || (api_domain && r->cbid < MAX_CBID && api_ever[api_domain][r->cbid])) {
+      if (ever_enabled[script[i].kind]) {
         write_record(buf + used, &script[i]);
         used += record_size(script[i].kind);
       }

@@ -254,14 +254,14 @@ def test_api_records_arrive_apart_from_the_device_records(fake_cupti):
 
 
 def test_selected_api_functions_only_by_default(fake_cupti):
-    """api=True switches on the launch, copy, memset and synchronising functions one by one; a
-    framework's bookkeeping calls (cudaGetDevice) are not recorded, and nothing is left on after."""
+    """api=True records the launch, copy, memset and synchronising functions: the kinds are
+    enabled and every other named function is switched off, so a framework's bookkeeping calls
+    (cudaGetDevice) made while tracing are not recorded; every switch is back on after the trace."""
     script_launches(fake_cupti)
-    add_api(fake_cupti, RUNTIME, 10, 1_030_000, 1_030_100)  # cudaGetDevice: not wanted
     tracer = KernelTracer(api=True)
     assert tracer.start(), tracer.reason
     assert tracer.api_mode == "selected"
-    assert fake_cupti.enabled(RUNTIME_KIND) == 0 and fake_cupti.enabled(DRIVER_KIND) == 0
+    assert fake_cupti.enabled(RUNTIME_KIND) == 1 and fake_cupti.enabled(DRIVER_KIND) == 1
     lib = fake_cupti.lib
     lib.fake_cupti_api_enabled.argtypes = [ctypes.c_int, ctypes.c_uint32]
     on = {(d, c): lib.fake_cupti_api_enabled(d, c) for d, c in ((RUNTIME, 211), (RUNTIME, 311), (RUNTIME, 131),
@@ -269,18 +269,20 @@ def test_selected_api_functions_only_by_default(fake_cupti):
                                                                 (RUNTIME, 10))}
     assert on == {(RUNTIME, 211): 1, (RUNTIME, 311): 1, (RUNTIME, 131): 1, (RUNTIME, 41): 1, (DRIVER, 307): 1,
                   (DRIVER, 17): 1, (RUNTIME, 10): 0}
+    add_api(fake_cupti, RUNTIME, 10, 1_030_000, 1_030_100)  # cudaGetDevice while tracing: not recorded
+    add_api(fake_cupti, RUNTIME, 211, 1_040_000, 1_040_100, correlation=13)
     trace = tracer.stop()
-    assert not any(lib.fake_cupti_api_enabled(d, c) for d, c in on)
+    assert all(lib.fake_cupti_api_enabled(d, c) for d, c in on)  # switched back on
     assert list(trace.api.name) == ["cudaLaunchKernel_v7000", "cuLaunchKernel", "cudaGraphLaunch_v10000",
-                                    "cudaStreamSynchronize_v3020"]
+                                    "cudaStreamSynchronize_v3020", "cudaLaunchKernel_v7000"]
 
 
 def test_every_api_call_when_cupti_cannot_switch_single_functions(fake_cupti, monkeypatch):
     monkeypatch.setenv("FAKE_CUPTI_FAIL", "cuptiActivityEnableRuntimeApi:1")
-    add_api(fake_cupti, RUNTIME, 10, 100, 200)
     tracer = KernelTracer(api=True)
     assert tracer.start(), tracer.reason
     assert tracer.api_mode == "all" and fake_cupti.enabled(RUNTIME_KIND) == 1
+    add_api(fake_cupti, RUNTIME, 10, 100, 200)
     assert list(tracer.stop().api.name) == ["cudaGetDevice_v3020"]
     del tracer  # the active tracer until destroyed
     gc.collect()
