@@ -43,6 +43,20 @@ The statistics, per metric and configuration
       ``detectable_pct`` exceeds 20% has too little data for the calibrated power target, and
       ``fastprof compare`` says so.
 
+Covariate adjustment (CUPED)
+    On a shared machine the host's speed drifts between iterations and processes, and that drift
+    dominates the spread of host-bound decode. fastprof measures the host path beside every
+    iteration (:mod:`fastprof.capture.hostpath`: a torch operation's dispatch and launch, a driver
+    launch, a Python loop), independently of the code under test. :func:`covariate_adjust` takes
+    its share out of each unit's log value, with the slope fitted within each side (the
+    pre-experiment covariate adjustment of large experimentation platforms), and the adjusted
+    difference is tested as in the analysis of covariance (pooled residual variance on n - 3
+    degrees of freedom, the slope's uncertainty included); the unadjusted ratio, interval and
+    p-value stay in the row beside them.
+    When the covariate itself differs between the two sides, the compared code may be what moved
+    it: the row says so (``adjustment["covariate_changed"]``), and the unadjusted result stands
+    beside the adjusted one.
+
 Latencies (names ending in ``_s``) and energy are better lower; throughputs (``_tokens_per_s``,
 ``_per_s``) better higher. ``change_pct`` is the signed change of the ratio in percent;
 ``worse_pct`` is how much worse B is (positive for a regression, whatever the direction).
@@ -96,6 +110,10 @@ class Row:
     #: from the spread it saw: for this test alone from :func:`compare_metric`, over all the
     #: comparison's tests once :func:`adjust` has run; NaN where it cannot be told.
     detectable_pct: float = float("nan")
+    #: The covariate adjustment (:func:`covariate_adjust`) when one was asked for: the covariate,
+    #: whether it was applied (else why not), the variance it removed, and the unadjusted ratio,
+    #: interval and p-value beside the adjusted ones in the fields above. None without one.
+    adjustment: dict | None = None
 
 
 def _positive(x: np.ndarray) -> np.ndarray:
@@ -175,10 +193,101 @@ def detectable_change_pct(se_log: float, df: float, *, alpha: float = 0.05, test
     return float(np.expm1(q * se_log) * 100)
 
 
+#: Below this many units a side, a covariate's slope cannot be told from noise: no adjustment.
+MIN_COVARIATE_UNITS = 3
+#: A covariate whose two sides differ at this level (Welch's t on its logs) may be moved by the
+#: compared code itself: the comparison says so beside the adjusted result.
+COVARIATE_SHIFT_ALPHA = 0.05
+
+
+def covariate_adjust(a: np.ndarray, xa: np.ndarray, b: np.ndarray, xb: np.ndarray, *, name: str = "covariate"
+                     ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """CUPED on logs: each unit's log value minus theta times its covariate's log distance from
+    the pooled mean, theta the slope of log value on log covariate within each side (pooled), so
+    that the machine's speed, measured beside each unit and independent of the code under test,
+    is taken out of the comparison. Returns the adjusted ``a``, ``b`` and what was done; the
+    values come back unchanged, with the reason, when the covariate is missing, flat or shorter than
+    :data:`MIN_COVARIATE_UNITS` a side. When the covariate itself differs between the sides
+    (Welch's t on its logs at :data:`COVARIATE_SHIFT_ALPHA`), ``covariate_changed`` says so: the
+    compared code may be what moved it, and the comparison must say it rather than adjust it away
+    unseen. (Refusing to adjust then is no remedy: on a drifting machine the covariate differs
+    exactly when one side ran in a slow spell, and the unadjusted test then raised a false alarm
+    nine times in ten.)"""
+    info: dict = {"covariate": name, "applied": False}
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    xa, xb = np.asarray(xa, dtype=np.float64), np.asarray(xb, dtype=np.float64)
+    if xa.shape != a.shape or xb.shape != b.shape:
+        info["reason"] = f"{name} is not recorded for every unit"
+        return a, b, info
+    ok_a = np.isfinite(xa) & (xa > 0) & np.isfinite(a) & (a > 0)
+    ok_b = np.isfinite(xb) & (xb > 0) & np.isfinite(b) & (b > 0)
+    if ok_a.sum() < MIN_COVARIATE_UNITS or ok_b.sum() < MIN_COVARIATE_UNITS or not (ok_a.all() and ok_b.all()):
+        info["reason"] = f"{name} is missing for some units, or fewer than {MIN_COVARIATE_UNITS} units a side"
+        return a, b, info
+    la, lb, lxa, lxb = np.log(a), np.log(b), np.log(xa), np.log(xb)
+    shift = _log_difference(xa, xb, None)
+    if shift is not None:
+        _, _, _, p_shift = _ratio_test(xa, xb, shift, COVARIATE_SHIFT_ALPHA)
+        info["covariate_ratio"] = float(np.exp(shift[0]))
+        info["covariate_p"] = p_shift
+        if np.isfinite(p_shift) and p_shift < COVARIATE_SHIFT_ALPHA:
+            # Either the machine was slower for one side (what the adjustment is for) or the
+            # compared code slows the host path itself (which the adjustment would hide). The
+            # data cannot tell them apart, so the change is reported, never dropped silently.
+            info["covariate_changed"] = (
+                f"the host path itself differs between the runs ({name} x{np.exp(shift[0]):.3f}, p {p_shift:.2g}): "
+                "either the machine ran slower for one side, which the adjustment takes out, or the compared "
+                "code slows the host path, which it would hide: see the unadjusted result")
+    cx = np.concatenate([lxa - lxa.mean(), lxb - lxb.mean()])
+    cy = np.concatenate([la - la.mean(), lb - lb.mean()])
+    if not np.sum(cx * cx) > 0:
+        info["reason"] = f"{name} did not vary"
+        return a, b, info
+    sxx = float(np.sum(cx * cx))
+    theta = float(np.sum(cx * cy) / sxx)
+    centre = float(np.concatenate([lxa, lxb]).mean())
+    adj_a, adj_b = la - theta * (lxa - centre), lb - theta * (lxb - centre)
+    before = float(np.sum(cy * cy))
+    after = float(np.sum((cy - theta * cx) ** 2))
+    # The test of the adjusted difference is the analysis of covariance's: one pooled residual
+    # variance on n - 3 degrees of freedom (two means and the slope were fitted), and the slope's
+    # own uncertainty in the standard error. Welch's t on the adjusted values would ignore that the
+    # slope was fitted to shrink them, and raised 11% false alarms at 5 units a side.
+    n_a, n_b = la.size, lb.size
+    df = n_a + n_b - 3
+    dx = float(lxb.mean() - lxa.mean())
+    diff = float(lb.mean() - la.mean()) - theta * dx
+    se = float(np.sqrt(after / df * (1 / n_a + 1 / n_b + dx * dx / sxx))) if df > 0 else float("nan")
+    info.update(applied=True, theta=theta, variance_reduction=(1 - after / before) if before > 0 else 0.0,
+                parts=(diff, se, float(df)))
+    return np.exp(adj_a), np.exp(adj_b), info
+
+
 def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "", unit: str = "iteration",
-                   alpha: float = 0.05, min_effect_pct: float = 0.0) -> Row:
+                   alpha: float = 0.05, min_effect_pct: float = 0.0,
+                   covariate: tuple[str, np.ndarray, np.ndarray] | None = None) -> Row:
     """One metric of one configuration: ``a`` and ``b`` hold one value per unit. The verdict
-    uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows."""
+    uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows.
+    ``covariate``: (name, its value per unit of ``a``, per unit of ``b``), a measurement of the
+    machine taken beside each unit: when :func:`covariate_adjust` applies it, the row's ratio,
+    interval, test and verdict are those of the adjusted values, and ``adjustment`` keeps the
+    unadjusted ones beside them."""
+    if covariate is not None:
+        name, xa, xb = covariate
+        plain = compare_metric(a, b, metric, config=config, unit=unit, alpha=alpha, min_effect_pct=min_effect_pct)
+        adj_a, adj_b, info = covariate_adjust(a, xa, b, xb, name=name)
+        info["unadjusted"] = {"ratio": plain.ratio, "ci_low": plain.ci_low, "ci_high": plain.ci_high,
+                              "p_value": plain.p_value, "detectable_pct": plain.detectable_pct}
+        if not info["applied"]:
+            return replace(plain, adjustment=info)
+        parts = info.pop("parts")
+        ratio, lo, hi, p = _ratio_test(adj_a, adj_b, parts, alpha)
+        change = (ratio - 1) * 100
+        # the medians stay those of the measured values; the adjusted ones are a model's
+        row = replace(plain, ratio=ratio, ci_low=lo, ci_high=hi, p_value=p, p_adjusted=p, change_pct=change,
+                      worse_pct=-change if higher_is_better(metric) else change, se_log=parts[1], df=parts[2],
+                      detectable_pct=detectable_change_pct(parts[1], parts[2], alpha=alpha), adjustment=info)
+        return _decide(row, alpha, min_effect_pct)
     a, b = _positive(a), _positive(b)
     parts = _log_difference(a, b, None)
     ratio, lo, hi, p = _ratio_test(a, b, parts, alpha)

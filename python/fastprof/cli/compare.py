@@ -35,6 +35,12 @@ def add_parser(sub: Any) -> None:
             "exceeds PCT percent; 2 for bad input. Each row also gives the smallest change it would catch\n"
             "95% of the time from the spread it saw (detectable_pct in --json); a note says when that is\n"
             "over 20%, and about how many processes a side would bring it down.\n\n"
+            "Covariate adjustment: results written since schema version 4 carry the host path measured\n"
+            "beside every iteration (a torch operation's dispatch and launch, a driver launch, a Python\n"
+            "loop). Its share of each unit's spread is taken out (CUPED on logs, the slope fitted within\n"
+            "each side) and the test runs on the adjusted values; a table gives the unadjusted ratio,\n"
+            "interval and p beside them. A covariate that itself differs between the sides is not adjusted\n"
+            "for (the compared code may move it). --covariate none turns it off.\n\n"
             "example:\n"
             "  fastprof run -o main.json   # on each side (5 worker processes by default)\n"
             "  fastprof compare main.json branch.json --fail-on-regression 5"
@@ -53,6 +59,10 @@ def add_parser(sub: Any) -> None:
     cmp_.add_argument("--min-effect", type=non_negative_float, default=1.0, metavar="PCT",
                       help="smallest change, in percent, called a regression or an improvement")
     cmp_.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    cmp_.add_argument("--covariate", default="auto", choices=("auto", "none", "torch_op_s", "launch_s",
+                                                            "python_loop_s"),
+                      help="the host-path figure to adjust for (auto: the first of torch_op_s, launch_s, "
+                           "python_loop_s that both files have; none: no adjustment)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
     sweeps = [load_results(p) for p in args.files]
     try:
         comparisons = compare.compare_files(sweeps, names=args.files, metrics=args.metric, clock=args.clock,
-                                            alpha=args.alpha, ignore=args.ignore, min_effect_pct=args.min_effect)
+                                            alpha=args.alpha, ignore=args.ignore, min_effect_pct=args.min_effect,
+                                            covariate=args.covariate)
     except compare.CompareError as exc:
         raise UsageError(str(exc)) from None
     compare.print_console(comparisons, alpha=args.alpha, threshold_pct=args.fail_on_regression)

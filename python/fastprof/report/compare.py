@@ -56,22 +56,79 @@ def unit_values(result: BenchmarkResult, metric: str, clock: str = "host", unit:
                 for m in per]
         arr = np.asarray([v for v in vals if v is not None and not isinstance(v, list)], dtype=np.float64)
         return arr if arr.size else None
-    if metric in HARDWARE_COMPARED:
-        rows = (result.hardware or {}).get("per_iteration") or []
-        vals = np.asarray([r.get(metric) if r.get(metric) is not None else np.nan for r in rows], dtype=np.float64)
-    else:
-        table = table if table is not None else iteration_table(result, clock)
-        if table is None or metric not in table:
-            return None
-        vals = table[metric]
-    if unit == "process":
-        labels = process_labels(result)
-        if labels is None or labels.size != vals.size:
-            return None
-        vals = np.asarray([np.nanmedian(vals[labels == p]) if np.isfinite(vals[labels == p]).any() else np.nan
-                           for p in np.unique(labels)])
+    vals = _per_iteration(result, metric, clock, table)
+    if vals is None:
+        return None
+    vals = _per_unit(result, vals, unit)
+    if vals is None:
+        return None
     vals = vals[np.isfinite(vals)]
     return vals if vals.size else None
+
+
+def _per_iteration(result: BenchmarkResult, metric: str, clock: str,
+                   table: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    if metric in HARDWARE_COMPARED:
+        rows = (result.hardware or {}).get("per_iteration") or []
+        return np.asarray([r.get(metric) if r.get(metric) is not None else np.nan for r in rows], dtype=np.float64)
+    table = table if table is not None else iteration_table(result, clock)
+    if table is None or metric not in table:
+        return None
+    return np.asarray(table[metric], dtype=np.float64)
+
+
+def _per_unit(result: BenchmarkResult, vals: np.ndarray, unit: str) -> np.ndarray | None:
+    if unit != "process":
+        return vals
+    labels = process_labels(result)
+    if labels is None or labels.size != vals.size:
+        return None
+    return np.asarray([np.nanmedian(vals[labels == p]) if np.isfinite(vals[labels == p]).any() else np.nan
+                       for p in np.unique(labels)])
+
+
+#: The host-path figures a comparison can adjust for, in the order tried by default: a torch
+#: operation's dispatch and launch (the path host-bound decode takes hundreds of times a step), a
+#: driver launch, a fixed Python loop.
+COVARIATES = ("torch_op_s", "launch_s", "python_loop_s")
+
+
+def covariate_values(result: BenchmarkResult, name: str) -> np.ndarray | None:
+    """The host-path calibration ``name`` taken after each timed iteration (``host_path``), one per
+    iteration in the order of ``result.iterations``; None when the result lacks it."""
+    rows = (result.host_path or {}).get("iterations") or []
+    if not rows or len(rows) != len(result.iterations):
+        return None
+    vals = np.asarray([((r.get("calibration") or {}).get(name) or np.nan) for r in rows], dtype=np.float64)
+    return vals if np.isfinite(vals).any() else None
+
+
+def choose_covariate(ra: BenchmarkResult, rb: BenchmarkResult, wanted: str | None = "auto") -> str | None:
+    """The covariate both results carry: ``wanted``, or with ``"auto"`` the first of
+    :data:`COVARIATES` that both have; None for ``None``/``"none"`` or when neither has one."""
+    if wanted in (None, "none"):
+        return None
+    names = COVARIATES if wanted == "auto" else (wanted,)
+    for name in names:
+        if covariate_values(ra, name) is not None and covariate_values(rb, name) is not None:
+            return name
+    return None
+
+
+def paired_units(result: BenchmarkResult, metric: str, clock: str, unit: str, covariate: str,
+                 table: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The metric's unit values and the covariate's, unit by unit (a process's covariate is the
+    median over its iterations), keeping the units where both are finite."""
+    if result.kind == "serving":
+        return None
+    vals, cov = _per_iteration(result, metric, clock, table), covariate_values(result, covariate)
+    if vals is None or cov is None or vals.size != cov.size:
+        return None
+    vals, cov = _per_unit(result, vals, unit), _per_unit(result, cov, unit)
+    if vals is None or cov is None:
+        return None
+    ok = np.isfinite(vals) & np.isfinite(cov)
+    return (vals[ok], cov[ok]) if ok.any() else None
 
 
 def choose_unit(ra: BenchmarkResult, rb: BenchmarkResult) -> str:
@@ -189,7 +246,7 @@ def _key(run: Run, ignore: Sequence[str]) -> str:
 
 def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, clock: str = "host",
                    alpha: float = 0.05, ignore: Sequence[str] = (), min_effect_pct: float = 0.0,
-                   names: tuple[str, str] = ("A", "B")) -> Comparison:
+                   names: tuple[str, str] = ("A", "B"), covariate: str | None = "auto") -> Comparison:
     """Every configuration present in both (matched by config values, ``ignore`` left out) and
     every metric, compared over units (see :mod:`fastprof.analysis.compare`), with Holm's
     adjustment over all the rows."""
@@ -227,6 +284,7 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         kernels += _kernel_deltas(label(ra), ra.result, rb.result)
         host += _deltas(label(ra), host_figures(ra.result), host_figures(rb.result))
         unit = choose_unit(ra.result, rb.result)
+        cov_name = choose_covariate(ra.result, rb.result, covariate)
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
@@ -234,8 +292,14 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
             vb = unit_values(rb.result, metric, clock, unit, table=tables[1])
             if va is None or vb is None:
                 continue
+            cov = None
+            if cov_name is not None and metric not in HARDWARE_COMPARED:
+                pa = paired_units(ra.result, metric, clock, unit, cov_name, table=tables[0])
+                pb = paired_units(rb.result, metric, clock, unit, cov_name, table=tables[1])
+                if pa is not None and pb is not None:
+                    va, vb, cov = pa[0], pb[0], (cov_name, pa[1], pb[1])
             rows.append(compare_metric(va, vb, metric, config=label(ra), unit=unit, alpha=alpha,
-                                       min_effect_pct=min_effect_pct))
+                                       min_effect_pct=min_effect_pct, covariate=cov))
     if not rows:
         raise CompareError(f"no metric could be compared on the {clock} clock (is it recorded in both files?)")
     rows = adjust(rows, alpha=alpha, min_effect_pct=min_effect_pct)
@@ -294,6 +358,7 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
             console.print(t)
         for line in c.about:
             console.print(escape(line), highlight=False)
+        _print_adjustments(c, console, alpha)
         for note in notes(c):
             console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
         if c.kernels:
@@ -419,6 +484,44 @@ def notes(c: Comparison) -> list[str]:
     if any(r.verdict == TOO_LITTLE for r in c.rows):
         out.append("some metrics have fewer than two units on a side and were not tested")
     return out
+
+
+def _print_adjustments(c: Comparison, console: Any, alpha: float) -> None:
+    """The covariate adjustment beside the unadjusted figures, for every row that had one."""
+    from rich.markup import escape
+
+    adjusted = [r for r in c.rows if r.adjustment]
+    if not adjusted:
+        return
+    names = sorted({r.adjustment["covariate"] for r in adjusted})
+    console.print(escape(f"adjusted for the host path measured beside each unit ({', '.join(names)}; CUPED, the "
+                         "slope fitted within each side): the table above shows the adjusted ratio, interval and "
+                         "test where it applied; unadjusted beside it here"), highlight=False)
+    columns = [Column("configuration", "left", key=True), Column("metric", "left", key=True),
+               Column("unadjusted B/A"), Column(f"{1 - alpha:.0%} interval"), Column("p"),
+               Column("adjusted B/A"), Column("variance removed"), Column("note", "left")]
+    rows = []
+    for r in adjusted:
+        info, plain = r.adjustment, r.adjustment.get("unadjusted") or {}
+        interval = ("-" if not np.isfinite(plain.get("ci_low", np.nan))
+                    else f"{plain['ci_low']:.3f}-{plain['ci_high']:.3f}")
+        p = plain.get("p_value")
+        applied = info.get("applied")
+        rows.append([r.config or "-", r.metric, f"{plain.get('ratio', float('nan')):.3f}", interval,
+                     "-" if p is None or not np.isfinite(p) else f"{p:.2g}",
+                     f"{r.ratio:.3f}" if applied else "-",
+                     f"{info.get('variance_reduction', 0.0):.0%}" if applied else "-",
+                     "" if applied else str(info.get("reason") or "")])
+    configs, said = config_column([r.config or "-" for r in adjusted], console_width(console))
+    for line in said:
+        console.print(escape(line), highlight=False)
+    columns, rows = with_config_column(columns, rows, configs)
+    for t in fit_tables(columns, rows, width=console_width(console)):
+        console.print(t)
+    for r in adjusted:
+        if r.adjustment.get("covariate_changed"):
+            console.print(f"[yellow]note:[/yellow] {escape(r.metric)}: {escape(r.adjustment['covariate_changed'])}",
+                          highlight=False)
 
 
 def _print_kernels(c: Comparison, console: Any, *, host: bool = False) -> None:
