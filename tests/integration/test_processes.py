@@ -44,6 +44,9 @@ def test_every_process_is_kept(runs):
     pids = [p["pid"] for p in result.processes["per_process"]]
     assert len(set(pids)) == 3 and all(isinstance(p, int) for p in pids)  # three distinct processes
     assert result.processes["spread"]["itl_s"]["within_process_cv"] is not None
+    # On Linux the workers are forked from the fork server, and the result says so.
+    assert result.processes["start"] == "fork-server" and result.processes["start_note"] is None
+    assert [p["start"] for p in result.processes["per_process"]] == ["fork-server"] * 3
 
 
 def test_the_default_is_the_calibrated_number_of_processes(runs):
@@ -54,6 +57,7 @@ def test_the_default_is_the_calibrated_number_of_processes(runs):
     result = load(runs["b"]).runs[0].result
     assert result.processes["count"] == DEFAULT_PROCESSES
     assert len(result.iterations) == 6 * DEFAULT_PROCESSES
+    assert result.processes["start"] == "fork-server"
     assert default_processes(None) == DEFAULT_PROCESSES
     assert default_processes(2) == 2
     assert default_processes(None, "dp") == 1 and default_processes(None, serving=True) == 1
@@ -78,3 +82,55 @@ def test_a_a_passes_the_gate_and_a_b_fails_it(runs, capsys, tmp_path, monkeypatc
 def test_processes_refused_where_they_do_not_apply(capsys):
     assert cli.main(["run", "--processes", "2", "--serving", "--rate", "1"]) == 2
     assert "--processes" in capsys.readouterr().err
+
+
+def test_fresh_interpreters_when_asked_give_the_same_statistics(runs, tmp_path, monkeypatch):
+    """FASTPROF_WORKER_START=fresh: every worker a fresh interpreter, as before the fork server;
+    the result has the same shape and says how its workers started."""
+    monkeypatch.setenv("FASTPROF_WORKER_START", "fresh")
+    out = tmp_path / "fresh.json"
+    assert cli.main(["run", "--processes", "2", *SMALL, "-o", str(out)]) == 0
+    validate(json.loads(out.read_text()))
+    fresh, forked = load(out).runs[0].result, load(runs["a"]).runs[0].result
+    assert fresh.processes["start"] == "fresh-interpreter"
+    assert "FASTPROF_WORKER_START=fresh" in fresh.processes["start_note"]
+    assert [p["start"] for p in fresh.processes["per_process"]] == ["fresh-interpreter"] * 2
+    assert len({p["pid"] for p in fresh.processes["per_process"]}) == 2
+    assert set(fresh.summary) == set(forked.summary)
+    assert set(fresh.processes) == set(forked.processes)
+    assert set(fresh.processes["spread"]) == set(forked.processes["spread"])
+    assert set(fresh.config) == set(forked.config)
+
+
+@pytest.mark.parametrize("start", ["fork", "fresh"])
+def test_bad_input_in_a_worker_stops_the_run_at_once(start, tmp_path, capsys, monkeypatch):
+    """A directory that holds no model passes the parent's checks; the first worker refuses it
+    (exit code 2) and the run stops there with the worker's one-line error."""
+    monkeypatch.setenv("FASTPROF_WORKER_START", start)
+    (tmp_path / "empty").mkdir()
+    argv = ["run", "--model", str(tmp_path / "empty"), *[a for a in SMALL if a != "--quiet"], "-o", str(tmp_path / "x.json")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fastprof: error: argument --model: cannot load" in err, err
+    assert "worker process 1/5" in err and "worker process 2/5" not in err, err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_the_fork_server_reports_exit_codes_and_stderr_and_survives_its_workers(tmp_path):
+    """The fork server's protocol without a model: a worker's exit code and stderr come back;
+    when the server is gone, the parent is told (and starts fresh interpreters instead)."""
+    from fastprof.measure import workers
+
+    server = workers._ForkServer(tmp_path)
+    try:
+        pid, rc = server.run(["--version"], tmp_path / "ok.stderr")
+        assert rc == 0 and pid != server.proc.pid
+        pid2, rc = server.run(["no-such-command"], tmp_path / "bad.stderr")
+        assert rc == 2 and pid2 != pid
+        assert "invalid choice" in (tmp_path / "bad.stderr").read_text()
+        server.proc.kill()
+        server.proc.wait()
+        with pytest.raises(workers._ServerGone):
+            server.run(["--version"], tmp_path / "gone.stderr")
+    finally:
+        server.close()

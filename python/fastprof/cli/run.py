@@ -120,12 +120,14 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--kernel-trace-timed", action="store_true",
                      help="trace the timed iterations themselves (their timings then include the tracer's cost)")
     run.add_argument("--processes", type=positive_int, default=None, metavar="N",
-                     help=f"measure every configuration in N fresh worker processes, one after the other, each with "
-                          f"its own model load, warm-up and iterations (default: {workers.DEFAULT_PROCESSES}; 1 with "
+                     help=f"measure every configuration in N worker processes, one after the other, each with "
+                          f"its own model load, warm-up and iterations; on Linux they are forked from a fork server "
+                          f"that imported torch and transformers once (FASTPROF_WORKER_START=fresh: a fresh "
+                          f"interpreter each) (default: {workers.DEFAULT_PROCESSES}; 1 with "
                           f"--serving and under torchrun); the result keeps every process and reports their "
                           f"spread, and 'fastprof compare' tests over processes, which covers run-to-run drift. "
                           f"{workers.DEFAULT_PROCESSES} a side kept 'fastprof compare' false alarms at or under 1%% "
-                          f"(bench/RESULTS.md). --processes 1 is {workers.DEFAULT_PROCESSES}x quicker for a first "
+                          f"(bench/RESULTS.md). --processes 1 is quicker for a first "
                           f"look, but two such runs cannot be compared reliably")
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")

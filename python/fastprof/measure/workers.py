@@ -7,17 +7,32 @@ sweep with its own model load, warm-up and iterations (``fastprof run ... --proc
 temporary file), and merges each configuration's N results (:func:`fastprof.results.processes.merge_processes`):
 every iteration kept with its process, summaries over all, and the spread between processes
 beside the spread within them. ``fastprof compare`` then uses the processes as its unit.
+
+How the workers start (``processes.start`` of each merged result): on Linux, from a fork server
+(``"fork-server"``). The parent starts one helper process that imports torch, transformers and
+fastprof's measuring modules once (importing torch does not initialise CUDA, and the helper
+touches nothing else of torch), freezes that heap for the garbage collector (:func:`gc.freeze`:
+the imported modules live as long as the process, and frozen objects are never scanned again)
+and then, for each worker, forks a child that runs the same ``run`` entry point a fresh worker
+runs (stdin and stdout on ``/dev/null``, stderr to a file the parent reads, the parent's
+environment and working directory). Each child is a new process for CUDA, with its own model
+load, warm-up and iterations; the parent waits for each before asking for the next, so the
+workers never overlap. Where that is not possible (not Linux, ``FASTPROF_WORKER_START=fresh``,
+the helper fails to start or dies, a thread running in it), the workers are fresh interpreters
+(``sys.executable -m fastprof run ...``), as before, and the result says why
+(``processes.start_note``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 from fastprof.analysis.compare import RECOMMENDED_PROCESSES
 from fastprof.measure.runner import SweepOutcome
@@ -67,6 +82,148 @@ def _key(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
+#: Environment variable choosing how workers start: ``fork`` (the default: a fork server where the
+#: platform allows) or ``fresh`` (a fresh interpreter per worker).
+START_ENV = "FASTPROF_WORKER_START"
+FORK_SERVER = "fork-server"
+FRESH = "fresh-interpreter"
+
+#: What the fork server imports before forking: everything a worker of ``fastprof run`` needs
+#: except the model (and nothing that initialises CUDA).
+PRELOAD = (
+    "numpy", "torch", "transformers", "transformers.generation", "transformers.generation.streamers",
+    "transformers.models.llama.modeling_llama",
+    "safetensors.torch", "rich.console", "rich.progress", "rich.table",
+    "fastprof.cli", "fastprof.cli.run", "fastprof.measure.runner", "fastprof.measure.driver",
+    "fastprof.capture.hf", "fastprof.capture.environment", "fastprof.capture.hostpath", "fastprof.capture.stalls",
+    "fastprof.capture.quantization", "fastprof.analysis.stalls", "fastprof.results.sweep",
+    "fastprof.results.warnings", "fastprof.report.distributed",
+)
+
+
+class _ServerGone(RuntimeError):
+    """The fork server died or said something unreadable: the workers start fresh from here on."""
+
+
+def _fork_refusal() -> str | None:
+    """Why the fork server may not use fork here, or None."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return f"fork server on Linux only ({sys.platform})"
+    want = os.environ.get(START_ENV, "").strip().lower()
+    if want == "fresh":
+        return f"{START_ENV}=fresh"
+    return None
+
+
+class _ForkServer:
+    """The parent's end of the fork server (see :func:`serve`): one request at a time."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.log = tmp / "fork-server.stderr"
+        self._log_file = open(self.log, "wb")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from fastprof.measure.workers import serve; sys.exit(serve())"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True, bufsize=1,
+            start_new_session=False)
+        self.child: int | None = None
+        ready = self._read()
+        if not ready.get("ready"):
+            raise _ServerGone(str(ready.get("error") or "did not start"))
+        self.preload_s = time.perf_counter() - t0
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else f"exit code {self.proc.poll()}"
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise _ServerGone(f"the fork server exited ({self._tail()})")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise _ServerGone(f"the fork server said {line.strip()[:200]!r}") from None
+
+    def run(self, args: list[str], stderr_path: Path) -> tuple[int, int]:
+        """Forks one worker running ``fastprof <args>``: its (pid, exit code); raises
+        :class:`_ServerGone` (the worker may then be started fresh) when the server cannot."""
+        assert self.proc.stdin is not None
+        request = {"argv": args, "stderr": str(stderr_path), "cwd": os.getcwd(), "env": dict(os.environ)}
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.proc.wait()
+            raise _ServerGone(f"the fork server exited ({self._tail()})") from None
+        answer = self._read()
+        if "refused" in answer:
+            raise _ServerGone(str(answer["refused"]))
+        self.child = int(answer["pid"])
+        try:
+            done = self._read()
+        except _ServerGone:
+            self._reap_orphan()
+            raise
+        self.child = None
+        return int(answer["pid"]), int(done["rc"])
+
+    def _reap_orphan(self) -> None:
+        """The server died with a child running: end that child, so that workers never overlap."""
+        pid, self.child = self.child, None
+        if pid is None:
+            return
+        import signal
+
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def kill_child(self) -> None:
+        self._reap_orphan()
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log_file.close()
+
+
+def _fresh(cmd: list[str]) -> tuple[int, int, str]:
+    """One worker as a fresh interpreter: its (pid, exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastprof", *cmd], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.pid, proc.returncode, err or ""
+
+
 def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> SweepOutcome:
     """Runs the sweep of ``args`` in ``args.processes`` worker processes and writes the merged
     results to ``args.output``."""
@@ -78,38 +235,70 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
     rest = worker_argv(argv[1:] if argv and argv[0] == "run" else argv)
     sweeps: list[Sweep | None] = []
     pids: list[int | None] = []
+    starts: list[str] = []
     errors: list[str] = []
+    note = _fork_refusal()
+    server: _ForkServer | None = None
     with tempfile.TemporaryDirectory(prefix="fastprof-workers-") as tmp:
-        for p in range(n):
-            out = Path(tmp) / f"process-{p}.json"
-            cmd = [sys.executable, "-m", "fastprof", "run", *rest, "--processes", "1", "--quiet", "--output", str(out)]
-            console.print(escape(f"worker process {p + 1}/{n}"), highlight=False)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if note is None:
             try:
-                _, err = proc.communicate()
-            except KeyboardInterrupt:
-                proc.kill()
-                proc.wait()
-                raise
-            pids.append(proc.pid)
-            if proc.returncode == 130:
-                raise KeyboardInterrupt
-            if not out.exists() and proc.returncode == 2:
-                # Bad input (the worker's one-line usage error): the same for every process.
-                lines = (err or "").strip().splitlines() or ["bad input"]
-                errors_said = [ln for ln in lines if ln.startswith("fastprof: error:")]
-                raise WorkerInputError(errors_said[-1].removeprefix("fastprof: error:").strip() if errors_said
-                                       else lines[-1])
-            if not out.exists():
-                last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-                errors.append(f"process {p}: {last[0]}")
-                console.print(escape(f"  worker process {p + 1} wrote no results: {last[0]}"), style="red",
-                              highlight=False)
-                sweeps.append(None)
-                continue
-            sweeps.append(load(out))
-            console.print(escape(f"  done in {time.perf_counter() - t0:.1f} s"), style="dim", highlight=False)
+                server = _ForkServer(Path(tmp))
+                console.print(escape(f"{n} worker processes, forked one after the other from a fork server "
+                                     f"(torch and transformers imported once, in {server.preload_s:.1f} s)"),
+                              style="dim", highlight=False)
+            except (_ServerGone, OSError) as exc:
+                note = f"the fork server did not start: {exc}"
+        if server is None:
+            console.print(escape(f"{n} worker processes, each a fresh interpreter ({note})"), style="dim",
+                          highlight=False)
+        try:
+            for p in range(n):
+                out = Path(tmp) / f"process-{p}.json"
+                cmd = ["run", *rest, "--processes", "1", "--quiet", "--output", str(out)]
+                console.print(escape(f"worker process {p + 1}/{n}"), highlight=False)
+                t0 = time.perf_counter()
+                pid = rc = None
+                if server is not None:
+                    err_path = Path(tmp) / f"process-{p}.stderr"
+                    try:
+                        pid, rc = server.run(cmd, err_path)
+                        err = err_path.read_text(errors="replace") if err_path.exists() else ""
+                        starts.append(FORK_SERVER)
+                    except _ServerGone as exc:
+                        note = f"fork server stopped at worker {p + 1}: {exc}"
+                        console.print(escape(f"  {note}; fresh interpreters from here on"), style="yellow",
+                                      highlight=False)
+                        server.close()
+                        server = None
+                        out.unlink(missing_ok=True)
+                if pid is None:
+                    pid, rc, err = _fresh(cmd)
+                    starts.append(FRESH)
+                pids.append(pid)
+                if rc == 130:
+                    raise KeyboardInterrupt
+                if not out.exists() and rc == 2:
+                    # Bad input (the worker's one-line usage error): the same for every process.
+                    lines = (err or "").strip().splitlines() or ["bad input"]
+                    errors_said = [ln for ln in lines if ln.startswith("fastprof: error:")]
+                    raise WorkerInputError(errors_said[-1].removeprefix("fastprof: error:").strip() if errors_said
+                                           else lines[-1])
+                if not out.exists():
+                    last = (err or "").strip().splitlines()[-1:] or [f"exit code {rc}"]
+                    errors.append(f"process {p}: {last[0]}")
+                    console.print(escape(f"  worker process {p + 1} wrote no results: {last[0]}"), style="red",
+                                  highlight=False)
+                    sweeps.append(None)
+                    continue
+                sweeps.append(load(out))
+                console.print(escape(f"  done in {time.perf_counter() - t0:.1f} s"), style="dim", highlight=False)
+        except KeyboardInterrupt:
+            if server is not None:
+                server.kill_child()
+            raise
+        finally:
+            if server is not None:
+                server.close()
     ok = [(i, s) for i, s in enumerate(sweeps) if s is not None]
     if not ok:
         raise RuntimeError("no worker process produced results: " + "; ".join(errors))
@@ -117,6 +306,8 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
     merged = Sweep(environment=first.environment, parameters=dict(first.parameters), command=list(command),
                    complete=all(s.complete for _, s in ok))
     merged.parameters["processes"] = [n]
+    started = sorted(set(starts))
+    start = started[0] if len(started) == 1 else "mixed"
     failed = 0
     configs: list[dict[str, Any]] = []
     for _, s in ok:
@@ -124,12 +315,13 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
             if _key(run.config) not in {_key(c) for c in configs}:
                 configs.append(run.config)
     for config in configs:
-        parts, part_pids, part_errors = [], [], []
+        parts, part_pids, part_starts, part_errors = [], [], [], []
         for i, s in ok:
             run = next((r for r in s.runs if _key(r.config) == _key(config)), None)
             if run is not None and run.result is not None:
                 parts.append(run.result)
                 part_pids.append(pids[i])
+                part_starts.append(starts[i])
             elif run is not None:
                 part_errors.append(f"process {i}: {(run.error or {}).get('type')}: {(run.error or {}).get('message')}")
         if not parts:
@@ -137,6 +329,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
             merged.add_failed(config, RuntimeError("; ".join(part_errors) or "no worker process ran it"))
             continue
         result = merge_processes(parts, pids=part_pids, seed=int(getattr(args, "seed", 0) or 0))
+        _record_start(result.processes, start, note, part_starts)
         missing = n - len(parts)
         if missing:
             result.warnings.append(f"{missing} of {n} worker process(es) did not measure this configuration"
@@ -147,3 +340,176 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
     else:
         merged.save(args.output)
     return SweepOutcome(merged, 1 if failed or errors else 0, failed, len(configs))
+
+
+def _record_start(section: dict[str, Any] | None, start: str, note: str | None, per_process: Sequence[str]) -> None:
+    """How the workers started, in a result's ``processes`` section: ``start`` ('fork-server',
+    'fresh-interpreter' or 'mixed'), ``start_note`` (why not the fork server, else None) and each
+    process's own ``start``."""
+    if section is None:
+        return
+    section["start"] = start
+    section["start_note"] = note
+    for row, how in zip(section.get("per_process") or [], per_process):
+        row["start"] = how
+
+
+# ---------------------------------------------------------------------------------------------
+# The fork server's side.
+
+
+def _send(channel: IO[str], message: dict[str, Any]) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()
+
+
+def _python_threads() -> int:
+    import threading
+
+    return threading.active_count()
+
+
+def serve() -> int:
+    """The fork server: imports :data:`PRELOAD`, says ``{"ready": true}`` on stdout, then for each
+    request line on stdin (``{"argv", "stderr", "cwd", "env"}``) forks a child that runs
+    ``fastprof <argv>``, says ``{"pid"}``, waits for it and says ``{"rc"}``. A request it cannot
+    serve safely is answered ``{"refused": reason}``. Exits when stdin closes."""
+    import gc
+    import importlib
+    import signal
+
+    # The protocol on a private copy of stdout; fd 1 itself goes to /dev/null, so that nothing a
+    # module prints can garble it.
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    # Ctrl-C reaches the whole process group: the worker stops (exit code 130) and the parent
+    # decides; the server itself waits for its child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for name in PRELOAD:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                if name in ("torch", "transformers") or name.startswith("fastprof."):
+                    raise
+                print(f"fork server: {name} not preloaded: {exc}", file=sys.stderr)
+    except BaseException as exc:  # noqa: BLE001 - said to the parent, which starts fresh workers instead
+        _send(channel, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    # Everything alive now lives as long as the process: frozen, a collection in a worker scans
+    # only what the worker made (and a frozen heap is not dirtied page by page after the fork).
+    gc.collect()
+    gc.freeze()
+    _send(channel, {"ready": True, "frozen": gc.get_freeze_count()})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        threads = _python_threads()
+        if threads != 1:
+            _send(channel, {"refused": f"{threads - 1} other thread(s) running in the fork server"})
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _send(channel, {"refused": f"fork failed: {exc}"})
+            continue
+        if pid == 0:
+            _child(request, channel)  # never returns
+        _send(channel, {"pid": pid})
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        _send(channel, {"rc": os.waitstatus_to_exitcode(status)})
+    return 0
+
+
+def _child(request: dict[str, Any], channel: IO[str]) -> None:
+    """In the forked child: become a fresh ``python -m fastprof <argv>`` and exit with its code."""
+    import signal
+
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # stdin and stdout on /dev/null (never the server's protocol pipes), stderr to the file
+        # the parent reads.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(err, 2)
+        os.close(err)
+        try:
+            channel.close()
+        except OSError:
+            pass
+        sys.stdin = open(os.devnull)  # the server's stdin wrapper may hold buffered requests
+        os.chdir(request.get("cwd") or os.getcwd())
+        env = request.get("env")
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        _reseed()
+        import importlib.util
+
+        argv = [str(a) for a in request["argv"]]
+        spec = importlib.util.find_spec("fastprof.__main__")
+        sys.argv = [(spec.origin if spec is not None else None) or "fastprof", *argv]
+        from fastprof.cli import main
+
+        code = main(argv)
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # noqa: BLE001 - a worker's crash is its exit code and traceback
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        _exit(code)
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _exit(code: Any) -> None:
+    """Exits the child as an interpreter would (exit handlers, flushed streams), without
+    unwinding into the server's loop."""
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
+def _reseed() -> None:
+    """Random state as a fresh interpreter would have it. Python's ``random`` reseeds itself in
+    a forked child; numpy's legacy global generator does not (fresh: seeded from the OS); torch's
+    default generator is left alone: a fresh interpreter starts it at the same fixed seed and the
+    server never draws from it (``fastprof run`` seeds weights and prompts from ``--seed`` anyway)."""
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
