@@ -124,12 +124,15 @@ class _ForkServer:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from fastprof.measure.workers import serve; sys.exit(serve())"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True, bufsize=1,
-            start_new_session=False)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True, bufsize=1)
         self.child: int | None = None
-        ready = self._read()
-        if not ready.get("ready"):
-            raise _ServerGone(str(ready.get("error") or "did not start"))
+        try:
+            ready = self._read()
+            if not ready.get("ready"):
+                raise _ServerGone(str(ready.get("error") or "did not start"))
+        except BaseException:
+            self.close()
+            raise
         self.preload_s = time.perf_counter() - t0
 
     def _tail(self) -> str:
