@@ -96,6 +96,9 @@ def beam_kwargs(args: Any) -> dict[str, Any]:
 
 
 def _free(torch: Any) -> None:
+    from fastprof import _torch
+
+    _torch.thaw_long_lived()  # a configuration that failed mid-measurement may have left it frozen
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

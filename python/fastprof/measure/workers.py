@@ -466,9 +466,12 @@ def _child(request: dict[str, Any], channel: IO[str]) -> None:
         argv = [str(a) for a in request["argv"]]
         spec = importlib.util.find_spec("fastprof.__main__")
         sys.argv = [(spec.origin if spec is not None else None) or "fastprof", *argv]
-        from fastprof.cli import main
+        # The program's own entry point, as `python -m fastprof` runs it (it exits with the
+        # command's code); the measure layer does not import the command line itself.
+        import runpy
 
-        code = main(argv)
+        runpy.run_module("fastprof", run_name="__main__", alter_sys=True)
+        code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code)
     except KeyboardInterrupt:
