@@ -352,7 +352,7 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
             api: Any = None, kernels: Any = None, thread_candidates: Sequence[int] = (),
             api_reason: str | None = None, modules_reason: str | None = None,
             itl_s_untraced: float | None = None, cost: dict[str, Any] | None = None,
-            api_mode: str | None = None) -> dict[str, Any]:
+            api_mode: str | None = None, python: Any = None) -> dict[str, Any]:
     """The result's ``host`` section from the traced iterations (``(host_start_ns, host_marks_ns)``
     each), the module/loop marks and the CUDA API records (each None with its reason when not
     recorded)."""
@@ -444,9 +444,39 @@ def section(iterations: Sequence[tuple[int, np.ndarray]], *, spans: HostSpans | 
         per_step["module_self_s"] = kinds_per_step
     else:
         out["loop"] = {"available": False, "reason": modules_reason or "no generate-loop marks"}
+    if python is not None:
+        out["python"] = python_part(iterations, python)
     out["per_step"] = per_step
     out["timeline"] = _timeline(last_start, last_marks, spans, api, out.get("api", {}).get("thread"))
     return out
+
+
+#: Functions listed in ``host.python.functions``.
+MAX_PY_FUNCTIONS = 25
+
+
+def python_part(iterations: Sequence[tuple[int, np.ndarray]], samples: Any) -> dict[str, Any]:
+    """Where the Python time of the decode steps goes (``host.python``): py-spy's samples
+    (:class:`fastprof.capture.pysampler.PythonSamples`) of the measured thread inside the decode
+    steps, as each function's self time (innermost Python frame, native code it called included)
+    and total time (anywhere on the stack) per step."""
+    from fastprof.capture.pysampler import self_time
+
+    if not getattr(samples, "available", False):
+        return {"available": False, "reason": getattr(samples, "reason", None) or "no Python samples"}
+    windows = [(int(m[0]), int(m[-1])) for _, m in iterations if m.size > 1]
+    steps = sum(m.size - 1 for _, m in iterations if m.size > 1)
+    table = self_time(samples, windows)
+    sampled = sum(v["self_ns"] for v in table.values())
+    span = sum(hi - lo for lo, hi in windows)
+    rows = sorted(table.items(), key=lambda kv: -kv[1]["self_ns"])[:MAX_PY_FUNCTIONS]
+    return {"available": True, "tool": samples.tool, "rate_hz": samples.rate,
+            "alignment_s": samples.align_ns / 1e9,
+            "coverage": sampled / span if span else None,
+            "functions": [{"function": name, "file": filename, "self_s_per_step": v["self_ns"] / 1e9 / steps,
+                           "total_s_per_step": v["total_ns"] / 1e9 / steps,
+                           "self_share": v["self_ns"] / sampled if sampled else None}
+                          for (name, filename), v in rows]}
 
 
 def _timeline(start: int, marks: np.ndarray, spans: HostSpans | None, api: Any, thread: int | None) -> dict[str, Any]:

@@ -117,6 +117,10 @@ def add_parser(sub: Any) -> None:
                           "(modules, the generate loop and, on CUDA GPUs, the CUDA API calls) and, on CUDA GPUs, the "
                           "CUPTI kernel trace: GPU busy/idle per decode step, time by kernel class, top kernels "
                           "(default: 2; 0: off)")
+    run.add_argument("--python-samples", action="store_true",
+                     help="in the traced iterations, also sample the measuring thread's Python frames with py-spy "
+                          "(pip install py-spy), from outside the process: where the Python and framework time "
+                          "goes, function by function (off by default; says why when the platform forbids it)")
     run.add_argument("--kernel-trace-timed", action="store_true",
                      help="trace the timed iterations themselves (their timings then include the tracer's cost)")
     run.add_argument("--processes", type=positive_int, default=None, metavar="N",

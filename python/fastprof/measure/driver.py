@@ -207,7 +207,13 @@ class _HostTracing(Instrument):
 
     name = "host"
 
-    def __init__(self, model: Any, enabled: bool, compiled: bool = False) -> None:
+    def __init__(self, model: Any, enabled: bool, compiled: bool = False, python_samples: bool = False) -> None:
+        self.sampler = None
+        self.python = None
+        if enabled and python_samples:
+            from fastprof.capture.pysampler import PySpySampler
+
+            self.sampler = PySpySampler()
         self.tracer = None
         self.reason: str | None = None if enabled else "host tracing disabled (host_trace=False)"
         self.iterations: list[tuple[int, np.ndarray]] = []
@@ -229,6 +235,8 @@ class _HostTracing(Instrument):
         return self.tracer.wrap_processors(base) if self.tracer is not None else LogitsProcessorList(base)
 
     def start(self) -> None:
+        if self.sampler is not None:
+            self.sampler.start()
         if self.tracer is not None:
             self.tracer.take()
             self.tracer.attach()
@@ -240,6 +248,8 @@ class _HostTracing(Instrument):
         if self.tracer is not None and self.tracer.attached:
             self.tracer.detach()
             self.spans = self.tracer.take()
+        if self.sampler is not None and self.python is None:
+            self.python = self.sampler.stop()
 
     def section(self, kernels: "_KernelTracing", itl_s_untraced: float | None) -> dict[str, Any]:
         import threading
@@ -259,7 +269,8 @@ class _HostTracing(Instrument):
                                 thread_candidates=(threading.get_native_id(), threading.get_ident()),
                                 api_reason=api_reason, modules_reason=self.modules_reason or self.reason,
                                 itl_s_untraced=itl_s_untraced, cost=cost,
-                                api_mode=kernels.tracer.api_mode if kernels.tracer is not None else None)
+                                api_mode=kernels.tracer.api_mode if kernels.tracer is not None else None,
+                                python=self.python)
         return section
 
 
@@ -406,7 +417,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                        weight_bytes: float | None = None,
                        distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
                        trace_timed: bool = False, stalls: bool = True, text: Any = None,
-                       host_trace: bool = True, host_path: bool = True) -> BenchmarkResult:
+                       host_trace: bool = True, host_path: bool = True,
+                       python_samples: bool = False) -> BenchmarkResult:
     """Benchmarks ``model.generate`` with exactly ``max_new_tokens`` new tokens per sequence.
 
     ``inputs`` is a dict with ``input_ids`` (and usually ``attention_mask``), such as a
@@ -468,6 +480,11 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     (kernel launches, graph launches, copies, waiting for the GPU, Python and framework: the rest)
     and by place (the generate loop's segments; embeddings, decoder layers, attention, MLP, norms,
     LM head), with each launch matched to its kernel (:mod:`fastprof.analysis.host`).
+
+    ``python_samples=True`` also samples the measuring thread's Python frames from outside the
+    process with py-spy during the traced iterations (``host.python``: each function's time per
+    decode step), where py-spy is installed and the platform lets it read the process; otherwise
+    the section says why (:mod:`fastprof.capture.pysampler`).
 
     Host path (``host_path=True``): around each timed iteration, the CPU time the hypervisor took
     (steal) and the CPU's clock, and after it a short calibration (driver launch cost, launch plus
@@ -578,7 +595,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
 
         # The traced iterations, after the timed ones: kernel trace (with CUDA API records) and host marks.
         compiled = kwargs.get("compile_config") is not None or type(model).__name__ == "OptimizedModule"
-        host = _HostTracing(model, host_trace and per_token and not tracing.trace_timed, compiled=compiled)
+        host = _HostTracing(model, host_trace and per_token and not tracing.trace_timed, compiled=compiled,
+                        python_samples=python_samples)
         traced_kwargs = timed_kwargs
         if host.tracer is not None:
             traced_kwargs = dict(timed_kwargs, logits_processor=host.processors([*user_processors, processor]))

@@ -295,6 +295,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                             sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
                             kernel_trace_iterations=getattr(args, "kernel_trace", None),
                             trace_timed=getattr(args, "kernel_trace_timed", False), text=text,
+                            python_samples=bool(getattr(args, "python_samples", False)),
                         )
                     result.quantization = dict(model_info) or None
                     if result.host_path is not None:

@@ -642,6 +642,13 @@ def host_lines(host: dict[str, Any] | None, host_path: dict[str, Any] | None = N
                         f"{r['name'] or 'model'} {_ms(r['self_s_per_step'])}" for r in rows))
             else:
                 yield f"  [dim]modules: {escape(str(mods.get('reason')))}[/dim]"
+            py = host.get("python")
+            if py and py.get("available"):
+                top = (py.get("functions") or [])[:top]
+                yield "  Python samples (py-spy), most self time per step: " + escape(", ".join(
+                    f"{f['function']} {_ms(f['self_s_per_step'])}" for f in top))
+            elif py:
+                yield f"  [dim]Python samples: {escape(str(py.get('reason')))}[/dim]"
             cost = f"{host.get('iterations', 0)} traced iteration(s)"
             if host.get("added_s_per_step") is not None:
                 cost += (f", step {_ms(step)} traced vs {_ms(host.get('itl_s_untraced'))} untraced "
