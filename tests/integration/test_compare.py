@@ -301,3 +301,52 @@ def test_compare_shows_the_host_breakdown_of_traced_runs(tmp_path, capsys):
     pb = b.save(tmp_path / "b2.json")
     assert cli.main(["compare", str(pa), str(pb)]) == 0
     assert "host breakdown" not in capsys.readouterr().out
+
+
+def _drifting_sweep(gap_ms, seed, iterations=12, spread=0.3):
+    """One configuration whose iterations run at a machine speed drawn per iteration (log-normal,
+    `spread`), with the host-path calibration measured beside each following the same speed."""
+    from fastprof import Trace
+    from fastprof.capture.environment import capture_environment
+    from fastprof.results.sweep import Sweep
+
+    rng = np.random.default_rng(seed)
+    traces, rows, start = [], [], 10**12
+    for _ in range(iterations):
+        speed = float(np.exp(spread * rng.standard_normal()))
+        gaps = gap_ms * speed * (1 + 0.01 * rng.standard_normal(16))
+        marks = start + (np.cumsum(np.concatenate([[20.0], gaps])) * 1e6).astype(np.int64)
+        traces.append(Trace(start, int(marks[-1] + 1e6), marks))
+        rows.append({"start_ns": start, "end_ns": int(marks[-1]), "cpu": 0, "cpu_mhz": None,
+                     "calibration": {"torch_op_s": 7e-6 * speed * float(np.exp(0.01 * rng.standard_normal())),
+                                     "python_loop_s": 7e-4}})
+        start = int(marks[-1] + 50e6)
+    cfg = {"model": "synthetic", "batch_size": 1, "prompt_len": 8, "max_new_tokens": 17}
+    from fastprof import summarize_generation
+
+    r = summarize_generation(traces, batch_size=1, prompt_len=8, config=cfg)
+    from fastprof.analysis.host import host_path_section
+
+    r.host_path = host_path_section(rows)
+    sweep = Sweep(environment=capture_environment(), parameters={"batch_size": [1]})
+    sweep.add_ok(cfg, r)
+    return sweep
+
+
+def test_compare_adjusts_for_the_host_path(tmp_path, capsys):
+    a, b = _drifting_sweep(10.0, seed=1), _drifting_sweep(11.0, seed=2)  # B 10% slower, 30% drift
+    pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
+    validate(json.loads(pa.read_text()))
+    out_json = tmp_path / "cmp.json"
+    assert cli.main(["compare", str(pa), str(pb), "--metric", "itl_s", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "adjusted for the host path" in out and "torch_op_s" in out
+    row = json.loads(out_json.read_text())["comparisons"][0]["rows"][0]
+    assert row["adjustment"]["applied"] and row["adjustment"]["variance_reduction"] > 0.9
+    assert row["verdict"] == "regression" and row["ratio"] == pytest.approx(1.10, rel=0.03)
+    assert row["adjustment"]["unadjusted"]["p_value"] > row["p_value"]
+    # without the adjustment the drift hides it
+    assert cli.main(["compare", str(pa), str(pb), "--metric", "itl_s", "--covariate", "none", "--json",
+                     str(out_json)]) == 0
+    plain = json.loads(out_json.read_text())["comparisons"][0]["rows"][0]
+    assert plain["adjustment"] is None and plain["verdict"] == "no significant change"
