@@ -2,7 +2,8 @@
 
 On shared GPU VMs the same eager decode runs at about 11 ms per token in some iterations and
 15-25 ms in others, within and between processes. This study starts ``--processes`` fresh
-processes one after the other; each builds the 1.2B Llama of bench/kernel_trace.py (random
+processes one after the other (forked from the study's process after its imports and before any
+CUDA use, so each has its own CUDA context; ``--fresh`` starts new interpreters instead); each builds the 1.2B Llama of bench/kernel_trace.py (random
 weights, bf16, batch 1, 64+64 tokens, eager), warms up, then runs ``--iterations`` rounds of:
 
 1. the host-path calibration (fastprof.capture.hostpath.calibrate: driver launch, launch plus
@@ -142,6 +143,9 @@ def main() -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no process past this time")
     ap.add_argument("--output")
+    ap.add_argument("--fresh", dest="fork", action="store_false",
+                    help="start every process as a fresh interpreter (default: forked from this one after the "
+                         "imports, before any CUDA use: fresh CUDA contexts, a shared import)")
     args = ap.parse_args()
     if args.smoke:
         args.processes, args.iterations, args.new_tokens, args.prompt_len = 2, 2, 8, 8
@@ -151,23 +155,48 @@ def main() -> int:
         return 0
     t0 = time.perf_counter()
     procs = []
+    out = args.output or (os.path.join(os.environ["OUT"], "host_spread.json") if os.environ.get("OUT") else None)
+    if args.fork:  # import once; every process is forked before it touches CUDA
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        import fastprof.analysis.host  # noqa: F401
+        import fastprof.capture.host_trace  # noqa: F401
+        import fastprof.capture.kernel_trace  # noqa: F401
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(args.processes):
             if time.perf_counter() - t0 > args.budget_s:
                 print(f"time budget reached after {p} processes", flush=True)
                 break
             path = os.path.join(tmp, f"{p}.json")
-            cmd = [sys.executable, __file__, "--worker", path, "--iterations", str(args.iterations),
-                   "--warmup", str(args.warmup), "--new-tokens", str(args.new_tokens),
-                   "--prompt-len", str(args.prompt_len), *(["--smoke"] if args.smoke else [])]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0 or not os.path.exists(path):
-                print(f"process {p} failed: {(r.stderr or '').strip().splitlines()[-3:]}", flush=True)
+            if args.fork:
+                pid = os.fork()
+                if pid == 0:
+                    code = 1
+                    try:
+                        with open(path, "w") as f:
+                            json.dump(worker(args), f, default=str)
+                        code = 0
+                    finally:
+                        os._exit(code)
+                _, status = os.waitpid(pid, 0)
+                ok, err = os.waitstatus_to_exitcode(status) == 0, ""
+            else:
+                cmd = [sys.executable, __file__, "--worker", path, "--iterations", str(args.iterations),
+                       "--warmup", str(args.warmup), "--new-tokens", str(args.new_tokens),
+                       "--prompt-len", str(args.prompt_len), *(["--smoke"] if args.smoke else [])]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                ok, err = r.returncode == 0, (r.stderr or "")
+            if not ok or not os.path.exists(path):
+                print(f"process {p} failed: {err.strip().splitlines()[-3:]}", flush=True)
                 continue
             with open(path) as f:
                 procs.append(json.load(f))
             print(f"[{time.perf_counter() - t0:6.1f} s] process {p + 1}: ITL "
                   + ", ".join(f"{x['itl_s'] * 1e3:.1f}" for x in procs[-1]["iterations"]) + " ms", flush=True)
+            if out:  # what was measured so far survives a time limit
+                with open(out, "w") as f:
+                    json.dump({"config": vars(args), "processes": procs}, f, indent=1, default=str)
     rows = [(i, flat(x)) for i, pr in enumerate(procs) for x in pr["iterations"]]
     report: dict[str, Any] = {"config": vars(args), "processes": procs}
     if rows:
@@ -206,7 +235,6 @@ def main() -> int:
         print("\nstrongest correlations with the untraced ITL:")
         for k, v in sorted(corr.items(), key=lambda kv: -abs(kv[1]))[:12]:
             print(f"  {k:44} {v:+.2f}")
-    out = args.output or (os.path.join(os.environ["OUT"], "host_spread.json") if os.environ.get("OUT") else None)
     if out:
         with open(out, "w") as f:
             json.dump(report, f, indent=1, default=str)
