@@ -10,7 +10,14 @@ over all of them, and adds a ``processes`` section:
   medians: run-to-run drift) beside ``within_process_cv`` (the median over processes of the
   coefficient of variation of their iterations' values: iteration-to-iteration noise).
 
-``fastprof compare`` uses the processes as its unit when both sides have at least two.
+With a kernel trace (``--kernel-trace``), each ``per_process`` entry also carries ``kernels``: that
+process's decode figures (:func:`kernel_figures`: GPU busy time per decode step, idle share,
+kernels per step, and the time per step of each kernel class), or None where it has no trace. The
+result's ``kernels`` section stays the first process's full one (timeline, top kernels, per-step
+charts).
+
+``fastprof compare`` uses the processes as its unit when both sides have at least two, and then
+tests those per-process kernel figures as device metrics beside the timing metrics.
 """
 
 from __future__ import annotations
@@ -88,7 +95,31 @@ def merge_processes(results: Sequence[BenchmarkResult], *, pids: Sequence[int | 
     merged.host = base.host
     merged.host_path = _merge_host_path([r.host_path for r in results])
     merged.processes = processes_section(merged, pids=pids)
+    if any(kernel_figures(r.kernels) is not None for r in results):
+        for entry, r in zip(merged.processes["per_process"], results):
+            entry["kernels"] = kernel_figures(r.kernels)
     return merged
+
+
+def kernel_figures(kernels: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One process's decode kernel figures from its ``kernels`` section
+    (:func:`fastprof.analysis.kernels.section`): ``busy_s_per_step`` (median GPU busy time of a
+    decode step), ``idle_share`` (median share of a step the GPU ran nothing), ``kernels_per_token``
+    (median kernels per decode step) and ``class_s_per_step``: each kernel class's time per decode
+    step (its total over the traced iterations' decode steps over their count; classes without time
+    left out). None without a trace."""
+    k = kernels or {}
+    if not k.get("available") or k.get("busy_s_per_step") is None:
+        return None
+    steps = int(k.get("decode_steps") or 0)
+    iters = max(int(k.get("iterations") or 1), 1)
+    # class_s is seconds per traced iteration; decode_steps counts the steps of every traced iteration.
+    classes = {c: float(total) * iters / steps for c, total in (k.get("class_s") or {}).items()
+               if steps and total}
+    return {"busy_s_per_step": float(k["busy_s_per_step"]),
+            "idle_share": None if k.get("idle_share") is None else float(k["idle_share"]),
+            "kernels_per_token": None if k.get("kernels_per_token") is None else float(k["kernels_per_token"]),
+            "class_s_per_step": classes}
 
 
 def _merge_host_path(parts: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
