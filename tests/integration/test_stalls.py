@@ -42,7 +42,10 @@ def _processor(actions):
             self.step += 1
             if act == "gc":
                 junk = []
-                for _ in range(100_000):
+                # Enough cyclic garbage for a collection that takes tens of ms even though
+                # fastprof froze the long-lived objects after warm-up (the collector then scans
+                # only what the iterations made).
+                for _ in range(400_000):
                     a = []
                     a.append(a)  # a reference cycle: only the collector frees it
                     junk.append(a)
