@@ -350,3 +350,117 @@ def test_compare_adjusts_for_the_host_path(tmp_path, capsys):
                      str(out_json)]) == 0
     plain = json.loads(out_json.read_text())["comparisons"][0]["rows"][0]
     assert plain["adjustment"] is None and plain["verdict"] == "no significant change"
+
+
+def _traced_processes(gaps_ms, busy_s, seed, drift=False):
+    """One result merged from worker processes, process i with inter-token gaps gaps_ms[i] and a
+    kernel trace whose GPU busy time per decode step is busy_s[i] (gemm plus a fixed 0.2 ms of
+    elementwise kernels, GPU idle half of each step). With ``drift``, each process is
+    :func:`_drifting_sweep`'s (the host path recorded beside every iteration)."""
+    from fastprof.results.processes import merge_processes
+
+    parts = []
+    for i, (gap, busy) in enumerate(zip(gaps_ms, busy_s)):
+        r = (_drifting_sweep(gap, seed=seed + i, iterations=6).runs[0].result if drift
+             else synthetic_result(gap, seed=seed + i, iterations=6))
+        r.kernels = _kernels(busy - 0.0002, 0.5)
+        parts.append(r)
+    return merge_processes(parts)
+
+
+def test_merging_processes_keeps_each_process_kernel_figures(tmp_path):
+    merged = _traced_processes([10.0, 10.5, 11.0], [0.0010, 0.0011, 0.0012], seed=0)
+    per = merged.processes["per_process"]
+    assert [pp["kernels"]["busy_s_per_step"] for pp in per] == pytest.approx([0.0010, 0.0011, 0.0012])
+    assert per[1]["kernels"]["class_s_per_step"] == pytest.approx({"gemm": 0.0009, "elementwise": 0.0002})
+    assert per[2]["kernels"]["kernels_per_token"] == 20.0 and per[2]["kernels"]["idle_share"] == 0.5
+    assert merged.kernels["busy_s_per_step"] == pytest.approx(0.0010)  # the full section: the first process's
+    path = merged.save(tmp_path / "m.json")
+    validate(json.loads(path.read_text()))
+    from fastprof.results.result import BenchmarkResult
+
+    again = BenchmarkResult.load(path)
+    assert again.processes["per_process"][2]["kernels"]["busy_s_per_step"] == pytest.approx(0.0012)
+    # a process without a trace: None beside the others
+    parts = [synthetic_result(10.0, seed=1, iterations=4), synthetic_result(10.0, seed=2, iterations=4)]
+    parts[0].kernels = _kernels(0.001, 0.5)
+    from fastprof.results.processes import merge_processes
+
+    assert merge_processes(parts).processes["per_process"][1]["kernels"] is None
+    assert "kernels" not in merge_processes(parts[1:] * 2).processes["per_process"][0]  # none traced
+
+
+def test_device_metrics_detect_a_one_percent_kernel_change_on_a_noisy_host(tmp_path, capsys):
+    """Five processes a side; the host runs each process's decode at a speed that varies by 30%,
+    the GPU's busy time per step by 0.1%. B's kernels take 1% longer (and so, on average, its
+    tokens): the device metric flags it, ITL does not, and every row is in one Holm family."""
+    from fastprof.analysis.compare import holm
+
+    rng = np.random.default_rng(3)
+    n = 5
+    gaps = lambda: 10.0 * np.exp(0.3 * rng.standard_normal(n))  # noqa: E731
+    busy = lambda scale: 0.001 * scale * (1 + 0.001 * rng.standard_normal(n))  # noqa: E731
+    a = _one_config(_traced_processes(gaps(), busy(1.0), seed=0))
+    b = _one_config(_traced_processes(gaps() * 1.01, busy(1.01), seed=50))
+    c = compare_sweeps(a, b)
+    rows = {r.metric: r for r in c.rows}
+    assert {"gpu_busy_s_per_step", "kernels_per_step", "gpu_gemm_s_per_step",
+            "gpu_elementwise_s_per_step"} <= set(rows)
+    assert "gpu_attention_s_per_step" not in rows  # no time in it on either side
+    dev = rows["gpu_busy_s_per_step"]
+    assert dev.unit == "process" and (dev.n_a, dev.n_b) == (n, n)
+    assert dev.ratio == pytest.approx(1.01, abs=0.002) and dev.ci_low > 1.0
+    assert dev.verdict == "regression" and dev.p_adjusted < 0.01
+    assert dev.detectable_pct < 1.0  # a change well under 1% is detectable
+    assert rows["gpu_gemm_s_per_step"].verdict == "regression"
+    assert rows["kernels_per_step"].verdict == "no significant change"
+    assert rows["itl_s"].verdict == "no significant change" and rows["itl_s"].detectable_pct > 20
+    # Holm over every row, device ones included
+    assert [r.p_adjusted for r in c.rows] == pytest.approx(holm([r.p_value for r in c.rows]))
+    assert dev.p_adjusted > dev.p_value
+    assert c.kernels_tested == [dev.config]  # the configuration whose kernel figures were tested
+    # the CLI: rows printed with their units, --metric selects them, the table says they are tested
+    pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
+    out_json = tmp_path / "cmp.json"
+    assert cli.main(["compare", str(pa), str(pb), "--metric", "gpu_busy_s_per_step,itl_s",
+                     "--json", str(out_json)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gpu_busy_s_per_step" in out and " us " in out and "test them over the worker processes" in out
+    doc = json.loads(out_json.read_text())["comparisons"][0]
+    assert [r["metric"] for r in doc["rows"]] == ["gpu_busy_s_per_step", "itl_s"]  # in the order asked
+    assert doc["rows"][0]["verdict"] == "regression" and doc["kernels_tested"]
+
+
+def test_device_metrics_are_not_adjusted_for_the_host_path():
+    rng = np.random.default_rng(4)
+    a = _one_config(_traced_processes([10.0] * 4, 0.001 * (1 + 0.001 * rng.standard_normal(4)), seed=0, drift=True))
+    b = _one_config(_traced_processes([10.0] * 4, 0.001 * (1 + 0.001 * rng.standard_normal(4)), seed=9, drift=True))
+    c = compare_sweeps(a, b)
+    rows = {r.metric: r for r in c.rows}
+    assert rows["itl_s"].adjustment is not None  # the host path is there and taken out of ITL
+    assert all(rows[m].adjustment is None for m in rows if m.endswith("_per_step"))
+    assert rows["gpu_busy_s_per_step"].verdict == "no significant change"
+
+
+def test_single_process_kernel_traces_stay_a_plain_table(tmp_path, capsys):
+    a, b = synthetic_sweep({1: 8.0}), synthetic_sweep({1: 8.0}, seed=1)
+    a.runs[0].result.kernels = _kernels(0.001, 0.5)
+    b.runs[0].result.kernels = _kernels(0.0015, 0.5)
+    c = compare_sweeps(a, b)
+    assert c.kernels and not c.kernels_tested
+    assert not any(r.metric.endswith("_per_step") for r in c.rows)
+    pa, pb = a.save(tmp_path / "a.json"), b.save(tmp_path / "b.json")
+    assert cli.main(["compare", str(pa), str(pb)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "kernel breakdown" in out and "no test of significance" in out and "worker processes" in out
+    assert cli.main(["compare", str(pa), str(pb), "--metric", "gpu_busy_s_per_step"]) == 2
+    err = one_error_line(capsys)
+    assert "unknown metric(s) 'gpu_busy_s_per_step'" in err and "two worker processes" in err
+
+
+def test_unknown_metric_lists_the_device_metrics(tmp_path, capsys):
+    a = _one_config(_traced_processes([10.0, 10.1], [0.001, 0.0010001], seed=0))
+    pa = a.save(tmp_path / "a.json")
+    assert cli.main(["compare", str(pa), str(pa), "--metric", "bogus_s"]) == 2
+    err = one_error_line(capsys)
+    assert "gpu_busy_s_per_step" in err and "kernels_per_step" in err and "gpu_gemm_s_per_step" in err

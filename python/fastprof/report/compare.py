@@ -87,6 +87,55 @@ def _per_unit(result: BenchmarkResult, vals: np.ndarray, unit: str) -> np.ndarra
                        for p in np.unique(labels)])
 
 
+#: The device metrics of the kernel trace, beside ``gpu_<class>_s_per_step`` for each kernel class:
+#: the GPU's busy time per decode step and the kernels per step (medians over the process's traced
+#: decode steps), one value per worker process (:func:`fastprof.results.processes.kernel_figures`).
+DEVICE_METRICS = ("gpu_busy_s_per_step", "kernels_per_step")
+
+
+def is_device_metric(name: str) -> bool:
+    """Whether ``name`` is a device metric of the kernel trace (never adjusted for the host path)."""
+    return name in DEVICE_METRICS or (name.startswith("gpu_") and name.endswith("_s_per_step"))
+
+
+def process_kernels(result: BenchmarkResult) -> list[dict[str, Any]]:
+    """The kernel figures of each worker process that has them (``processes.per_process[i].kernels``);
+    empty for a single-process result or one without a kernel trace."""
+    if result.kind == "serving" or process_count(result) < 2:
+        return []
+    return [pp["kernels"] for pp in (result.processes or {}).get("per_process") or [] if pp.get("kernels")]
+
+
+def device_metrics(ra: BenchmarkResult, rb: BenchmarkResult) -> list[str]:
+    """The device metrics two results can be compared on: both from at least two worker processes
+    with a kernel trace each; a class's metric when every traced process of both sides ran kernels
+    of it (ordered by A's time in it, largest first). Empty otherwise."""
+    fa, fb = process_kernels(ra), process_kernels(rb)
+    if len(fa) < 2 or len(fb) < 2:
+        return []
+    names = list(DEVICE_METRICS)
+    common = set.intersection(*(set(f.get("class_s_per_step") or {}) for f in fa + fb))
+    total = {c: sum((f.get("class_s_per_step") or {}).get(c, 0.0) for f in fa) for c in common}
+    names += [f"gpu_{c}_s_per_step" for c in sorted(common, key=lambda c: (-total[c], c))]
+    return names
+
+
+def device_unit_values(result: BenchmarkResult, metric: str) -> np.ndarray | None:
+    """One value of device metric ``metric`` per worker process with a kernel trace; None when
+    fewer than two have it."""
+    vals = []
+    for f in process_kernels(result):
+        if metric == "gpu_busy_s_per_step":
+            v = f.get("busy_s_per_step")
+        elif metric == "kernels_per_step":
+            v = f.get("kernels_per_token")
+        else:
+            v = (f.get("class_s_per_step") or {}).get(metric[len("gpu_"):-len("_s_per_step")])
+        if v is not None and np.isfinite(v):
+            vals.append(float(v))
+    return np.asarray(vals, dtype=np.float64) if len(vals) >= 2 else None
+
+
 #: The host-path figures a comparison can adjust for, in the order tried by default: a torch
 #: operation's dispatch and launch (the path host-bound decode takes hundreds of times a step), a
 #: driver launch, a fixed Python loop.
@@ -168,6 +217,8 @@ class Comparison:
     about: list[str] = field(default_factory=list)
     #: The significance level the rows were decided at (their detectable changes use it).
     alpha: float = 0.05
+    #: The configurations whose kernel figures were tested over worker processes (device metric rows).
+    kernels_tested: list[str] = field(default_factory=list)
 
 
 def kernel_figures(result: BenchmarkResult) -> dict[str, tuple[float, str]] | None:
@@ -267,18 +318,26 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         return run.label(varying) if varying else run.label()
 
     available = []
+    device = {id(ra): device_metrics(ra.result, rb.result) for ra, rb in pairs}
     for ra, rb in pairs:
-        for name in list(ra.result.summary) + list(HARDWARE_COMPARED):
+        for name in list(ra.result.summary) + list(HARDWARE_COMPARED) + device[id(ra)]:
             if name not in available:
                 available.append(name)
     if metrics is not None:
         unknown = [m for m in metrics if m not in available]
         if unknown:
+            why = ""
+            if any(is_device_metric(m) for m in unknown):
+                why = ("; device metrics (gpu_busy_s_per_step, kernels_per_step, gpu_<class>_s_per_step) need a "
+                       "kernel trace from at least two worker processes on each side (fastprof run --kernel-trace "
+                       f"--processes {RECOMMENDED_PROCESSES})")
+            timing = [m for m in available if m not in HARDWARE_COMPARED and not is_device_metric(m)]
+            known = timing + list(HARDWARE_COMPARED) + [m for m in available if is_device_metric(m)]
             raise CompareError(f"unknown metric(s) {', '.join(map(repr, unknown))}; these files have: "
-                               f"{', '.join(m for m in available if m not in HARDWARE_COMPARED)}"
-                               f"{', ' + ', '.join(HARDWARE_COMPARED) if HARDWARE_COMPARED else ''}")
+                               f"{', '.join(known)}{why}")
     rows: list[Row] = []
     kernels: list[KernelDelta] = []
+    kernels_tested: list[str] = []
     host: list[KernelDelta] = []
     for ra, rb in pairs:
         kernels += _kernel_deltas(label(ra), ra.result, rb.result)
@@ -288,6 +347,19 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
+            if is_device_metric(metric):
+                # The kernel trace's figures, one per worker process: the GPU's time does not follow
+                # the host's speed, so they are never adjusted for the host path.
+                if unit != "process" or metric not in device[id(ra)]:
+                    continue
+                va, vb = device_unit_values(ra.result, metric), device_unit_values(rb.result, metric)
+                if va is None or vb is None:
+                    continue
+                rows.append(compare_metric(va, vb, metric, config=label(ra), unit=unit, alpha=alpha,
+                                           min_effect_pct=min_effect_pct))
+                if label(ra) not in kernels_tested:
+                    kernels_tested.append(label(ra))
+                continue
             va = unit_values(ra.result, metric, clock, unit, table=tables[0])
             vb = unit_values(rb.result, metric, clock, unit, table=tables[1])
             if va is None or vb is None:
@@ -307,7 +379,8 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
                       unmatched_a=[label(r) for r in a.ok_runs if id(r) not in matched_a],
                       unmatched_b=[label(r) for r in b.ok_runs if id(r) not in matched_b], kernels=kernels,
                       host=host,
-                      about=methods_compared([p[0] for p in pairs], [p[1] for p in pairs]), alpha=alpha)
+                      about=methods_compared([p[0] for p in pairs], [p[1] for p in pairs]), alpha=alpha,
+                      kernels_tested=kernels_tested)
 
 
 def compare_files(sweeps: Sequence[Sweep], *, names: Sequence[str], **kwargs: Any) -> list[Comparison]:
@@ -342,8 +415,9 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
                    Column("verdict", "left")]
         rows, styles = [], []
         for r in c.rows:
-            unit, scale = display_unit(r.metric, r.median_a) if r.metric.endswith("_s") else ("", 1.0)
-            fmt = (lambda v: f"{v * scale:,.3f} {unit}".strip()) if not r.metric.endswith("_per_s") \
+            name = r.metric[:-len("_per_step")] if r.metric.endswith("_s_per_step") else r.metric  # device times
+            unit, scale = display_unit(name, r.median_a) if name.endswith("_s") else ("", 1.0)
+            fmt = (lambda v: f"{v * scale:,.3f} {unit}".strip()) if not name.endswith(("_per_s", "_per_step")) \
                 else (lambda v: f"{v:,.1f}")
             flag = r.verdict
             if r.verdict == "regression" and threshold_pct is not None and r.worse_pct > threshold_pct:
@@ -527,10 +601,26 @@ def _print_adjustments(c: Comparison, console: Any, alpha: float) -> None:
 def _print_kernels(c: Comparison, console: Any, *, host: bool = False) -> None:
     from rich.markup import escape
 
-    what = ("host breakdown of the traced iterations, per decode step (means" if host
-            else "kernel breakdown of the traced iterations, per decode step (medians")
-    console.print(escape(f"{what}, {c.other} vs {c.baseline}; no test of significance: the trace covers few "
-                         "iterations)"), highlight=False)
+    if host:
+        console.print(escape(f"host breakdown of the traced iterations, per decode step (means, {c.other} vs "
+                             f"{c.baseline}; no test of significance: the trace covers few iterations)"),
+                      highlight=False)
+    else:
+        configs = list(dict.fromkeys(d.config for d in c.kernels))
+        tested = [x for x in configs if x in c.kernels_tested]
+        if not tested:
+            why = ("no test of significance: with one process a side the trace covers only its few traced "
+                   "iterations, and device metrics are tested over worker processes (fastprof run --kernel-trace "
+                   f"--processes {RECOMMENDED_PROCESSES} on both sides)")
+        elif len(tested) == len(configs):
+            why = ("the first process's trace; gpu_busy_s_per_step, kernels_per_step and gpu_<class>_s_per_step "
+                   "above test them over the worker processes")
+        else:
+            why = ("the first process's trace; tested over worker processes above for "
+                   f"{', '.join(x or '-' for x in tested)} only: the others have one process a side or no trace "
+                   "in every process, and no test is possible without worker processes")
+        console.print(escape(f"kernel breakdown of the traced iterations, per decode step (medians, {c.other} vs "
+                             f"{c.baseline}; {why})"), highlight=False)
     columns = [Column("configuration", "left", key=True), Column("item", "left", key=True), Column("A"),
                Column("B"), Column("change")]
     rows = []
@@ -560,6 +650,7 @@ def write_json(comparisons: Sequence[Comparison], path: str, *, alpha: float) ->
                             "unmatched_baseline": c.unmatched_a, "unmatched_other": c.unmatched_b,
                             "notes": notes(c), "about": c.about,
                             "kernels": [{**asdict(d), "change_pct": d.change_pct} for d in c.kernels],
+                            "kernels_tested": c.kernels_tested,
                             "host": [{**asdict(d), "change_pct": d.change_pct} for d in c.host]}
                            for c in comparisons]}
     write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False))
