@@ -650,9 +650,11 @@ def host_lines(host: dict[str, Any] | None, host_path: dict[str, Any] | None = N
             elif py:
                 yield f"  [dim]Python samples: {escape(str(py.get('reason')))}[/dim]"
             cost = f"{host.get('iterations', 0)} traced iteration(s)"
-            if host.get("added_s_per_step") is not None:
-                cost += (f", step {_ms(step)} traced vs {_ms(host.get('itl_s_untraced'))} untraced "
-                         f"(tracing adds {_ms(host['added_s_per_step'])})")
+            added = host.get("added_s_per_step")
+            if added is not None:
+                cost += f", step {_ms(step)} traced vs {_ms(host.get('itl_s_untraced'))} untraced "
+                cost += (f"(tracing adds {_ms(added)})" if added >= 0 else
+                         "(faster traced than untraced: the machine's speed changed more than tracing costs)")
             yield f"  [dim]{escape(cost)}[/dim]"
     line = _host.host_path_line(host_path) if host_path else None
     if line:
