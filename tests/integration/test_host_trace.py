@@ -29,7 +29,7 @@ def run(model, **kw):
 def test_module_selection_names_the_model_parts(model):
     chosen = [(name, info.kind, info.layer) for name, _, info in select_modules(model)]
     names = {n for n, _, _ in chosen}
-    assert ("", "model", None) in chosen
+    assert ("", "model", None) in chosen and ("model", "model", None) in chosen  # the base model too
     assert "model.embed_tokens" in names and "lm_head" in names and "model.norm" in names
     kinds = {(n, k) for n, k, _ in chosen}
     assert ("model.layers.2", "layer") in kinds

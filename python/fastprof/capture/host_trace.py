@@ -137,6 +137,12 @@ def select_modules(model: Any) -> list[tuple[str, Any, ModuleInfo]]:
                 visit(f"{name}.{sub}" if name else sub, child, module, depth + 1)
 
     visit("", model, None, 0)
+    # The base model that holds the decoder layers (LlamaModel in LlamaForCausalLM) is the model
+    # too: its own time is the framework's code around the layers (masks, positions).
+    holders = {info.parent for _, _, info in chosen if info.kind == "layer"}
+    for i, (name, module, info) in enumerate(chosen):
+        if i in holders and info.kind == "other":
+            chosen[i] = (name, module, ModuleInfo(info.name, "model", info.layer, info.parent))
     return chosen
 
 

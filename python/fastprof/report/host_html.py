@@ -149,8 +149,11 @@ def host_section(host: dict[str, Any] | None, *, plt: Callable[[], Any], png: Ca
     note = f"{host.get('iterations', 0)} traced iteration(s), {host.get('decode_steps', 0)} decode steps; " \
            "figures are means per decode step"
     if host.get("added_s_per_step") is not None and host.get("itl_s_untraced"):
-        note += (f"; a traced step took {host['added_s_per_step'] * 1e3:+.3f} ms against the untraced ITL of "
-                 f"{host['itl_s_untraced'] * 1e3:.3f} ms (the tracing's cost)")
+        added = host["added_s_per_step"]
+        note += (f"; a traced step took {added * 1e3:+.3f} ms against the untraced ITL of "
+                 f"{host['itl_s_untraced'] * 1e3:.3f} ms "
+                 + ("(the tracing's cost)" if added >= 0 else
+                    "(faster traced than untraced: the machine's speed changed more than tracing costs)"))
     parts.append(f'<p class="muted">{_esc(note)}</p>')
     chart = host_chart(host, plt(), png) if host.get("per_step") else None
     if chart:
