@@ -529,39 +529,40 @@ def summary_line(host: dict[str, Any] | None) -> str | None:
     if api.get("available"):
         p, c = api.get("parts_s") or {}, api.get("calls_per_step") or {}
         launch = api.get("launch_s") or {}
-        text = f"{_ms(p.get('launch', 0.0))} in {c.get('launch', 0):.0f} kernel launches"
+        text = f"{ms_text(p.get('launch', 0.0))} in {c.get('launch', 0):.0f} kernel launches"
         if launch.get("mean"):
             text += f" ({launch['mean'] * 1e6:.1f} us each)"
         bits.append(text)
         if c.get("graph_launch"):
-            g = f"{_ms(p.get('graph_launch', 0.0))} in {c['graph_launch']:.0f} graph launches"
+            g = f"{ms_text(p.get('graph_launch', 0.0))} in {c['graph_launch']:.0f} graph launches"
             kpg = api.get("kernels_per_graph_launch")
             if kpg:
                 g += f" (each replacing about {kpg:.0f} kernel launches)"
             bits.append(g)
         copies = p.get("copy", 0.0) + p.get("memset", 0.0) + p.get("other_api", 0.0)
         if copies >= 0.05 * step:
-            bits.append(f"{_ms(copies)} in other CUDA calls")
-        bits.append(f"{_ms(p.get('sync', 0.0))} waiting for the GPU")
-        py = f"{_ms(p.get('python_framework', 0.0))} Python and framework"
+            bits.append(f"{ms_text(copies)} in other CUDA calls")
+        bits.append(f"{ms_text(p.get('sync', 0.0))} waiting for the GPU")
+        py = f"{ms_text(p.get('python_framework', 0.0))} Python and framework"
     else:
         py = None
     where: list[str] = []
     loop = host.get("loop") or {}
     if loop.get("available") and loop.get("outside_forward_s") is not None:
-        where.append(f"{_ms(loop['outside_forward_s'])} in the generate loop outside forward")
+        where.append(f"{ms_text(loop['outside_forward_s'])} in the generate loop outside forward")
     mods = host.get("modules") or {}
     if mods.get("available") and mods.get("layers"):
-        where.append(f"{mods['layers']} decoder layers at {_ms(mods['layer_s_each'])} each")
+        where.append(f"{mods['layers']} decoder layers at {ms_text(mods['layer_s_each'])} each")
     if py is not None:
         bits.append(py)
     text = ", ".join(bits)
     if where:  # the places include the CUDA calls made there: a second view, not more parts
         text += ("; by place: " if text else "") + ", ".join(where)
-    return f"of {_ms(step)} per step, " + text if text else None
+    return f"of {ms_text(step)} per step, " + text if text else None
 
 
-def _ms(s: float | None) -> str:
+def ms_text(s: float | None) -> str:
+    """Seconds as milliseconds for prose: two decimals below 0.1 s, whole ms above."""
     if s is None:
         return "?"
     return f"{s * 1e3:.2f} ms" if abs(s) < 0.1 else f"{s * 1e3:.0f} ms"

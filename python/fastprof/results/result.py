@@ -631,7 +631,7 @@ def host_lines(host: dict[str, Any] | None, host_path: dict[str, Any] | None = N
                 yield f"  [dim]CUDA API calls: {escape(str(api.get('reason')))}[/dim]"
             loop = host.get("loop") or {}
             if loop.get("available"):
-                segs = ", ".join(f"{_host.LOOP_LABELS[p].split(' (')[0]} {_ms(v)}"
+                segs = ", ".join(f"{_host.LOOP_LABELS[p].split(' (')[0]} {_host.ms_text(v)}"
                                  for p, v in (loop.get("parts_s") or {}).items() if v is not None)
                 yield "  generate loop: " + escape(segs)
             mods = host.get("modules") or {}
@@ -639,32 +639,26 @@ def host_lines(host: dict[str, Any] | None, host_path: dict[str, Any] | None = N
                 rows = sorted(mods.get("rows") or [], key=lambda r: -(r.get("self_s_per_step") or 0))[:top]
                 if rows:
                     yield "  most self time: " + escape(", ".join(
-                        f"{r['name'] or 'model'} {_ms(r['self_s_per_step'])}" for r in rows))
+                        f"{r['name'] or 'model'} {_host.ms_text(r['self_s_per_step'])}" for r in rows))
             else:
                 yield f"  [dim]modules: {escape(str(mods.get('reason')))}[/dim]"
             py = host.get("python")
             if py and py.get("available"):
                 top = (py.get("functions") or [])[:top]
                 yield "  Python samples (py-spy), most self time per step: " + escape(", ".join(
-                    f"{f['function']} {_ms(f['self_s_per_step'])}" for f in top))
+                    f"{f['function']} {_host.ms_text(f['self_s_per_step'])}" for f in top))
             elif py:
                 yield f"  [dim]Python samples: {escape(str(py.get('reason')))}[/dim]"
             cost = f"{host.get('iterations', 0)} traced iteration(s)"
             added = host.get("added_s_per_step")
             if added is not None:
-                cost += f", step {_ms(step)} traced vs {_ms(host.get('itl_s_untraced'))} untraced "
-                cost += (f"(tracing adds {_ms(added)})" if added >= 0 else
+                cost += f", step {_host.ms_text(step)} traced vs {_host.ms_text(host.get('itl_s_untraced'))} untraced "
+                cost += (f"(tracing adds {_host.ms_text(added)})" if added >= 0 else
                          "(faster traced than untraced: the machine's speed changed more than tracing costs)")
             yield f"  [dim]{escape(cost)}[/dim]"
     line = _host.host_path_line(host_path) if host_path else None
     if line:
         yield f"[dim]{escape(line)}[/dim]"
-
-
-def _ms(s: float | None) -> str:
-    if s is None:
-        return "?"
-    return f"{s * 1e3:.2f} ms" if abs(s) < 0.1 else f"{s * 1e3:.0f} ms"
 
 
 def kernel_lines(kernels: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
