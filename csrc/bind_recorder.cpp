@@ -146,7 +146,35 @@ CUstream/hipStream_t handle the events are recorded on.
             return copy_array(r.device_marks(), r.device_count());
           },
           "Device timestamps of the marks in ns relative to the start event, as a new int64 array "
-          "(None without a device). Valid after end().");
+          "(None without a device). Valid after end().")
+      .def("track_device_memory", &Recorder::track_device_memory, py::arg("on") = true,
+           "Read the driver's free device memory (cuMemGetInfo_v2) at every host mark of the next iterations "
+           "(on=False: stop). Returns whether it is on; False where it cannot be (see device_memory_reason). "
+           "Only between iterations.")
+      .def_property_readonly("tracking_device_memory", &Recorder::tracking_device_memory)
+      .def_property_readonly("device_memory_reason",
+                             [](const Recorder& r) -> py::object {
+                               std::string why = r.device_memory_reason();
+                               if (why.empty()) return py::none();
+                               return py::str(why);
+                             },
+                             "Why free device memory cannot be read at the marks; None when it can.")
+      .def_property_readonly("device_memory_error", &Recorder::device_memory_error,
+                             "The driver's code of the last iteration's first failed free-memory read (0: none).")
+      .def_property_readonly("device_free_start_bytes",
+                             [](const Recorder& r) -> py::object {
+                               if (!r.device_memory_tracked() || r.device_free_start() < 0) return py::none();
+                               return py::int_(r.device_free_start());
+                             },
+                             "Free device memory at begin() of the last iteration (None when not read).")
+      .def(
+          "device_free_bytes",
+          [](const Recorder& r) -> py::object {
+            if (!r.device_memory_tracked()) return py::none();
+            return copy_array(r.device_free(), r.host_count());
+          },
+          "Free device memory (bytes) at each host mark of the last iteration, as a new int64 array (-1 where "
+          "the driver call failed); None when it was not tracked.");
 }
 
 }  // namespace fastprof::bind

@@ -40,6 +40,9 @@ DeviceApi::DeviceApi(DeviceKind kind, int ordinal) : kind_(kind), ordinal_(ordin
     cu_module_get_function_ = l.fn<decltype(cu_module_get_function_)>({"cuModuleGetFunction"}, false);
     cu_launch_kernel_ = l.fn<decltype(cu_launch_kernel_)>({"cuLaunchKernel"}, false);
     cu_module_unload_ = l.fn<decltype(cu_module_unload_)>({"cuModuleUnload"}, false);
+    cu_mem_get_info_ = l.fn<decltype(cu_mem_get_info_)>({"cuMemGetInfo_v2"}, false);
+    if (!cu_mem_get_info_)
+      mem_info_reason_ = "the CUDA driver (libcuda) at " + l.path() + " lacks the entry point cuMemGetInfo_v2";
 
     check("cuInit", cu_init_(0));
     check("cuDeviceGet", cu_device_get_(&device_, ordinal));
@@ -61,6 +64,7 @@ DeviceApi::DeviceApi(DeviceKind kind, int ordinal) : kind_(kind), ordinal_(ordin
     sync_event_ = l.fn<decltype(sync_event_)>({"hipEventSynchronize"});
     elapsed_ = l.fn<decltype(elapsed_)>({"hipEventElapsedTime"});
     sync_device_ = l.fn<decltype(sync_device_)>({"hipDeviceSynchronize"});
+    mem_info_reason_ = "free device memory is read through the CUDA driver only, not the HIP runtime";
   }
   bind();
 }

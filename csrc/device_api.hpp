@@ -2,6 +2,7 @@
 // the CUDA driver API (libcuda.so.1) on NVIDIA, the HIP runtime (libamdhip64.so) on AMD.
 // Both share the same shapes for events, so one table of function pointers serves both.
 #pragma once
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -54,6 +55,14 @@ class DeviceApi {
   void launch_single_thread(Function f, Stream s, void** params);
   void unload_module(Module m);
 
+  // Free and total device memory (bytes) from the CUDA driver's cuMemGetInfo_v2, for the current
+  // context. The entry point is optional at open(): mem_info_reason() says why it cannot be used
+  // (empty when it can). The raw call returns the driver's code and allocates nothing.
+  const std::string& mem_info_reason() const { return mem_info_reason_; }
+  int mem_info_raw(size_t* free_bytes, size_t* total_bytes) const noexcept {
+    return cu_mem_get_info_(free_bytes, total_bytes);
+  }
+
   const char* record_name() const { return kind_ == DeviceKind::Cuda ? "cuEventRecord" : "hipEventRecord"; }
   // Throws DriverError for `call` returning `code`, with the driver's own name and description.
   [[noreturn]] void fail(const char* call, int code) const;
@@ -94,6 +103,9 @@ class DeviceApi {
   int (*cu_launch_kernel_)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void*,
                            void**, void**) = nullptr;
   int (*cu_module_unload_)(void*) = nullptr;
+  // CUDA only, optional (free device memory)
+  int (*cu_mem_get_info_)(size_t*, size_t*) = nullptr;
+  std::string mem_info_reason_;
   // HIP only
   int (*hip_set_device_)(int) = nullptr;
   int (*hip_get_device_)(int*) = nullptr;

@@ -38,8 +38,18 @@ void Recorder::begin() {
   host_count_ = device_count_ = 0;
   host_end_ = device_end_ = 0;
   ended_ = overflowed_ = false;
+  mem_tracked_ = track_mem_;
+  mem_error_ = 0;
+  free_start_ = -1;
   if (api_) {
     api_->bind();
+    if (track_mem_) {
+      size_t free_bytes = 0, total_bytes = 0;
+      if (int rc = api_->mem_info_raw(&free_bytes, &total_bytes))
+        mem_error_ = rc;
+      else
+        free_start_ = static_cast<int64_t>(free_bytes);
+    }
     // Host start first, then the start event: both mark "the request was issued".
     host_start_ = monotonic_ns();
     api_->record(events_[0], stream_);
@@ -72,6 +82,23 @@ void Recorder::end() {
 
 void Recorder::synchronize() const {
   if (api_) api_->synchronize_device();
+}
+
+std::string Recorder::device_memory_reason() const {
+  if (!api_) return "this recorder has no device (host timestamps only)";
+  return api_->mem_info_reason();
+}
+
+bool Recorder::track_device_memory(bool on) {
+  if (running_) throw StateError("cannot change free-memory tracking during an iteration; call end() first");
+  if (!on) {
+    track_mem_ = false;
+    return false;
+  }
+  if (!device_memory_reason().empty()) return false;
+  if (free_.size() != capacity_) free_.assign(capacity_, -1);
+  track_mem_ = true;
+  return true;
 }
 
 void Recorder::overflow() {

@@ -77,6 +77,7 @@ EOF
 
 tests=(tests/unit/test_recorder.py tests/unit/test_clock.py tests/unit/test_sampler.py
        tests/unit/test_sampler_gpm.py tests/unit/test_sampler_soak.py tests/unit/test_kernel_trace.py
-       tests/unit/test_selftest.py tests/unit/test_benchmark.py tests/unit/test_host_spans.py)
+       tests/unit/test_selftest.py tests/unit/test_benchmark.py tests/unit/test_host_spans.py
+       tests/unit/test_allocator_stalls.py)
 echo "sanitize.sh: $kind build, running the native tests"
 python -m pytest -q -p no:cacheprovider -m "not gpu" "${tests[@]}" "$@"

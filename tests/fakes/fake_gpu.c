@@ -11,7 +11,11 @@
  *     is a u64 (fastprof's spin kernel) keeps the fake device busy for that many ns: the device
  *     works through a timeline, an event recorded behind the kernel takes the time the kernel
  *     ends (unless timestamps are scripted) and a synchronisation waits for it.
- *     Built with -DFAKE_GPU_NO_MODULES, the module entry points are left out.
+ *   - device memory (cuMemGetInfo_v2): 80 GiB total, 64 GiB free, changed by the tests with
+ *     fake_gpu_set_free, fake_gpu_take (memory taken now, as a cudaMalloc would) and
+ *     fake_gpu_script_free_drop (free memory drops by N bytes from the K-th next call on).
+ *     Built with -DFAKE_GPU_NO_MODULES, the module entry points and cuMemGetInfo_v2 are left
+ *     out (an older or partial driver).
  * Load it through FASTPROF_CUDA_LIBRARY / FASTPROF_HIP_LIBRARY; the tests drive the
  * control functions (fake_gpu_*) through ctypes on the same loaded copy.
  */
@@ -48,6 +52,10 @@ static int64_t busy_until = 0;     /* device timeline: when the last queued kern
 static int live_modules = 0;
 static uint64_t last_launch_ns = 0;
 static long launches = 0;
+#define FAKE_TOTAL_MEM (80LL << 30)
+#define FAKE_FREE_MEM (64LL << 30)
+static int64_t free_mem = FAKE_FREE_MEM;
+static struct { long remaining; int64_t bytes; } drops[MAX_FAILS];
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -84,6 +92,8 @@ void fake_gpu_reset(void) {
   busy_until = 0;
   last_launch_ns = 0;
   launches = 0;
+  free_mem = FAKE_FREE_MEM;
+  memset(drops, 0, sizeof(drops));
   pthread_mutex_unlock(&lock);
 }
 void fake_gpu_set_device_count(int n) { device_count = n; }
@@ -117,6 +127,29 @@ long fake_gpu_calls(const char* name) {
     if (strcmp(counters[i].name, name) == 0) n = counters[i].count;
   pthread_mutex_unlock(&lock);
   return n;
+}
+/* Device memory: set the free bytes; take `bytes` now (negative: give back); from the `nth`
+ * next cuMemGetInfo_v2 call on (1 = the very next), free memory is `bytes` lower. */
+void fake_gpu_set_free(int64_t bytes) {
+  pthread_mutex_lock(&lock);
+  free_mem = bytes;
+  pthread_mutex_unlock(&lock);
+}
+void fake_gpu_take(int64_t bytes) {
+  pthread_mutex_lock(&lock);
+  free_mem -= bytes;
+  pthread_mutex_unlock(&lock);
+}
+void fake_gpu_script_free_drop(int64_t bytes, long nth) {
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < MAX_FAILS; ++i) {
+    if (drops[i].remaining == 0) {
+      drops[i].remaining = nth;
+      drops[i].bytes = bytes;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&lock);
 }
 int fake_gpu_live_events(void) { return live_events; }
 int fake_gpu_live_modules(void) { return live_modules; }
@@ -286,6 +319,22 @@ int cuCtxSynchronize(void) {
   wait_idle();
   return 0;
 }
+#ifndef FAKE_GPU_NO_MODULES
+int cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
+  int rc = enter("cuMemGetInfo_v2");
+  if (rc) return rc;
+  if (!current_ctx) return 201;
+  if (!free_bytes || !total_bytes) return 1;
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < MAX_FAILS; ++i) {
+    if (drops[i].remaining > 0 && --drops[i].remaining == 0) free_mem -= drops[i].bytes;
+  }
+  *free_bytes = (size_t)(free_mem < 0 ? 0 : free_mem);
+  *total_bytes = (size_t)FAKE_TOTAL_MEM;
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+#endif
 int cuEventCreate(void** e, unsigned flags) {
   (void)flags;
   int rc = enter("cuEventCreate");

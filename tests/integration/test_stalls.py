@@ -108,9 +108,11 @@ def test_gc_and_sleep_are_told_apart(injected):
         assert any(c["kind"] == "gc" for c in g["causes"]), g
         s = slow.get((it, 16))
         assert s is not None and s["excess_s"] > 0.015, s
-        # A sleep is no stall: nothing explains most of it (a busy machine may add a little CPU wait).
-        assert not any(c["kind"] == "gc" for c in s["causes"])
-        assert sum(c["overlap_s"] for c in s["causes"]) < 0.5 * s["excess_s"]
+        # A sleep is no stall: nothing explains it. On a busy machine the step's own work may wait
+        # for a CPU, but a sleeping thread waits for none: CPU wait explains at most the gap less
+        # the 20 ms sleep (and 2 ms of the watcher's tolerance at the marks).
+        assert not any(c["kind"] != "cpu_wait" for c in s["causes"]), s
+        assert sum(c["overlap_s"] for c in s["causes"]) <= s["gap_s"] - 0.02 + 0.002, s
     assert st["summary"]["gc"]["count"] >= 3
     gcs = [e for e in st["events"] if e["kind"] == "gc" and e["detail"]["generation"] == 2
            and e["end_ns"] - e["start_ns"] > 5_000_000]  # the forced full collections
@@ -180,8 +182,9 @@ def test_rule_and_overlap_on_known_data():
     out = S.explain([marks], events)
     (tok,) = out["slow_tokens"]
     assert tok["causes"] == [{"kind": "gc", "overlap_s": pytest.approx(0.015)}]
-    assert out["summary"]["gc"] == {"count": 1, "excess_s": pytest.approx(0.02)}
-    assert out["unexplained_excess_s"] == 0
+    # The collection explains the 15 ms it overlaps, no more: 5 ms of the 20 ms excess stay unexplained.
+    assert out["summary"]["gc"] == {"count": 1, "excess_s": pytest.approx(0.015)}
+    assert out["unexplained_excess_s"] == pytest.approx(0.005) and tok["unexplained_s"] == pytest.approx(0.005)
     # Sub-millisecond jitter never counts.
     jitter = np.cumsum([0] + list(10 * ms + np.random.default_rng(0).integers(-50_000, 50_000, 40)))
     assert S.slow_gaps(jitter) == []

@@ -33,7 +33,10 @@ class Trace:
 
     Host times are absolute CLOCK_MONOTONIC nanoseconds (the clock of time.perf_counter_ns()
     and of the GPU sampler). Device times are nanoseconds after the start event, from GPU
-    timing events; they are None when no device was attached.
+    timing events; they are None when no device was attached. With free-memory tracking
+    (``TokenRecorder(track_device_memory=True)``), ``device_free_bytes`` holds the driver's free
+    device memory read at each host mark (-1 where the read failed) and ``device_free_start_bytes``
+    the value at ``begin()``; else both are None.
     """
 
     host_start_ns: int
@@ -41,6 +44,8 @@ class Trace:
     host_marks_ns: np.ndarray
     device_marks_ns: np.ndarray | None = None
     device_end_ns: int | None = None
+    device_free_bytes: np.ndarray | None = None
+    device_free_start_bytes: int | None = None
 
     @property
     def n_marks(self) -> int:
@@ -92,12 +97,19 @@ class TokenRecorder(_core.Recorder):
         for the device when torch is loaded, else the legacy default stream (0).
     backend:
         ``"cuda"`` or ``"hip"``, to override the detection.
+    track_device_memory:
+        Also read the driver's free device memory (``cuMemGetInfo_v2``) at every host mark, into
+        storage allocated here (the trace's ``device_free_bytes``): a drop between two marks is
+        memory the process (its caching allocator growing) or another one took from the driver in
+        that gap. CUDA only; where it cannot be read, tracking stays off and
+        ``device_memory_reason`` says why. Its cost per mark is that driver call's (see the README's
+        "Slow tokens and their causes"). ``track_device_memory(on)`` changes it between iterations.
 
     Methods: ``begin()``, ``mark()``, ``mark_host()``, ``mark_device()``, ``end() -> Trace``.
     """
 
     def __init__(self, capacity: int = 4096, device: Any = "auto", stream: int | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, track_device_memory: bool = False) -> None:
         torch = _torch.loaded()
         if device == "auto":
             device = "cuda" if _torch.cuda_ready(torch) else None
@@ -114,6 +126,8 @@ class TokenRecorder(_core.Recorder):
         # The per-token methods as native builtins: instance attributes shadow the (slower)
         # pybind11 methods of the same names.
         self.mark, self.mark_host, self.mark_device = self.fast_marks()
+        if track_device_memory:
+            self.track_device_memory(True)
 
     def end(self) -> Trace:  # type: ignore[override]
         """End the iteration (one device synchronisation) and return its :class:`Trace`."""
@@ -129,6 +143,8 @@ class TokenRecorder(_core.Recorder):
             host_marks_ns=self.host_marks(),
             device_marks_ns=device_marks,
             device_end_ns=self.device_end_ns if device_marks is not None else None,
+            device_free_bytes=self.device_free_bytes(),
+            device_free_start_bytes=self.device_free_start_bytes,
         )
 
     def __repr__(self) -> str:
