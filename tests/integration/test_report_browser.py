@@ -34,7 +34,7 @@ def test_report_renders_in_chromium(gpu_sweep, tmp_path):  # noqa: F811
     page = tmp_path / "report.html"
     report.write_html(gpu_sweep, str(page), source="sweep.json")
     n_images = len(re.findall(r"<img ", page.read_text()))
-    assert n_images == 14
+    assert n_images == 18  # per configuration 4 (with the host breakdown) x 4, and 2 sweep charts
 
     dom = _headless(browser, "--dump-dom", page.as_uri(), tmp_path=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]

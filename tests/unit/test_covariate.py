@@ -68,3 +68,16 @@ def test_aa_false_alarms_stay_at_the_level_with_adjustment():
         row = adjust([compare_metric(a, b, "itl_s", unit="process", covariate=("torch_op_s", xa, xb))])[0]
         alarms += row.significant
     assert alarms / n <= 0.075  # alpha 0.05, with room for the sampling error of 600 draws
+
+
+def test_a_covariate_that_explains_nothing_is_not_used():
+    """Noise unrelated to the host path: fitting the slope would only cost a degree of freedom."""
+    a = 0.01 * np.array([1.0, 1.2, 0.9, 1.1])
+    b = 0.012 * np.array([1.1, 0.9, 1.2, 1.0])
+    xa = np.array([1.2, 1.0, 1.0, 1.2])  # orthogonal to a's pattern within the side
+    xb = np.array([1.0, 1.0, 1.2, 1.2])  # and to b's
+    plain = compare_metric(a, b, "itl_s", unit="process")
+    row = compare_metric(a, b, "itl_s", unit="process", covariate=("python_loop_s", xa, xb))
+    info = row.adjustment
+    assert info["applied"] is False and "too little to narrow" in info["reason"]
+    assert row.ratio == pytest.approx(plain.ratio) and row.p_value == pytest.approx(plain.p_value)
