@@ -290,7 +290,7 @@ class _Stalls(Instrument):
         self.recorder.iteration_begin()
 
     def iteration_end(self, index: int, trace: Trace) -> None:
-        self.recorder.iteration_end()
+        self.recorder.iteration_end(trace)
 
     def stop(self) -> None:
         if self.events is None:
@@ -584,7 +584,8 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         if stalls:
             from fastprof.capture.stalls import StallRecorder
 
-            stall_rec = _Stalls(StallRecorder(cuda_device=model_device if on_cuda else None))
+            stall_rec = _Stalls(StallRecorder(cuda_device=model_device if on_cuda else None,
+                                              token_recorder=rec if on_cuda and per_token else None))
         hostpath = _HostPath(int(getattr(model_device, "index", None) or 0) if on_cuda else None, enabled=host_path)
         timed_instruments: list[Instrument] = [sampling, *([stall_rec] if stall_rec else []), hostpath]
         if tracing.trace_timed:
