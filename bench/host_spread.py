@@ -40,13 +40,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from transformers.generation.streamers import BaseStreamer
 
     from fastprof.analysis import host as H
     from fastprof.capture import hostpath
     from fastprof.capture.hf import build_default_model, random_inputs
     from fastprof.capture.host_trace import HostTracer
     from fastprof.capture.kernel_trace import KernelTracer
+    from host_trace import token_marks
     from observer_effect import MODEL_1B, MODEL_SMOKE
 
     cuda = torch.cuda.is_available() and not args.smoke
@@ -61,25 +61,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     n = args.new_tokens
     kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
 
-    class Marks(BaseStreamer):
-        def __init__(self) -> None:
-            self.t: list[int] = []
-            self.seen = False
-
-        def put(self, value: Any) -> None:
-            if self.seen:
-                self.t.append(time.monotonic_ns())
-            self.seen = True
-
-        def end(self) -> None:
-            pass
-
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
 
     def generate(**extra: Any) -> tuple[int, np.ndarray]:
-        marks = Marks()
+        marks = token_marks()
         sync()
         t0 = time.monotonic_ns()
         with torch.inference_mode():

@@ -49,17 +49,12 @@ from observer_effect import MODEL_1B, MODEL_SMOKE, Workload, paired_ratio  # noq
 ARMS = ("untraced", "untraced (A/A)", "fastprof kernel+host", "torch.profiler CPU+CUDA")
 
 
-def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
-    from transformers import LogitsProcessorList
+def token_marks() -> Any:
+    """A streamer that takes CLOCK_MONOTONIC when each new token reaches the host (the prompt's
+    put is skipped): the token marks the host breakdown's steps need, in ``.t``."""
     from transformers.generation.streamers import BaseStreamer
 
-    from fastprof.analysis import host as H
-    from fastprof.capture.host_trace import HostTracer
-    from fastprof.capture.kernel_trace import KernelTracer
-
-    compiled = "compile_config" in wl.kwargs
-
-    class Marks(BaseStreamer):  # the token marks the host breakdown's steps need
+    class Marks(BaseStreamer):
         def __init__(self) -> None:
             self.t: list[int] = []
             self.seen = False
@@ -72,11 +67,21 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
         def end(self) -> None:
             pass
 
+    return Marks()
+
+
+def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
+    from fastprof.analysis import host as H
+    from fastprof.capture.host_trace import HostTracer
+    from fastprof.capture.kernel_trace import KernelTracer
+
+    compiled = "compile_config" in wl.kwargs
+
     def untraced() -> dict:
         return {"wall_ns": wl.timed()}
 
     def fastprof_traced() -> dict:
-        marks = Marks()
+        marks = token_marks()
         host = HostTracer(wl.model, modules=not compiled)
         kw = {"streamer": marks, "logits_processor": host.wrap_processors([])}
         wl.sync()
@@ -117,7 +122,6 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
             wl.sync()
         return {"wall_ns": time.perf_counter_ns() - t0}
 
-    del LogitsProcessorList
     return {"untraced": untraced, "untraced (A/A)": untraced, "fastprof kernel+host": fastprof_traced,
             "torch.profiler CPU+CUDA": profiler}
 

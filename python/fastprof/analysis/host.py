@@ -95,6 +95,22 @@ def outermost(start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
     return order[keep]
 
 
+def _category_table(names: Sequence[str]) -> np.ndarray:
+    """:func:`api_category` of every name of a name table, indexable by ``name_id``."""
+    return np.array([api_category(n) for n in names] or ["other_api"], dtype=object)
+
+
+def _thread_calls(api: Any, thread: int | None, within: tuple[int, int] | None = None) -> np.ndarray:
+    """Indices of ``thread``'s outermost calls in ``api`` (every thread's when None), in start
+    order; with ``within`` = (lo, hi), among the calls lying wholly inside it."""
+    start, end = np.asarray(api.start_ns), np.asarray(api.end_ns)
+    sel = np.ones(len(api), dtype=bool) if thread is None else np.asarray(api.thread) == np.uint32(thread)
+    if within is not None:
+        sel &= (start >= within[0]) & (end <= within[1])
+    idx = np.flatnonzero(sel)
+    return idx[outermost(start[idx], end[idx])]
+
+
 def measured_thread(thread: np.ndarray, names: Sequence[str], name_id: np.ndarray,
                     candidates: Sequence[int] = ()) -> int | None:
     """The thread whose calls to analyse: the first of ``candidates`` (CUPTI's threadId is the
@@ -108,7 +124,7 @@ def measured_thread(thread: np.ndarray, names: Sequence[str], name_id: np.ndarra
         c32 = int(c) & 0xFFFFFFFF
         if c32 in present:
             return c32
-    cats = np.array([api_category(n) for n in names] or ["other_api"], dtype=object)[name_id]
+    cats = _category_table(names)[name_id]
     launches = thread[(cats == "launch") | (cats == "graph_launch")]
     pool = launches if launches.size else thread
     values, counts = np.unique(pool, return_counts=True)
@@ -149,13 +165,9 @@ def api_parts(iterations: Sequence[tuple[int, np.ndarray]], api: Any, *, thread:
     :data:`API_PARTS` category from ``api`` (an ApiTrace) restricted to ``thread``, plus the
     step's length. Returns ``{"step_ns": (n,), "ns": {part: (n,)}, "calls": {part: (n,)},
     "iteration": (n,)}``."""
-    names = list(api.names)
-    cats_table = np.array([api_category(n) for n in names] or ["other_api"], dtype=object)
-    sel = np.ones(len(api), dtype=bool) if thread is None else np.asarray(api.thread) == np.uint32(thread)
-    s, e = np.asarray(api.start_ns)[sel], np.asarray(api.end_ns)[sel]
-    cats = cats_table[np.asarray(api.name_id)[sel]] if sel.any() else np.zeros(0, dtype=object)
-    keep = outermost(s, e)
-    s, e, cats = s[keep], e[keep], cats[keep]
+    keep = _thread_calls(api, thread)
+    s, e = np.asarray(api.start_ns)[keep], np.asarray(api.end_ns)[keep]
+    cats = _category_table(api.names)[np.asarray(api.name_id)[keep]]
     steps, ns, calls, it_idx = [], {p: [] for p in API_PARTS}, {p: [] for p in API_PARTS}, []
     for i, (start, marks) in enumerate(iterations):
         b = _bounds(start, marks)
@@ -178,15 +190,13 @@ def launch_stats(api: Any, kernels: Any, *, thread: int | None, lo: int | None =
     delay from the call's start to the kernel's start, the share of kernels that began on an
     idle stream (the stream's previous kernel had ended before the launch call returned: the GPU
     was waiting for the host), and kernels per graph launch. Calls outside [lo, hi] are left out."""
-    names = list(api.names)
-    cats_table = np.array([api_category(n) for n in names] or ["other_api"], dtype=object)
     sel = np.ones(len(api), dtype=bool) if thread is None else np.asarray(api.thread) == np.uint32(thread)
     s, e = np.asarray(api.start_ns, dtype=np.int64), np.asarray(api.end_ns, dtype=np.int64)
     if lo is not None:
         sel &= s >= lo
     if hi is not None:
         sel &= s <= hi
-    cats = cats_table[np.asarray(api.name_id)] if len(api) else np.zeros(0, dtype=object)
+    cats = _category_table(api.names)[np.asarray(api.name_id)] if len(api) else np.zeros(0, dtype=object)
     corr = np.asarray(api.correlation, dtype=np.int64)
     launch = sel & (cats == "launch")
     graph = sel & (cats == "graph_launch")
@@ -234,11 +244,8 @@ def top_functions(iterations: Sequence[tuple[int, np.ndarray]], api: Any, *, thr
                   top: int = 12) -> list[dict[str, Any]]:
     """The CUDA functions with the most time per decode step (outermost calls of ``thread`` in the
     decode steps): name, part, calls per step, seconds per step and per call."""
-    sel = np.ones(len(api), dtype=bool) if thread is None else np.asarray(api.thread) == np.uint32(thread)
-    s, e = np.asarray(api.start_ns)[sel], np.asarray(api.end_ns)[sel]
-    nid = np.asarray(api.name_id)[sel]
-    keep = outermost(s, e)
-    s, e, nid = s[keep], e[keep], nid[keep]
+    keep = _thread_calls(api, thread)
+    s, e, nid = np.asarray(api.start_ns)[keep], np.asarray(api.end_ns)[keep], np.asarray(api.name_id)[keep]
     inside = np.zeros(s.size, dtype=bool)
     steps = 0
     for start, marks in iterations:
@@ -487,12 +494,7 @@ def _timeline(start: int, marks: np.ndarray, spans: HostSpans | None, api: Any, 
     out: dict[str, Any] = {"start_ns": int(start), "end_ns": hi, "api": [], "api_names": [], "modules": [],
                            "module_names": [], "truncated": False}
     if api is not None and len(api):
-        sel = (np.asarray(api.start_ns) >= start) & (np.asarray(api.end_ns) <= hi)
-        if thread is not None:
-            sel &= np.asarray(api.thread) == np.uint32(thread)
-        idx = np.flatnonzero(sel)
-        keep = idx[outermost(np.asarray(api.start_ns)[idx], np.asarray(api.end_ns)[idx])]
-        keep = np.sort(keep)
+        keep = np.sort(_thread_calls(api, thread, within=(start, hi)))
         out["truncated"] |= keep.size > MAX_TIMELINE
         keep = keep[:MAX_TIMELINE]
         used = np.unique(np.asarray(api.name_id)[keep]) if keep.size else np.zeros(0, dtype=np.int64)
