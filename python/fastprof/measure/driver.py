@@ -218,7 +218,7 @@ class _HostTracing(Instrument):
         self.reason: str | None = None if enabled else "host tracing disabled (host_trace=False)"
         self.iterations: list[tuple[int, np.ndarray]] = []
         self.spans = None
-        self.modules_reason = ("the forward pass is compiled (torch.compile): a module hook inside it would break "
+        self.modules_reason = ("the forward pass is compiled (torch.compile): a module mark inside it would break "
                                "its graph, so only the generate loop's markers and the CUDA API calls are recorded"
                                if compiled else None)
         if enabled:
@@ -227,7 +227,7 @@ class _HostTracing(Instrument):
 
                 self.tracer = HostTracer(model, modules=not compiled)
             except Exception as exc:  # noqa: BLE001 - the section says why instead
-                self.reason = f"module hooks could not be placed: {type(exc).__name__}: {exc}"
+                self.reason = f"module marks could not be placed: {type(exc).__name__}: {exc}"
 
     def processors(self, base: list[Any]) -> Any:
         from transformers import LogitsProcessorList
@@ -310,7 +310,6 @@ class _HostPath(Instrument):
     def __init__(self, device_ordinal: int | None, enabled: bool = True) -> None:
         from fastprof.capture import hostpath
 
-        self.enabled = enabled
         self.ordinal = device_ordinal
         self.watch = hostpath.HostPathWatch() if enabled else None
         self.calibrations: list[dict[str, Any]] = []
@@ -587,7 +586,9 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
             stall_rec = _Stalls(StallRecorder(cuda_device=model_device if on_cuda else None,
                                               token_recorder=rec if on_cuda and per_token else None))
         hostpath = _HostPath(int(getattr(model_device, "index", None) or 0) if on_cuda else None, enabled=host_path)
-        timed_instruments: list[Instrument] = [sampling, *([stall_rec] if stall_rec else []), hostpath]
+        # Iterations end in reverse order: the host path's calibration runs after every other
+        # instrument has closed the iteration, so nothing it does is counted in that iteration.
+        timed_instruments: list[Instrument] = [hostpath, sampling, *([stall_rec] if stall_rec else [])]
         if tracing.trace_timed:
             timed_instruments.append(tracing)
         traces = run_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),

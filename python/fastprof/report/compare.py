@@ -164,13 +164,14 @@ def choose_covariate(ra: BenchmarkResult, rb: BenchmarkResult, wanted: str | Non
     return None
 
 
-def paired_units(result: BenchmarkResult, metric: str, clock: str, unit: str, covariate: str,
+def paired_units(result: BenchmarkResult, metric: str, clock: str, unit: str, covariate: np.ndarray | None,
                  table: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """The metric's unit values and the covariate's, unit by unit (a process's covariate is the
-    median over its iterations), keeping the units where both are finite."""
+    """The metric's unit values and the covariate's (``covariate``: its value per iteration, from
+    :func:`covariate_values`), unit by unit (a process's covariate is the median over its
+    iterations), keeping the units where both are finite."""
     if result.kind == "serving":
         return None
-    vals, cov = _per_iteration(result, metric, clock, table), covariate_values(result, covariate)
+    vals, cov = _per_iteration(result, metric, clock, table), covariate
     if vals is None or cov is None or vals.size != cov.size:
         return None
     vals, cov = _per_unit(result, vals, unit), _per_unit(result, cov, unit)
@@ -344,6 +345,7 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         host += _deltas(label(ra), host_figures(ra.result), host_figures(rb.result))
         unit = choose_unit(ra.result, rb.result)
         cov_name = choose_covariate(ra.result, rb.result, covariate)
+        covs = [covariate_values(r.result, cov_name) if cov_name else None for r in (ra, rb)]
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
@@ -366,8 +368,8 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
                 continue
             cov = None
             if cov_name is not None and metric not in HARDWARE_COMPARED:
-                pa = paired_units(ra.result, metric, clock, unit, cov_name, table=tables[0])
-                pb = paired_units(rb.result, metric, clock, unit, cov_name, table=tables[1])
+                pa = paired_units(ra.result, metric, clock, unit, covs[0], table=tables[0])
+                pb = paired_units(rb.result, metric, clock, unit, covs[1], table=tables[1])
                 if pa is not None and pb is not None:
                     va, vb, cov = pa[0], pb[0], (cov_name, pa[1], pb[1])
             rows.append(compare_metric(va, vb, metric, config=label(ra), unit=unit, alpha=alpha,
