@@ -163,7 +163,8 @@ def test_cpu_contention_shows_as_run_queue_wait(model):
         waits = [e for e in st["events"] if e["kind"] == "cpu_wait"]
         assert sum(e["detail"]["run_queue_wait_s"] for e in waits) > 0.01
         slow = st["slow_tokens"]
-        assert slow, "no slow token under contention"
+        # An attempt whose competitors slowed every gap alike has no slow token: it counts as a
+        # failed attempt, like one whose waits were read too coarsely.
         explained = [t for t in slow if any(c["kind"] == "cpu_wait" for c in t["causes"])]
         attempts.append((len(explained), len(slow)))
         if len(explained) >= len(slow) // 2 and explained:
