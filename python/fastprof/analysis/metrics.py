@@ -10,6 +10,11 @@ For one iteration with start ``s``, token marks ``t_1 .. t_N`` and end ``e`` (al
 - ``decode_tokens_per_s`` = batch * (N - 1) / (t_N - t_1)
 - ``prefill_tokens_per_s`` = batch * prompt_len / ttft
 - ``throughput_tokens_per_s`` = batch * N / e2e
+
+A decode step that emits several tokens (speculative decoding) gives each of its tokens the step's
+time: the step's first token carries the whole gap, the others a gap of zero, so the mean ITL is
+the time per token as in plain decoding. The per-step metrics (``step_s``, ``tokens_per_step``,
+``acceptance_rate``, ``draft_s``, ``verify_s``) are in :mod:`fastprof.analysis.speculative`.
 """
 
 from __future__ import annotations
@@ -107,6 +112,13 @@ def iteration_values(traces: Sequence[Trace], *, kind: str = "generate", batch_s
                 col.append(float(np.median(v)) if v.size else float("nan"))
             else:
                 col.append(float(v[0]) if v.size else float("nan"))
+        if kind == "generate":
+            # Speculative decoding: each iteration's step metrics (median step, draft and verify
+            # time, mean tokens per step, acceptance rate; see fastprof.analysis.speculative).
+            from fastprof.analysis.speculative import iteration_values as _step_values
+
+            for name, value in _step_values(trace, clock).items():
+                out.setdefault(name, [float("nan")] * i).append(value)
         for name, col in out.items():
             if len(col) < i + 1:
                 col.append(float("nan"))

@@ -18,7 +18,7 @@ Example, a hand-written decode loop (works the same with a CUDA-graph replay)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,13 @@ class Trace:
     (``TokenRecorder(track_device_memory=True)``), ``device_free_bytes`` holds the driver's free
     device memory read at each host mark (-1 where the read failed) and ``device_free_start_bytes``
     the value at ``begin()``; else both are None.
+
+    ``steps``: decode steps that emitted several tokens at once (speculative decoding; see
+    :mod:`fastprof.capture.speculative`): ``tokens`` (int array, tokens emitted per step; the
+    marks hold one entry per token, a step's tokens all at the step's time), ``proposed`` (draft
+    tokens proposed per step), ``draft_host_ns`` (absolute host ns, begin and end of each step's
+    draft, flat) and ``draft_device_ns`` (device ns, the same points; None off a GPU), ``method``.
+    None for plain decoding (one token per step).
     """
 
     host_start_ns: int
@@ -46,6 +53,7 @@ class Trace:
     device_end_ns: int | None = None
     device_free_bytes: np.ndarray | None = None
     device_free_start_bytes: int | None = None
+    steps: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def n_marks(self) -> int:

@@ -10,6 +10,7 @@ import fastprof._torch as _torch
 from fastprof.analysis import hardware as _hardware
 from fastprof.analysis import roofline as _roofline
 from fastprof.capture.environment import capture_environment, environment_warnings
+from fastprof.capture import speculative as _speculative
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
 from fastprof.measure import distributed as _distributed
@@ -84,6 +85,16 @@ class _Sampling(Instrument):
             return _hardware.unavailable(self.reason or "no sampler")
         self.stop()
         return _hardware.summarize(self.samples, traces, tokens_per_iteration=tokens, seed=seed)
+
+
+def _step_marks(trace: Trace, clock: str) -> np.ndarray:
+    """The marks of ``trace`` on ``clock`` once per decode step: its marks as they are in plain
+    decoding, the last token's mark of each step in speculative decoding (a step's tokens share it)."""
+    marks = trace.host_marks_ns if clock == "host" else trace.device_marks_ns
+    tokens = (trace.steps or {}).get("tokens")
+    if marks is None or tokens is None or int(np.sum(tokens)) != marks.size:
+        return marks
+    return np.asarray(marks)[np.cumsum(tokens) - 1]
 
 
 def _stall_section(rec: Any, events: list[dict[str, Any]], traces: Sequence[Trace], sampling: _Sampling) -> dict[str, Any]:
@@ -169,12 +180,13 @@ class _KernelTracing(Instrument):
         if self.tracer is None:
             return _kernels.unavailable(self.reason or "the kernel tracer did not start")
         self.stop()
-        itl = [float(np.diff(t.host_marks_ns).mean()) / 1e9 for t in traced if t.n_marks > 1]
+        # Per decode step: a speculative step's tokens share one mark, so the steps are its marks.
+        itl = [float(np.diff(_step_marks(t, "host")).mean()) / 1e9 for t in traced if _step_marks(t, "host").size > 1]
         spans = []
         for t in traced:
             if t.device_marks_ns is None:
                 continue
-            marks = t.device_marks_ns if t.n_marks else np.array([0, int(t.device_end_ns or 0)], dtype=np.int64)
+            marks = _step_marks(t, "device") if t.n_marks else np.array([0, int(t.device_end_ns or 0)], dtype=np.int64)
             spans.append((int(t.host_start_ns), np.asarray(marks, dtype=np.int64)))
         section = _kernels.section(self.trace, spans, itl_s_traced=float(np.median(itl)) if itl else None,
                                    itl_s_untraced=itl_s_untraced, traced_timed=self.trace_timed)
@@ -242,7 +254,7 @@ class _HostTracing(Instrument):
             self.tracer.attach()
 
     def iteration_end(self, index: int, trace: Trace) -> None:
-        self.iterations.append((int(trace.host_start_ns), np.asarray(trace.host_marks_ns, dtype=np.int64)))
+        self.iterations.append((int(trace.host_start_ns), np.asarray(_step_marks(trace, "host"), dtype=np.int64)))
 
     def stop(self) -> None:
         if self.tracer is not None and self.tracer.attached:
@@ -517,11 +529,6 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         on_gpu = getattr(model_device, "type", None) == "cuda"
         device = model_device if on_gpu else None
         no_device_reason = None if on_gpu else f"the model is on {model_device}, not a GPU"
-    # One spare slot: a surplus token shows up as a count mismatch, not a capacity error.
-    rec, device_timing = _make_recorder(max_new_tokens + 1, device, no_device_reason)
-    tracing = _KernelTracing(kernel_trace_iterations, trace_timed, device_timing, api=host_trace)
-    streamer, processor = make_hooks(rec)
-
     kwargs = {"do_sample": False}
     kwargs.update(generate_kwargs or {})
     user_processors = kwargs.pop("logits_processor", None) or []
@@ -530,6 +537,23 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     # Beam search keeps several candidates per sequence and picks at the end, so there is no
     # token to mark per step (transformers refuses a streamer with it): only the whole call is timed.
     per_token = int(kwargs.get("num_beams", 1) or 1) <= 1
+    spec_method = _speculative.method(kwargs, model) if per_token else None
+    assistant_cfg = _speculative.assistant_settings(kwargs)
+
+    # One spare slot: a surplus token shows up as a count mismatch, not a capacity error.
+    rec, device_timing = _make_recorder(max_new_tokens + 1, device, no_device_reason)
+    tracing = _KernelTracing(kernel_trace_iterations, trace_timed, device_timing, api=host_trace)
+    if spec_method is None:
+        streamer, processor = make_hooks(rec)
+        draft_rec, step_log, candidates = None, None, None
+    else:
+        # A decode step emits several tokens: one host and one device mark per step, the tokens
+        # per step counted, and the draft marked by a second recorder on the same stream.
+        draft_device = f"{rec.device_kind}:{rec.device_ordinal}" if device_timing.get("available") else None
+        draft_rec = TokenRecorder(2 * max_new_tokens + 4, device=draft_device)
+        step_log = _speculative.StepLog(max_new_tokens + 1)
+        streamer, processor, wrap = _speculative.make_step_hooks(rec, draft_rec, step_log)
+        candidates = wrap.installed(model)
     kwargs.update(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
     if per_token:
         kwargs.update(streamer=streamer, logits_processor=LogitsProcessorList([*user_processors, processor]))
@@ -549,9 +573,11 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         streamer.reset()
         _torch.free_memory()
         _torch.synchronize()
+        if draft_rec is not None:
+            draft_rec.begin()  # first: the iteration's own start comes last, right before generate
         rec.begin()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), (candidates if candidates is not None else _nothing()):
                 if timed_text:
                     out = model.generate(**text.encode(), **kw)
                     text.decode(out.sequences if hasattr(out, "sequences") else out)
@@ -559,101 +585,166 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
                     out = model.generate(**inputs, **kw)
         finally:
             trace = rec.end()
+            draft_trace = draft_rec.end() if draft_rec is not None else None
         sequences = out.sequences if hasattr(out, "sequences") else out
         produced = int(sequences.shape[-1]) - prompt_len
         if produced != max_new_tokens:
             raise OutputLengthError(max_new_tokens, produced, "generate returned sequences of the wrong length")
+        if step_log is not None and draft_trace is not None:
+            trace = _step_trace(trace, draft_trace, step_log, spec_method)
         if per_token and trace.n_marks != max_new_tokens:
             raise OutputLengthError(max_new_tokens, trace.n_marks, "the streamer saw a different number of tokens")
         return trace
 
-    for i in range(warmup):
-        run_once(timed_kwargs)
-        if progress:
-            progress("warmup", i + 1, warmup)
-    # Everything alive now (model, imports) lives as long as the measurement: each iteration's
-    # collection then scans only what the iterations made (a full one took 0.3 s in the built-in
-    # model's process). Thawed in the end, so that the model can be freed.
-    _torch.freeze_long_lived()
-    try:
-        # The timed iterations, under the instruments that cost the measured thread nothing per token.
-        on_cuda = getattr(model_device, "type", None) == "cuda"
-        sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
-        stall_rec = None
-        if stalls:
-            from fastprof.capture.stalls import StallRecorder
+    # The speculative settings sit on the assistant's generation config for the measurement only.
+    with assistant_cfg:
+        for i in range(warmup):
+            run_once(timed_kwargs)
+            if progress:
+                progress("warmup", i + 1, warmup)
+        # Everything alive now (model, imports) lives as long as the measurement: each iteration's
+        # collection then scans only what the iterations made (a full one took 0.3 s in the built-in
+        # model's process). Thawed in the end, so that the model can be freed.
+        _torch.freeze_long_lived()
+        try:
+            # The timed iterations, under the instruments that cost the measured thread nothing per token.
+            on_cuda = getattr(model_device, "type", None) == "cuda"
+            sampling = _Sampling(device_timing, sample_interval_ms, sampler_backend)
+            stall_rec = None
+            if stalls:
+                from fastprof.capture.stalls import StallRecorder
 
-            stall_rec = _Stalls(StallRecorder(cuda_device=model_device if on_cuda else None,
-                                              token_recorder=rec if on_cuda and per_token else None))
-        hostpath = _HostPath(int(getattr(model_device, "index", None) or 0) if on_cuda else None, enabled=host_path)
-        # Iterations end in reverse order: the host path's calibration runs after every other
-        # instrument has closed the iteration, so nothing it does is counted in that iteration.
-        timed_instruments: list[Instrument] = [hostpath, sampling, *([stall_rec] if stall_rec else [])]
-        if tracing.trace_timed:
-            timed_instruments.append(tracing)
-        traces = run_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
-                           (lambda i: progress("measure", i, iterations)) if progress else None)
-        hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
+                stall_rec = _Stalls(StallRecorder(cuda_device=model_device if on_cuda else None,
+                                                  token_recorder=rec if on_cuda and per_token else None))
+            hostpath = _HostPath(int(getattr(model_device, "index", None) or 0) if on_cuda else None, enabled=host_path)
+            # Iterations end in reverse order: the host path's calibration runs after every other
+            # instrument has closed the iteration, so nothing it does is counted in that iteration.
+            timed_instruments: list[Instrument] = [hostpath, sampling, *([stall_rec] if stall_rec else [])]
+            if tracing.trace_timed:
+                timed_instruments.append(tracing)
+            traces = run_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
+                               (lambda i: progress("measure", i, iterations)) if progress else None)
+            hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
 
-        # The traced iterations, after the timed ones: kernel trace (with CUDA API records) and host marks.
-        compiled = kwargs.get("compile_config") is not None or type(model).__name__ == "OptimizedModule"
-        host = _HostTracing(model, host_trace and per_token and not tracing.trace_timed, compiled=compiled,
-                        python_samples=python_samples)
-        traced_kwargs = timed_kwargs
-        if host.tracer is not None:
-            traced_kwargs = dict(timed_kwargs, logits_processor=host.processors([*user_processors, processor]))
-        n_host = (2 if kernel_trace_iterations is None else int(kernel_trace_iterations)) if host.tracer else 0
-        traced = tracing.run_after(traces, lambda: run_once(traced_kwargs), others=[host], minimum=n_host)
+            # The traced iterations, after the timed ones: kernel trace (with CUDA API records) and host marks.
+            compiled = kwargs.get("compile_config") is not None or type(model).__name__ == "OptimizedModule"
+            host = _HostTracing(model, host_trace and per_token and not tracing.trace_timed, compiled=compiled,
+                            python_samples=python_samples)
+            traced_kwargs = timed_kwargs
+            if host.tracer is not None:
+                traced_kwargs = dict(timed_kwargs, logits_processor=host.processors([*user_processors, processor]))
+            n_host = (2 if kernel_trace_iterations is None else int(kernel_trace_iterations)) if host.tracer else 0
+            traced = tracing.run_after(traces, lambda: run_once(traced_kwargs), others=[host], minimum=n_host)
 
-        if device_timing["available"] and per_token:
-            bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
-            if bad:
-                device_timing = {"available": False,
-                                 "reason": f"the logits processor was not called once per token (iterations {bad}); "
-                                           "this decoding strategy bypasses logits processors"}
+            if device_timing["available"] and per_token:
+                bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]
+                if bad:
+                    device_timing = {"available": False,
+                                     "reason": (f"the logits processor was not called once per token (iterations {bad}); "
+                                                "this decoding strategy bypasses logits processors") if spec_method is None
+                                     else (f"no device mark behind every verification (iterations {bad}): this "
+                                           "transformers' candidate generator could not be wrapped")}
 
-        env = capture_environment()
-        cfg = {
-            "model": getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__,
-            "batch_size": batch_size, "prompt_len": prompt_len, "max_new_tokens": max_new_tokens,
-            "warmup": warmup, "iterations": iterations, "device": str(model_device),
-            "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""), "seed": seed,
-            "generate_kwargs": {k: v for k, v in kwargs.items()
-                                if k not in ("streamer", "logits_processor") and isinstance(v, (int, float, str, bool))},
-        }
-        cfg["sample_interval_ms"] = sample_interval_ms
-        notes: list[str] = []
-        if not per_token:
-            cfg["per_token_marks"] = False
-            notes.append(f"beam search (num_beams={kwargs['num_beams']}): no per-token marks (the best sequence is "
-                         "chosen at the end), so only end-to-end latency and throughput are measured")
-        cfg.update(config or {})
-        result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env,
-                                             device_timing=device_timing, hardware=hardware,
-                                             warnings=notes + environment_warnings(env) + hardware.get("warnings", []))
-        itl_untraced = (result.summary.get("itl_s") or {}).get("mean")
-        result.kernels = tracing.finish(traced, itl_untraced)
-        result.warnings += tracing.warnings
-        if per_token:
-            result.host = host.section(tracing, itl_untraced)
-        result.host_path = hostpath.section()
-        if stall_rec is not None and per_token:
-            result.stalls = _stall_section(stall_rec.recorder, stall_rec.events or [], traces, sampling)
-        if text is not None:
-            result.inputs = text.describe(None if timed_text else _untimed_text_cost(text, traces))
-        breakdown = result.kernels if result.kernels and result.kernels.get("available") else None
-        gpu = None
-        if getattr(model_device, "type", None) == "cuda":
-            gpu = _roofline.gpu_peaks(_roofline.gpu_facts(env, int(getattr(model_device, "index", None) or 0)))
-        result.diagnose(model=model_facts(model, weight_bytes=weight_bytes), gpu=gpu, kernels=breakdown)
-        if distributed is not False and _distributed.active():
-            mode = _distributed.infer_mode(model) if distributed in ("auto", True) else str(distributed)
-            merged = _distributed.finish(result, None, mode=mode, device=str(model_device), environment=env, seed=seed)
-            assert merged is not None
-            result = merged
-        return result
-    finally:
-        _torch.thaw_long_lived()
+            env = capture_environment()
+            cfg = {
+                "model": getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__,
+                "batch_size": batch_size, "prompt_len": prompt_len, "max_new_tokens": max_new_tokens,
+                "warmup": warmup, "iterations": iterations, "device": str(model_device),
+                "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""), "seed": seed,
+                "generate_kwargs": {k: v for k, v in kwargs.items()
+                                    if k not in ("streamer", "logits_processor") and isinstance(v, (int, float, str, bool))},
+            }
+            cfg["sample_interval_ms"] = sample_interval_ms
+            notes: list[str] = []
+            if not per_token:
+                cfg["per_token_marks"] = False
+                notes.append(f"beam search (num_beams={kwargs['num_beams']}): no per-token marks (the best sequence is "
+                             "chosen at the end), so only end-to-end latency and throughput are measured")
+            if spec_method is not None:
+                cfg["draft"] = _speculative_config(model, spec_method, kwargs, assistant_cfg.settings)
+            cfg.update(config or {})
+            result = BenchmarkResult.from_traces("generate", traces, config=cfg, environment=env,
+                                                 device_timing=device_timing, hardware=hardware,
+                                                 warnings=notes + environment_warnings(env) + hardware.get("warnings", []))
+            # The traced iterations' time per step against the untraced one's (per token in plain decoding).
+            itl_untraced = (result.summary.get("step_s" if spec_method else "itl_s") or {}).get("mean")
+            result.kernels = tracing.finish(traced, itl_untraced)
+            result.warnings += tracing.warnings
+            if per_token:
+                result.host = host.section(tracing, itl_untraced)
+            if spec_method is not None and result.steps is not None and traced:
+                from fastprof.analysis import speculative as _spec_analysis
+
+                result.steps["traced"] = _spec_analysis.traced_split(
+                    traced, kernels=tracing.trace if tracing.active else None, spans=host.spans)
+            result.host_path = hostpath.section()
+            if stall_rec is not None and per_token:
+                result.stalls = _stall_section(stall_rec.recorder, stall_rec.events or [], traces, sampling)
+            if text is not None:
+                result.inputs = text.describe(None if timed_text else _untimed_text_cost(text, traces))
+            breakdown = result.kernels if result.kernels and result.kernels.get("available") else None
+            gpu = None
+            if getattr(model_device, "type", None) == "cuda":
+                gpu = _roofline.gpu_peaks(_roofline.gpu_facts(env, int(getattr(model_device, "index", None) or 0)))
+            result.diagnose(model=model_facts(model, weight_bytes=weight_bytes), gpu=gpu, kernels=breakdown)
+            if distributed is not False and _distributed.active():
+                mode = _distributed.infer_mode(model) if distributed in ("auto", True) else str(distributed)
+                merged = _distributed.finish(result, None, mode=mode, device=str(model_device), environment=env, seed=seed)
+                assert merged is not None
+                result = merged
+            return result
+        finally:
+            _torch.thaw_long_lived()
+
+
+def _nothing() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _step_trace(trace: Trace, draft: Trace, log: Any, method: str | None) -> Trace:
+    """The per-token trace of a speculative iteration: its per-step marks repeated for each token
+    the step emitted (each token carries its step's time), with the steps themselves and the
+    draft marks in ``steps``."""
+    import dataclasses
+
+    tokens = log.tokens[: log.steps].copy()
+    host, device = _speculative.expand(trace.host_marks_ns, trace.device_marks_ns, tokens)
+    free = trace.device_free_bytes
+    if free is not None and free.size == tokens.size:
+        free = np.repeat(free, tokens)
+    steps = {"method": method, "tokens": tokens, "proposed": log.proposed[: log.drafts].copy(),
+             "draft_start_ns": int(draft.host_start_ns),
+             "draft_host_ns": np.asarray(draft.host_marks_ns, dtype=np.int64),
+             "draft_device_ns": None if draft.device_marks_ns is None else np.asarray(draft.device_marks_ns,
+                                                                                       dtype=np.int64)}
+    return dataclasses.replace(trace, host_marks_ns=host, device_marks_ns=device, device_free_bytes=free,
+                               steps=steps)
+
+
+def _speculative_config(model: Any, method: str, kwargs: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The result's ``config.speculative``: the method and the draft's settings as generate saw them."""
+    out: dict[str, Any] = {"method": method}
+    assistant = kwargs.get("assistant_model")
+    if assistant is not None:
+        out["assistant_model"] = ("self" if assistant is model else
+                                  getattr(getattr(assistant, "config", None), "name_or_path", None)
+                                  or type(assistant).__name__)
+        gen = getattr(assistant, "generation_config", None)
+        for key in _speculative.ASSISTANT_SETTINGS:
+            value = settings.get(key, getattr(gen, key, None))
+            out[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+        try:
+            out["assistant_parameters"] = int(sum(p.numel() for p in assistant.parameters()))
+        except (AttributeError, TypeError):
+            pass
+    gen = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    for key in ("prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_early_exit"):
+        value = kwargs.get(key, getattr(gen, key, None))
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _untimed_text_cost(text: Any, traces: Sequence[Trace], repeats: int = 5) -> dict[str, float]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from fastprof.analysis import metrics as _metrics
 from fastprof.analysis import roofline as _roofline
+from fastprof.analysis import speculative as _speculative
 from fastprof.analysis import stats as _stats
 from fastprof.analysis import verdict as _verdict
 from fastprof.analysis.hardware import GPM_FIELDS, gpm_metric_names
@@ -20,7 +21,7 @@ from fastprof.capture.recorder import Trace
 from fastprof.results.io import json_safe, scalar, write_atomic
 from fastprof.results.units import display_unit, metric_label
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Metrics whose stability (coefficient of variation) is checked; the rates are derived from them.
 _CHECKED = ("e2e_latency_s", "ttft_s", "itl_s", "tpot_s", "latency_s")
@@ -37,9 +38,41 @@ def _trace_record(t: Trace, extra: dict[str, Any] | None) -> dict[str, Any]:
     }
     if t.device_marks_ns is not None:
         rec["device"] = {"end_ns": int(t.device_end_ns or 0), "marks_ns": t.device_marks_ns.tolist()}
+    if t.steps is not None:
+        rec["steps"] = _steps_record(t)
     if extra:
         rec.update(extra)
     return rec
+
+
+def _ints(values: Any) -> list[int] | None:
+    return None if values is None else [int(v) for v in np.asarray(values).tolist()]
+
+
+def _steps_record(t: Trace) -> dict[str, Any]:
+    """An iteration's ``steps`` as stored: tokens and proposed drafts per step, the draft marks
+    (host: ns from the iteration's start; device: ns from the draft recorder's start event, which
+    began ``draft_start_ns`` ns after the iteration's host start, usually a few microseconds before it)."""
+    s = t.steps or {}
+    host = s.get("draft_host_ns")
+    start = s.get("draft_start_ns")
+    return {"method": s.get("method"), "tokens": _ints(s.get("tokens")), "proposed": _ints(s.get("proposed")),
+            "draft_host_ns": None if host is None else _ints(np.asarray(host, dtype=np.int64) - int(t.host_start_ns)),
+            "draft_device_ns": _ints(s.get("draft_device_ns")),
+            "draft_start_ns": None if start is None else int(start) - int(t.host_start_ns)}
+
+
+def _steps_from_record(rec: dict[str, Any] | None, start: int) -> dict[str, Any] | None:
+    if not isinstance(rec, dict) or rec.get("tokens") is None:
+        return None
+    host = rec.get("draft_host_ns")
+    dev = rec.get("draft_device_ns")
+    prop = rec.get("proposed")
+    return {"method": rec.get("method"), "tokens": np.asarray(rec["tokens"], dtype=np.int64),
+            "proposed": None if prop is None else np.asarray(prop, dtype=np.int64),
+            "draft_host_ns": None if host is None else np.asarray(host, dtype=np.int64) + start,
+            "draft_device_ns": None if dev is None else np.asarray(dev, dtype=np.int64),
+            "draft_start_ns": None if rec.get("draft_start_ns") is None else int(rec["draft_start_ns"]) + start}
 
 
 def _trace_from_record(rec: dict[str, Any]) -> Trace:
@@ -52,6 +85,7 @@ def _trace_from_record(rec: dict[str, Any]) -> Trace:
         host_marks_ns=np.asarray(host["marks_ns"], dtype=np.int64) + start,
         device_marks_ns=np.asarray(device["marks_ns"], dtype=np.int64) if device else None,
         device_end_ns=int(device["end_ns"]) if device else None,
+        steps=_steps_from_record(rec.get("steps"), start),
     )
 
 
@@ -110,6 +144,11 @@ class BenchmarkResult:
     #: The machine's host path beside every timed iteration: steal time, CPU clock and a launch /
     #: interpreter calibration (:func:`fastprof.analysis.host.host_path_section`).
     host_path: dict[str, Any] | None = None
+    #: Decode steps (generation with per-token marks): tokens per step, step time, and for
+    #: speculative decoding the acceptance, the draft and the verification apart and the speed-up
+    #: against plain decoding of the same run (:func:`fastprof.analysis.speculative.section`);
+    #: None for other kinds and for results that predate it (schema version 5).
+    steps: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -138,9 +177,15 @@ class BenchmarkResult:
         def described(metrics: dict[str, Any], clock: str) -> dict[str, dict[str, Any]]:
             # Token gaps are correlated within an iteration: their interval resamples iterations.
             groups = _metrics.itl_groups(traces, clock=clock) if kind == "generate" else None
-            return {name: _stats.describe(v, seed=seed, groups=groups if name == "itl_s" and groups is not None
-                                          and groups.size == v.size else None)
-                    for name, v in metrics.items() if keep(v)}
+            out = {name: _stats.describe(v, seed=seed, groups=groups if name == "itl_s" and groups is not None
+                                         and groups.size == v.size else None)
+                   for name, v in metrics.items() if keep(v)}
+            if kind == "generate":
+                # Speculative decoding: the per-step metrics beside the per-token ones (steps are
+                # correlated within an iteration too: their interval resamples iterations).
+                for name, (v, g) in _speculative.summary_samples(traces, clock).items():
+                    out[name] = _stats.describe(v, seed=seed, groups=g)
+            return out
 
         summary = described(host, "host")
         device_summary = None
@@ -154,11 +199,16 @@ class BenchmarkResult:
             if name in summary:
                 all_warnings += _stats.stability_warnings(name, summary[name], min_samples=0)
         extras = list(per_iteration) if per_iteration is not None else [None] * len(traces)
+        steps = None
+        if kind == "generate" and config.get("per_token_marks", True):
+            steps = _speculative.section(traces, seed=seed)
+            if steps is not None and device_summary is None:
+                steps["device"] = None
         return cls(
             kind=kind, config=dict(config), environment=environment,
             iterations=[_trace_record(t, x) for t, x in zip(traces, extras)],
             summary=summary, device_summary=device_summary, device_timing=dict(device_timing),
-            warnings=all_warnings, hardware=hardware,
+            warnings=all_warnings, hardware=hardware, steps=steps,
         )
 
     # ---- why decode is slow ---------------------------------------------------------------
@@ -292,6 +342,7 @@ class BenchmarkResult:
             **({"inputs": self.inputs} if self.inputs is not None else {}),
             **({"host": self.host} if self.host is not None else {}),
             **({"host_path": self.host_path} if self.host_path is not None else {}),
+            **({"steps": self.steps} if self.steps is not None else {}),
         })
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -324,7 +375,7 @@ class BenchmarkResult:
                 verdict=d.get("verdict"), created=d.get("created", ""), schema_version=version,
                 distributed=d.get("distributed"), serving=d.get("serving"), kernels=d.get("kernels"), processes=d.get("processes"),
                 stalls=d.get("stalls"), quantization=d.get("quantization"), inputs=d.get("inputs"),
-                host=d.get("host"), host_path=d.get("host_path"),
+                host=d.get("host"), host_path=d.get("host_path"), steps=d.get("steps"),
             )
         except KeyError as exc:
             raise ValueError(f"not a complete fastprof result: missing {exc.args[0]!r}") from None

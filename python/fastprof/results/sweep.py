@@ -3,7 +3,7 @@
 A sweep document (``kind: "sweep"``)::
 
     {
-      "schema_version": 4,
+      "schema_version": 5,
       "kind": "sweep",
       "created": "2025-01-01T00:00:00+00:00",     # UTC, ISO 8601
       "complete": true,                            # false while running or after an interruption
@@ -20,7 +20,7 @@ A sweep document (``kind: "sweep"``)::
 
 A single configuration is a sweep of one. A plain :class:`fastprof.BenchmarkResult` file (what
 ``result.save()`` writes) is read as a sweep of one too. The layout is written down as a JSON
-Schema shipped with the package (``fastprof/results/schema/results-v4.schema.json``, see :func:`schema`).
+Schema shipped with the package (``fastprof/results/schema/results-v5.schema.json``, see :func:`schema`).
 """
 
 from __future__ import annotations
