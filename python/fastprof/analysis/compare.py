@@ -58,7 +58,8 @@ Covariate adjustment (CUPED)
     beside the adjusted one.
 
 Latencies (names ending in ``_s``) and energy are better lower; throughputs (``_tokens_per_s``,
-``_per_s``) better higher. ``change_pct`` is the signed change of the ratio in percent;
+``_per_s``) better higher, and so are the speculative step metrics ``tokens_per_step`` and
+``acceptance_rate``. ``change_pct`` is the signed change of the ratio in percent;
 ``worse_pct`` is how much worse B is (positive for a regression, whatever the direction).
 """
 
@@ -82,8 +83,13 @@ TARGET_POWER = 0.95
 TOO_LITTLE = "too little data"
 
 
+#: Metrics other than rates where more is better: the step metrics of speculative decoding
+#: (:mod:`fastprof.analysis.speculative`).
+HIGHER_IS_BETTER = ("tokens_per_step", "acceptance_rate")
+
+
 def higher_is_better(metric: str) -> bool:
-    return metric.endswith("_per_s")
+    return metric.endswith("_per_s") or metric in HIGHER_IS_BETTER
 
 
 @dataclass
