@@ -43,7 +43,7 @@ def worker(out: Path, args: argparse.Namespace, delay_ms: float | None) -> None:
     cmd = [sys.executable, "-m", "fastprof", "run", "--processes", "1", "--quiet", "--device", args.device,
            "--prompt-len", str(args.prompt_len), "--max-new-tokens", str(args.new_tokens),
            "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--kernel-trace", "0",
-           "--sample-interval-ms", "0", "-o", str(out)]
+           "--sample-interval-ms", "0", "-o", str(out)] + (["--model", args.model] if args.model else [])
     env = dict(os.environ)
     if delay_ms:
         env["FASTPROF_STEP_DELAY_MS"] = f"{delay_ms:.4f}"
@@ -53,6 +53,7 @@ def worker(out: Path, args: argparse.Namespace, delay_ms: float | None) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", help="a model directory (default: the built-in model)")
     ap.add_argument("--pool-a", type=int, default=16, help="single-process runs of arm A")
     ap.add_argument("--pool-b", type=int, default=8, help="single-process runs of arm B (slowed)")
     ap.add_argument("--processes", default="1,2,3,5", help="processes per side to evaluate")
@@ -74,6 +75,9 @@ def main() -> int:
     ap.add_argument("--use-iterations", default=None,
                     help="comma list: also evaluate with only the first K timed iterations of every run "
                          "(what --iterations K per process would give, from the same pool)")
+    ap.add_argument("--covariates", default="auto",
+                    help="comma list of compare's --covariate settings to evaluate side by side "
+                         "(none: unadjusted; auto: the host-path calibration where the runs carry it)")
     ap.add_argument("--trims", default=None,
                     help="comma list of trimmed shares to evaluate side by side (default: compare's own)")
     args = ap.parse_args()
@@ -124,8 +128,8 @@ def main() -> int:
         s.add_ok(dict(merged.config), merged)
         return s
 
-    def fires(a, b) -> tuple[bool, float | None, float | None]:
-        c = compare_sweeps(sweep_of(a), sweep_of(b), alpha=0.05)
+    def fires(a, b, cov="auto") -> tuple[bool, float | None, float | None]:
+        c = compare_sweeps(sweep_of(a), sweep_of(b), alpha=0.05, covariate=None if cov == "none" else cov)
         itl = next((r for r in c.rows if r.metric == "itl_s"), None)
         return (bool(regressions([c], args.threshold)), (itl.change_pct if itl else None),
                 (itl.detectable_pct if itl else None))
@@ -142,21 +146,23 @@ def main() -> int:
     full_pools = pools
     uses = [int(k) for k in args.use_iterations.split(",")] if args.use_iterations else [None]
     table = []
-    for use, trim, n in ((u, t, int(x)) for u in uses for t in trims for x in args.processes.split(",")):
+    covs = args.covariates.split(",")
+    for use, trim, cov, n in ((u, t, c, int(x)) for u in uses for t in trims for c in covs
+                              for x in args.processes.split(",")):
         _cmp.TRIM = trim
         pools = full_pools if use is None else {
             arm: [dataclasses.replace(r, iterations=r.iterations[:use]) for r in rs] for arm, rs in full_pools.items()}
-        row = {"processes": n, "trim": trim, "iterations": use or args.iterations}
+        row = {"processes": n, "trim": trim, "iterations": use or args.iterations, "covariate": cov}
         if 2 * n <= len(pools["a"]):
             alarms = 0
             for _ in range(args.draws):
                 pick = rng.sample(pools["a"], 2 * n)
-                alarms += fires(pick[:n], pick[n:])[0]
+                alarms += fires(pick[:n], pick[n:], cov)[0]
             row["false_alarm_rate"] = alarms / args.draws
         if n <= len(pools["a"]) and n <= len(pools["b"]):
             caught, changes, detectable = 0, [], []
             for _ in range(args.draws):
-                hit, change, mde = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n))
+                hit, change, mde = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n), cov)
                 caught += hit
                 changes.append(change)
                 detectable.append(mde)
@@ -175,7 +181,7 @@ def main() -> int:
     print(f"\ncompare calibration on {args.device}: A ITL {itl_ms:.2f} ms, B +{delay:.2f} ms per step "
           f"({args.slowdown:.0%}); pool {len(full_pools['a'])} A + {len(full_pools['b'])} B single-process runs of "
           f"{args.iterations} iterations; {args.draws} draws per cell; gate --fail-on-regression {args.threshold:g}")
-    print(f"{'iters':>5} {'trim':>5} {'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} "
+    print(f"{'iters':>5} {'trim':>5} {'covariate':>10} {'processes/side':>15} {'A/A false alarms':>17} {'A/B caught':>11} "
           f"{'ITL change':>11} {'ITL detectable':>15}")
     for row in table:
         fa = f"{row['false_alarm_rate']:.1%}" if "false_alarm_rate" in row else "-"
@@ -183,7 +189,7 @@ def main() -> int:
         ch = f"{row['median_itl_change_pct']:+.1f}%" if row.get("median_itl_change_pct") is not None else "-"
         md = row.get("median_itl_detectable_pct")
         md = f"{md:.1f}%" if md is not None else "-"
-        print(f"{row['iterations']:>5} {row['trim']:>5g} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11} {md:>15}")
+        print(f"{row['iterations']:>5} {row['trim']:>5g} {row['covariate']:>10} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11} {md:>15}")
     print(f"total {report['seconds']:.0f} s")
     return 0
 

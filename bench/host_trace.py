@@ -47,6 +47,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from observer_effect import MODEL_1B, MODEL_SMOKE, Workload, paired_ratio  # noqa: E402
 
 ARMS = ("untraced", "untraced (A/A)", "fastprof kernel+host", "torch.profiler CPU+CUDA")
+# --arms decompose adds the fastprof arm's pieces: the kernel tracer alone, then with API records.
+DECOMPOSE = ("fastprof kernels only", "fastprof kernels+api")
 
 
 def token_marks() -> Any:
@@ -111,6 +113,19 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
                        summary=H.summary_line(sec), loop=(sec.get("loop") or {}).get("parts_s"))
         return out
 
+    def tracer_only(api: bool) -> Callable[[], dict]:
+        def arm() -> dict:
+            kw = {"streamer": token_marks()}
+            wl.sync()
+            t0 = time.perf_counter_ns()
+            tracer = KernelTracer(api=api)
+            started = tracer.start()
+            wl.generate(**kw)
+            wl.sync()
+            tracer.stop()
+            return {"wall_ns": time.perf_counter_ns() - t0, "available": bool(started)}
+        return arm
+
     def profiler() -> dict:
         from torch.profiler import ProfilerActivity, profile
 
@@ -123,7 +138,8 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
         return {"wall_ns": time.perf_counter_ns() - t0}
 
     return {"untraced": untraced, "untraced (A/A)": untraced, "fastprof kernel+host": fastprof_traced,
-            "torch.profiler CPU+CUDA": profiler}
+            "torch.profiler CPU+CUDA": profiler, "fastprof kernels only": tracer_only(False),
+            "fastprof kernels+api": tracer_only(True)}
 
 
 def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: Callable[[str], None]) -> dict:
@@ -146,7 +162,7 @@ def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: C
     res["rounds"] = rounds
     stats = {}
     for i, name in enumerate(args.arm_list):
-        rows = [row for row in rounds if name != "fastprof kernel+host" or row[name].get("available")]
+        rows = [row for row in rounds if not name.startswith("fastprof") or row[name].get("available")]
         a = [row[name]["wall_ns"] for row in rows]
         b = [row["untraced"]["wall_ns"] for row in rows]
         stats[name] = paired_ratio(a, b, seed=args.seed + i) if a else {"n": 0, "median": None}
@@ -187,11 +203,14 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=240.0, help="stop starting rounds (after 3) past this time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output")
-    ap.add_argument("--arms", choices=("all", "fastprof", "profiler"), default="all")
+    ap.add_argument("--arms", choices=("all", "fastprof", "profiler", "decompose"), default="all",
+                    help="decompose: all four arms plus the kernel tracer alone and with API records")
     args = ap.parse_args()
     args.rounds = args.rounds or (2 if args.smoke else 10)
-    args.arm_list = [a for a in ARMS if a.startswith("untraced") or args.arms == "all"
+    args.arm_list = [a for a in ARMS if a.startswith("untraced") or args.arms in ("all", "decompose")
                      or (args.arms == "fastprof") == a.startswith("fastprof")]
+    if args.arms == "decompose":
+        args.arm_list += list(DECOMPOSE)
     args.new_tokens = args.new_tokens or (8 if args.smoke else 64)
     args.prompt_len = args.prompt_len or (8 if args.smoke else 64)
     t_start = time.perf_counter()
