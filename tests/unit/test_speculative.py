@@ -142,3 +142,47 @@ def test_speedup_iterations_and_processes():
     s = spec.speedup(base, fast, base_process=p, spec_process=p)
     assert s["e2e_latency_s"]["unit"] == "process" and s["e2e_latency_s"]["n"] == 2
     assert s["e2e_latency_s"]["ratio"] == pytest.approx(2.0, rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_llama, tmp_path_factory):
+    d = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_llama.save_pretrained(d)
+    return str(d)
+
+
+def test_run_sweeps_speculative_axes_beside_plain_decoding(model_dir, tmp_path, capsys):
+    from fastprof import cli
+    from fastprof.results.sweep import load, validate
+
+    out = tmp_path / "s.json"
+    rc = cli.main(["run", "--model", model_dir, "--assistant-model", "builtin,self", "--num-assistant-tokens", "2",
+                   "--prompt-lookup", "2", "--prompt-len", "8", "--max-new-tokens", "8", "--warmup", "1",
+                   "--iterations", "2", "--processes", "1", "--kernel-trace", "0", "-q", "-o", str(out)])
+    assert rc == 0
+    validate(json.loads(out.read_text()))
+    sweep = load(out)
+    assert [r.config["speculative"] for r in sweep.runs] == ["none", "draft=builtin k=2", "draft=self k=2", "lookup=2"]
+    plain, builtin, self_, lookup = (r.result for r in sweep.runs)
+    assert plain.steps["method"] == "none" and "speedup" not in plain.steps
+    assert builtin.steps["method"] == "assistant" and self_.steps["acceptance_rate"] == 1.0
+    assert lookup.steps["method"] == "prompt_lookup"
+    for r in (builtin, self_, lookup):
+        assert r.steps["speedup"]["baseline"] == "speculative=none"
+        assert r.steps["speedup"]["e2e_latency_s"]["ratio"] > 0
+    assert any("random weights" in w for w in builtin.warnings)
+    assert not any("random weights" in w for w in self_.warnings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-assistant-tokens", "4"], "--num-assistant-tokens: needs --assistant-model"),
+    (["--assistant-model", "builtin", "--batch-size", "1,2"], "batch size 1 only"),
+    (["--assistant-model", "/no/such/dir"], "is not a directory"),
+    (["--assistant-model", "self", "--num-assistant-tokens", "0"], "must be at least 1"),
+    (["--prompt-lookup", "x"], "--prompt-lookup: expected a positive integer"),
+])
+def test_bad_speculative_options(argv, message, capsys):
+    from fastprof import cli
+
+    assert cli.main(["run", "--device", "cpu", *argv]) == 2
+    assert message in capsys.readouterr().err

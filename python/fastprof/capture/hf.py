@@ -108,6 +108,36 @@ def build_default_model(*, dtype: Any = None, device: Any = "cpu", seed: int = 0
     return model.to(device).eval()
 
 
+#: The built-in draft model: a smaller sibling of the built-in model (same vocabulary and special
+#: tokens, 2 layers of width 256, about 17M parameters, most of them its embeddings), for
+#: ``fastprof run --assistant-model builtin``.
+DRAFT_OVERRIDES = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2)
+
+
+def default_draft_config(**overrides: Any) -> Any:
+    """The built-in draft model's config (:data:`DRAFT_OVERRIDES` over :func:`default_model_config`)."""
+    return default_model_config(**{**DRAFT_OVERRIDES, **overrides})
+
+
+def build_default_draft(*, dtype: Any = None, device: Any = "cpu", seed: int = 0, target: Any = None,
+                        **overrides: Any) -> Any:
+    """The built-in draft model with seeded random weights on ``device``. With ``target`` (a
+    transformers model), it takes the target's vocabulary size and special token ids, so that it can
+    draft for any target (its drafts are random: see :mod:`fastprof.analysis.speculative` on
+    acceptance and random weights)."""
+    if target is not None:
+        cfg = getattr(target, "config", None)
+        text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        for key in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(text, key, None)
+            if value is not None:
+                overrides.setdefault(key, value)
+        overrides.setdefault("max_position_embeddings", max(int(getattr(text, "max_position_embeddings", 0) or 0),
+                                                            4096))
+    return build_default_model(dtype=dtype, device=device, seed=seed + 1, **{**DRAFT_OVERRIDES, **overrides})
+
+
 def save_default_model(path: str, *, dtype: Any = None, seed: int = 0, **overrides: Any) -> str:
     """Writes the built-in model to ``path`` as a model directory (config and safetensors) for
     ``from_pretrained``. Unlike ``save_pretrained``, it writes on every rank of a torchrun job:

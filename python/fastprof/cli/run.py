@@ -66,7 +66,8 @@ def add_parser(sub: Any) -> None:
             "examples:\n"
             "  fastprof run --batch-size 1,4,16 --prompt-len 128,1024 --attn-implementation eager,sdpa\n"
             "  fastprof run --model DIR --quantization none,bnb-int8,bnb-nf4,torchao-int8wo --batch-size 1,4,16\n"
-            "  fastprof run --model DIR --prompts prompts.txt --time-tokenization"
+            "  fastprof run --model DIR --prompts prompts.txt --time-tokenization\n"
+            "  fastprof run --model DIR --assistant-model builtin,self --num-assistant-tokens 2,4,8 --prompt-lookup 3"
         ),
         formatter_class=Formatter,
     )
@@ -161,6 +162,28 @@ def add_parser(sub: Any) -> None:
                      help="requests served and discarded before each rate's window")
     srv.add_argument("--manager-warmup", action=argparse.BooleanOptionalAction, default=True,
                      help="run the continuous-batching manager's own warm-up (CUDA graph capture) first")
+    spec = run.add_argument_group(
+        "speculative decoding",
+        "Each option adds configurations beside plain decoding ('none', always measured in the same\n"
+        "run as their baseline): a decode step then emits several tokens. Reported per step: step time,\n"
+        "tokens per step, acceptance rate (accepted draft tokens / proposed), the draft's and the\n"
+        "verification's time, and the speed-up against plain decoding. Batch size 1 only (transformers'\n"
+        "assisted generation). Random weights (the built-in models) accept few drafts: acceptance\n"
+        "needs real weights and prompts; 'self' accepts every draft whatever the weights.\n"
+        "example: fastprof run --assistant-model builtin,self --num-assistant-tokens 2,4,8 --prompt-lookup 3")
+    spec.add_argument("--assistant-model", type=comma_list(_assistant), default=None, metavar="DIR[,...]",
+                      help="draft models: a local model directory, 'builtin' (a small sibling of the built-in "
+                           "model, sized to the target's vocabulary), 'self' (the target drafts for itself) or "
+                           "'none' (plain decoding only)")
+    spec.add_argument("--num-assistant-tokens", type=comma_list(_draft_tokens), default=None, metavar="N[,...]",
+                      help="draft tokens per step, for every --assistant-model: N (constant), 'dynamic' "
+                           "(transformers' default: up to 20, a draft stops when the draft model's confidence "
+                           "falls) or 'heuristic' (longer after a fully accepted draft, shorter otherwise) "
+                           "(default: dynamic)")
+    spec.add_argument("--prompt-lookup", type=comma_list(_lookup), default=None, metavar="N[,...]",
+                      help="prompt lookup decoding: drafts of N tokens copied from where the last n-gram "
+                           "appeared earlier in the prompt or the output (transformers' prompt_lookup_num_tokens); "
+                           "'none': plain decoding only")
     par = run.add_mutually_exclusive_group()
     par.add_argument("--tp", action="store_true",
                      help="under torchrun: tensor parallel, the model sharded across the ranks with transformers' "
@@ -168,6 +191,54 @@ def add_parser(sub: Any) -> None:
     par.add_argument("--dp", action="store_true",
                      help="under torchrun: data parallel, every rank its own copy and its own prompts; throughput "
                           "adds up across ranks (the default under torchrun)")
+
+
+def _assistant(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("empty assistant model")
+    return text
+
+
+def _draft_tokens(text: str) -> str:
+    from fastprof.measure.runner import SCHEDULES
+
+    if text in SCHEDULES:
+        return text
+    return str(positive_int(text))
+
+
+def _lookup(text: str) -> str:
+    return text if text == "none" else str(positive_int(text))
+
+
+def _speculative_axis(args: argparse.Namespace) -> None:
+    """``args.speculative``: the sweep's speculative axis from --assistant-model,
+    --num-assistant-tokens and --prompt-lookup (None without them); bad combinations refused."""
+    from fastprof.measure.runner import BUILTIN_DRAFT, SELF_DRAFT, speculative_values
+
+    assistants = getattr(args, "assistant_model", None)
+    tokens = getattr(args, "num_assistant_tokens", None)
+    lookups = getattr(args, "prompt_lookup", None)
+    args.speculative = None
+    if tokens is not None and not [a for a in assistants or [] if a != "none"]:
+        raise UsageError("argument --num-assistant-tokens: needs --assistant-model")
+    if assistants is None and lookups is None:
+        return
+    for name in assistants or []:
+        if name not in ("none", BUILTIN_DRAFT, SELF_DRAFT) and not Path(name).is_dir():
+            raise UsageError(f"argument --assistant-model: {name!r} is not a directory (nor builtin, self or none)")
+    values = speculative_values(assistants, tokens, lookups)
+    if values == ["none"]:
+        return
+    if max(args.batch_size) > 1:
+        raise UsageError("speculative decoding (--assistant-model, --prompt-lookup) runs at batch size 1 only "
+                         "(transformers' assisted generation); give --batch-size 1")
+    if (args.num_beams or 1) > 1:
+        raise UsageError("speculative decoding does not combine with --num-beams")
+    if args.serving or args.tp or args.dp:
+        raise UsageError("speculative decoding is measured with static generate calls in one process: "
+                         "--serving, --tp and --dp do not apply")
+    args.speculative = values
 
 
 def _interval_ms(text: str) -> int:
@@ -298,6 +369,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     device = _resolve_device(args.device, torch)
+    _speculative_axis(args)
     _prepare_prompts(args)
     note = _check_positions(args)
     if note:
@@ -322,6 +394,13 @@ def main(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             print(f"fastprof: {exc}", file=sys.stderr)
             return 1
+        if args.speculative and outcome.sweep.attach_speedups(seed=args.seed):
+            # The speed-ups over the merged processes, each process's pair of runs a unit.
+            sweep = outcome.sweep
+            if len(sweep.runs) == 1 and sweep.runs[0].result is not None:
+                sweep.runs[0].result.save(args.output)
+            else:
+                sweep.save(args.output)
         _print_outcome(outcome, args)
         return outcome.exit_code
     if mode is not None:

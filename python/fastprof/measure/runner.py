@@ -1,8 +1,11 @@
 """The sweep behind ``fastprof run``: every combination of the swept values is one configuration.
 
 Configurations run in the order dtype, quantization, attention implementation, compile, batch
-size, prompt length, new tokens (the model is loaded once per dtype, quantization and attention
-implementation). A
+size, prompt length, new tokens, speculative decoding (the model is loaded once per dtype,
+quantization and attention implementation; a draft model once per model load). Speculative
+configurations (``--assistant-model``, ``--prompt-lookup``) run right after their plain baseline
+(``speculative: "none"``), and each gets its speed-up against it once the sweep is done
+(:meth:`fastprof.results.sweep.Sweep.attach_speedups`). A
 configuration that raises is recorded as failed with its reason and the sweep goes on; the
 results file (a sweep document, see :mod:`fastprof.results.sweep`) is rewritten atomically after each
 configuration, so an interruption keeps the finished ones. When there is one configuration and it
@@ -24,7 +27,83 @@ from fastprof.results.sweep import Sweep
 BUILTIN_MODEL = "fastprof-builtin-llama"
 
 #: The sweep axes of ``fastprof run``, in the order they nest (outermost first).
-AXES = ("dtype", "quantization", "attn_implementation", "compile", "batch_size", "prompt_len", "max_new_tokens")
+AXES = ("dtype", "quantization", "attn_implementation", "compile", "batch_size", "prompt_len", "max_new_tokens",
+        "speculative")
+
+#: ``--assistant-model`` names that are not directories: the built-in draft model, the target itself.
+BUILTIN_DRAFT, SELF_DRAFT = "builtin", "self"
+#: ``--num-assistant-tokens`` schedules besides a constant N: transformers' default (``dynamic``: up
+#: to 20 draft tokens, a draft stops early when the draft model's confidence falls under a
+#: threshold that adapts) and its ``heuristic`` schedule (more draft tokens after a fully accepted
+#: draft, fewer otherwise; reset at every generate call, so that iterations stay alike).
+SCHEDULES = ("dynamic", "heuristic")
+
+
+def speculative_values(assistants: Sequence[str] | None, draft_tokens: Sequence[str] | None,
+                       lookups: Sequence[str] | None) -> list[str]:
+    """The ``speculative`` axis of a sweep: ``"none"`` (plain decoding, always first: the baseline
+    of the others), then ``"draft=NAME k=K"`` for every assistant and draft length, then
+    ``"lookup=N"`` for every prompt-lookup length. ``["none"]`` when no speculative option is given."""
+    values = ["none"]
+    for name in assistants or []:
+        if name == "none":
+            continue
+        for k in draft_tokens or ["dynamic"]:
+            values.append(f"draft={name} k={k}")
+    for n in lookups or []:
+        if str(n) != "none":
+            values.append(f"lookup={n}")
+    return list(dict.fromkeys(values))
+
+
+def parse_speculative(value: str) -> dict[str, Any]:
+    """A ``speculative`` axis value back into its parts: ``{"method": "none"}``,
+    ``{"method": "assistant", "assistant": NAME, "k": K}`` or ``{"method": "prompt_lookup", "n": N}``."""
+    if value in (None, "none"):
+        return {"method": "none"}
+    if value.startswith("lookup="):
+        return {"method": "prompt_lookup", "n": int(value[len("lookup="):])}
+    if value.startswith("draft="):
+        name, _, k = value[len("draft="):].rpartition(" k=")
+        return {"method": "assistant", "assistant": name, "k": k}
+    raise ValueError(f"unknown speculative setting {value!r}")
+
+
+def speculative_kwargs(value: str, draft: Any) -> dict[str, Any]:
+    """generate() arguments of a ``speculative`` axis value; ``draft`` is the loaded assistant model
+    (None for plain decoding and prompt lookup). The draft settings go to the assistant's generation
+    config for the measurement (:func:`fastprof.capture.speculative.assistant_settings`)."""
+    spec = parse_speculative(value)
+    if spec["method"] == "none":
+        return {}
+    if spec["method"] == "prompt_lookup":
+        return {"prompt_lookup_num_tokens": spec["n"]}
+    k = spec["k"]
+    out: dict[str, Any] = {"assistant_model": draft}
+    if k == "heuristic":
+        out["num_assistant_tokens_schedule"] = "heuristic_transient"
+    elif k != "dynamic":
+        # A constant draft length: without the confidence threshold, which would stop drafts early.
+        out.update(num_assistant_tokens=int(k), num_assistant_tokens_schedule="constant",
+                   assistant_confidence_threshold=0.0)
+    return out
+
+
+def load_draft(name: str, target: Any, *, dtype: str, device: str, seed: int) -> Any:
+    """The assistant model ``name``: the target itself (``self``), the built-in draft sized to the
+    target's vocabulary (``builtin``), or a local model directory."""
+    import torch
+
+    from fastprof.capture import hf
+
+    if name == SELF_DRAFT:
+        return target
+    torch_dtype = getattr(torch, dtype)
+    if name == BUILTIN_DRAFT:
+        return hf.build_default_draft(dtype=torch_dtype, device=device, seed=seed, target=target)
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=True).to(device).eval()
 
 
 class ModelLoadError(Exception):
@@ -93,6 +172,17 @@ def beam_kwargs(args: Any) -> dict[str, Any]:
     """generate() arguments for ``--num-beams`` (beam search: end-to-end timing only)."""
     beams = int(getattr(args, "num_beams", 1) or 1)
     return {"num_beams": beams} if beams > 1 else {}
+
+
+def speculative_notes(spec: dict[str, Any], *, builtin_target: bool) -> list[str]:
+    """Warnings of a speculative configuration whose acceptance says little about real use."""
+    from fastprof.analysis.speculative import NOTE_RANDOM_WEIGHTS
+
+    if spec["method"] == "assistant" and spec["assistant"] == SELF_DRAFT:
+        return []
+    if builtin_target or (spec["method"] == "assistant" and spec["assistant"] == BUILTIN_DRAFT):
+        return [NOTE_RANDOM_WEIGHTS]
+    return []
 
 
 def _free(torch: Any) -> None:
@@ -213,9 +303,13 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     axes = {"dtype": dtypes, "quantization": list(getattr(args, "quantization", None) or ["none"]),
             "attn_implementation": args.attn_implementation, "compile": args.compile,
             "batch_size": args.batch_size, "prompt_len": [None] if texts else args.prompt_len,
-            "max_new_tokens": args.max_new_tokens}
+            "max_new_tokens": args.max_new_tokens, "speculative": list(getattr(args, "speculative", None) or ["none"])}
+    speculative = axes["speculative"] != ["none"]
     combos = list(itertools.product(*(axes[a] for a in AXES)))
-    sweep = Sweep(environment=capture_environment(), parameters={"model": [model_name], **axes},
+    parameters = {"model": [model_name], **axes}
+    if not speculative:
+        parameters.pop("speculative")
+    sweep = Sweep(environment=capture_environment(), parameters=parameters,
                   command=list(command) if command else None, complete=False)
     what = "built-in model (Llama architecture, random weights)" if args.model is None else args.model
     if ctx is not None:
@@ -230,25 +324,30 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     model_key: tuple[str, str, str] | None = None
     model_info: dict[str, Any] = {}
     model_error: BaseException | None = None
+    drafts: dict[str, Any] = {}
     try:
         with progress:
             overall = progress.add_task("configurations", total=len(combos))
             iters = progress.add_task("iterations", total=args.warmup + args.iterations)
-            for n, (dtype, quant, attn, comp, bs, pl, new) in enumerate(combos):
+            for n, (dtype, quant, attn, comp, bs, pl, new, spec) in enumerate(combos):
                 config = {"model": model_name, "batch_size": bs, "prompt_len": pl, "max_new_tokens": new,
                           "dtype": dtype, "quantization": quant, "attn_implementation": attn, "compile": comp}
+                if speculative:
+                    config["speculative"] = spec
                 if texts:
                     config["prompts"] = args.prompt_source
                 if beam_kwargs(args):
                     config["num_beams"] = int(args.num_beams)
                 label = (f"[{n + 1}/{len(combos)}] bs={bs} prompt={'text' if texts else pl} new={new} {dtype}"
-                         f"{'' if quant == 'none' else ' ' + quant} attn={attn} compile={comp}")
+                         f"{'' if quant == 'none' else ' ' + quant} attn={attn} compile={comp}"
+                         f"{' spec=' + spec if speculative else ''}")
                 progress.update(overall, description=escape(label))
                 progress.reset(iters, total=args.warmup + args.iterations, description="  warmup")
                 result, error = None, None
                 try:
                     if (dtype, quant, attn) != model_key:
                         model, model_error, model_key = None, None, (dtype, quant, attn)
+                        drafts.clear()
                         _free(torch)
                         try:
                             allocated0 = _allocated(torch, device)
@@ -284,13 +383,21 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     else:
                         inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)
                     _injected_failure(n, ctx.rank if ctx is not None else 0)
+                    spec_parts = parse_speculative(spec)
+                    draft = None
+                    if spec_parts["method"] == "assistant":
+                        name = spec_parts["assistant"]
+                        if name not in drafts:
+                            drafts[name] = load_draft(name, model, dtype=dtype, device=device, seed=args.seed)
+                        draft = drafts[name]
                     with warnings.catch_warnings():
                         # bitsandbytes' int8 matmul warns at every call that it casts its inputs to
                         # float16; said once in the result instead.
                         warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
                         result = benchmark_generate(
                             model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
-                            generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay()},
+                            generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay(),
+                                             **speculative_kwargs(spec, draft)},
                             seed=args.seed, progress=on_progress,
                             sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
                             kernel_trace_iterations=getattr(args, "kernel_trace", None),
@@ -303,6 +410,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     if quant == "bnb-int8" and dtype != "float16":
                         result.warnings.append(f"bnb-int8 runs its int8 matmuls in float16: the {dtype} activations "
                                                "are cast at every quantized layer (--dtype float16 avoids it)")
+                    if spec_parts["method"] != "none":
+                        result.warnings += speculative_notes(spec_parts, builtin_target=args.model is None)
                     if comp == "on" and not device.startswith("cuda"):
                         result.warnings.append("--compile on: transformers compiles the forward pass on GPUs only; "
                                                f"on {device} this configuration ran with a static cache, uncompiled")
@@ -336,6 +445,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
               file=sys.stderr)
         return SweepOutcome(sweep, 130, failed, len(combos))
     sweep.complete = True
+    if speculative:
+        sweep.attach_speedups(seed=args.seed)
     if not rank0:
         return SweepOutcome(sweep, 1 if failed else 0, failed, len(combos), rank=ctx.rank)
     if len(combos) == 1 and sweep.runs[0].result is not None:

@@ -44,7 +44,10 @@ from fastprof.results.result import SCHEMA_VERSION, BenchmarkResult
 
 #: Configuration keys that name a run of ``fastprof run`` (the sweep axes and the model).
 CONFIG_KEYS = ("model", "batch_size", "prompt_len", "max_new_tokens", "dtype", "quantization", "attn_implementation",
-               "compile", "prompts")
+               "compile", "prompts", "speculative")
+
+#: The ``speculative`` config value of plain decoding, the baseline of every speculative configuration.
+PLAIN = "none"
 
 SCHEMA_FILE = f"results-v{SCHEMA_VERSION}.schema.json"
 
@@ -168,6 +171,42 @@ class Sweep:
                     keys.append(k)
         return [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True, default=str)
                                          for r in self.runs}) > 1]
+
+    def baseline(self, run: Run) -> Run | None:
+        """The plain-decoding run that ``run`` (a speculative configuration: config ``speculative``
+        other than ``"none"``) is compared with: the ok run whose config is the same except
+        ``speculative: "none"``. None when ``run`` is not speculative or has no such run."""
+        value = run.config.get("speculative")
+        if value in (None, PLAIN):
+            return None
+        want = json.dumps({**run.config, "speculative": PLAIN}, sort_keys=True, default=str)
+        for other in self.ok_runs:
+            if json.dumps(other.config, sort_keys=True, default=str) == want:
+                return other
+        return None
+
+    def attach_speedups(self, seed: int = 0) -> int:
+        """Puts into each speculative run's ``result.steps["speedup"]`` its speed-up against its
+        :meth:`baseline` (:func:`fastprof.analysis.speculative.speedup`: plain over speculative
+        end-to-end latency and time per output token, paired by worker process when both results
+        have several). Returns how many runs got one."""
+        from fastprof.analysis.speculative import speedup
+        from fastprof.results.processes import iteration_table, process_labels
+
+        done = 0
+        for run in self.ok_runs:
+            base = self.baseline(run)
+            if base is None or run.result is None or base.result is None or run.result.steps is None:
+                continue
+            ta, tb = iteration_table(base.result), iteration_table(run.result)
+            if ta is None or tb is None:
+                continue
+            out = speedup(ta, tb, base_process=process_labels(base.result), spec_process=process_labels(run.result),
+                          seed=seed)
+            out["baseline"] = base.label(["speculative"])
+            run.result.steps["speedup"] = out
+            done += 1
+        return done
 
     def warnings(self) -> list[str]:
         """Every distinct warning of every run once, with the metrics and configurations it
