@@ -151,17 +151,23 @@ def model_dir(tiny_llama, tmp_path_factory):
     return str(d)
 
 
-def test_run_sweeps_speculative_axes_beside_plain_decoding(model_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def spec_file(model_dir, tmp_path_factory):
     from fastprof import cli
-    from fastprof.results.sweep import load, validate
 
-    out = tmp_path / "s.json"
+    out = tmp_path_factory.mktemp("spec") / "s.json"
     rc = cli.main(["run", "--model", model_dir, "--assistant-model", "builtin,self", "--num-assistant-tokens", "2",
                    "--prompt-lookup", "2", "--prompt-len", "8", "--max-new-tokens", "8", "--warmup", "1",
-                   "--iterations", "2", "--processes", "1", "--kernel-trace", "0", "-q", "-o", str(out)])
+                   "--iterations", "3", "--processes", "1", "--kernel-trace", "0", "-q", "-o", str(out)])
     assert rc == 0
-    validate(json.loads(out.read_text()))
-    sweep = load(out)
+    return out
+
+
+def test_run_sweeps_speculative_axes_beside_plain_decoding(spec_file):
+    from fastprof.results.sweep import load, validate
+
+    validate(json.loads(spec_file.read_text()))
+    sweep = load(spec_file)
     assert [r.config["speculative"] for r in sweep.runs] == ["none", "draft=builtin k=2", "draft=self k=2", "lookup=2"]
     plain, builtin, self_, lookup = (r.result for r in sweep.runs)
     assert plain.steps["method"] == "none" and "speedup" not in plain.steps
@@ -172,6 +178,39 @@ def test_run_sweeps_speculative_axes_beside_plain_decoding(model_dir, tmp_path, 
         assert r.steps["speedup"]["e2e_latency_s"]["ratio"] > 0
     assert any("random weights" in w for w in builtin.warnings)
     assert not any("random weights" in w for w in self_.warnings)
+
+
+def test_reports_show_steps_acceptance_and_speedup(spec_file):
+    from rich.console import Console
+
+    from fastprof.report import html_report, print_console
+    from fastprof.results.sweep import load
+
+    sweep = load(spec_file)
+    console = Console(width=160, record=True, file=open("/dev/null", "w"))
+    print_console(sweep, console=console)
+    text = console.export_text()
+    assert "speculative decoding" in text and "tokens/step" in text and "draft=self k=2" in text and "100%" in text
+    one = Console(width=160, record=True, file=open("/dev/null", "w"))
+    one.print(sweep.runs[2].result)
+    text = one.export_text()
+    assert "tokens per step" in text and "acceptance 100%" in text and "speed-up against plain decoding" in text
+    html = html_report(sweep)
+    assert "<h2>Speculative decoding</h2>" in html
+    assert "against the draft length" in html and "Speed-up against plain decoding" in html
+
+
+def test_compare_tests_step_metrics(spec_file):
+    from fastprof.report.compare import compare_sweeps
+    from fastprof.results.sweep import load
+
+    a = load(spec_file)
+    c = compare_sweeps(a, load(spec_file))
+    metrics = {(r.config, r.metric): r for r in c.rows}
+    self_rows = {m: r for (cfg, m), r in metrics.items() if "self" in cfg}
+    for m in ("step_s", "tokens_per_step", "acceptance_rate", "draft_s", "verify_s", "itl_s"):
+        assert m in self_rows and self_rows[m].n_a == 3, m
+    assert self_rows["tokens_per_step"].ratio == 1.0
 
 
 @pytest.mark.parametrize("argv, message", [

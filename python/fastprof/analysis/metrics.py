@@ -96,7 +96,8 @@ def iteration_values(traces: Sequence[Trace], *, kind: str = "generate", batch_s
     """One value per iteration and metric, aligned with ``traces`` (NaN where an iteration has
     no value): the unit values of comparisons. ``itl_s`` is each iteration's *median* gap, not
     its gaps: gaps inside an iteration are correlated and are never counted as separate samples.
-    None when ``clock`` is missing from any trace."""
+    None when ``clock`` is missing from any trace. In speculative decoding, where a step's tokens
+    share its time and the median gap is zero, ``itl_s`` is the iteration's mean gap."""
     out: dict[str, list[float]] = {}
     for i, trace in enumerate(traces):
         if kind == "generate":
@@ -108,7 +109,11 @@ def iteration_values(traces: Sequence[Trace], *, kind: str = "generate", batch_s
             return None
         for name, v in m.items():
             col = out.setdefault(name, [float("nan")] * i)
-            if name == "itl_s":
+            if name == "itl_s" and trace.steps is not None:
+                # A speculative step's tokens share its time: the median gap is zero, the mean is
+                # the time per token.
+                col.append(float(np.mean(v)) if v.size else float("nan"))
+            elif name == "itl_s":
                 col.append(float(np.median(v)) if v.size else float("nan"))
             else:
                 col.append(float(v[0]) if v.size else float("nan"))

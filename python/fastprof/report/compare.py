@@ -288,7 +288,7 @@ def _kernel_deltas(config: str, ra: BenchmarkResult, rb: BenchmarkResult) -> lis
 
 #: Config keys that older results files lack, with the value they meant (so an old file still
 #: matches a new one of the same settings).
-IMPLIED_CONFIG = {"quantization": "none"}
+IMPLIED_CONFIG = {"quantization": "none", "speculative": "none"}
 
 
 def _key(run: Run, ignore: Sequence[str]) -> str:

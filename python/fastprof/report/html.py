@@ -383,6 +383,9 @@ def html_report(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, stats
     from fastprof.report.quantization import quantization_html
 
     parts.append(quantization_html(sweep))
+    from fastprof.report.speculative import speculative_html
+
+    parts.append(speculative_html(sweep, table=_html_table))
     sweep_charts = []
     for axis, ms in (("batch_size", ("throughput_tokens_per_s", "decode_tokens_per_s")),
                      ("prompt_len", ("throughput_tokens_per_s", "prefill_tokens_per_s", "ttft_s"))):

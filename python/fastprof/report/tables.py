@@ -173,6 +173,9 @@ def print_console(sweep: Sweep, *, metrics: Sequence[str] = DEFAULT_METRICS, sta
     from fastprof.report.quantization import print_quantization
 
     print_quantization(sweep, console)
+    from fastprof.report.speculative import print_speculative
+
+    print_speculative(sweep, console)
     if details:
         for run in sweep.ok_runs:
             console.rule(escape(f"configuration {run.index}: {run.label()}"))

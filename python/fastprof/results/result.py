@@ -195,7 +195,9 @@ class BenchmarkResult:
         if len(traces) < _stats.MIN_SAMPLES:
             all_warnings.append(f"only {len(traces)} measured iteration(s): percentiles and confidence intervals "
                                 f"need at least {_stats.MIN_SAMPLES} (raise the iteration count)")
-        for name in _CHECKED:
+        # Speculative decoding: token gaps are zero inside a step, so the steps' spread is checked instead.
+        checked = [("step_s" if n == "itl_s" else n) for n in _CHECKED] if "step_s" in summary else _CHECKED
+        for name in checked:
             if name in summary:
                 all_warnings += _stats.stability_warnings(name, summary[name], min_samples=0)
         extras = list(per_iteration) if per_iteration is not None else [None] * len(traces)
@@ -400,7 +402,8 @@ class BenchmarkResult:
                    Column("p50 95% CI"), Column("mean"), Column("p90"), Column("p99"), Column("cv")]
         rows = []
         for name, s in (data or {}).items():
-            unit, scale = display_unit(name, s.get("p50"))
+            # A speculative step's tokens share its time: the median gap may be zero, the mean is not.
+            unit, scale = display_unit(name, s.get("p50") or s.get("mean"))
 
             def fmt(v, scale=scale, unit=unit):
                 return "-" if v is None else f"{v * scale:,.1f}" if unit in ("tok/s", "W", "%") else f"{v * scale:,.3f}"
@@ -468,6 +471,7 @@ class BenchmarkResult:
         yield from stall_lines(self.stalls)
         yield from kernel_lines(self.kernels)
         yield from host_lines(self.host, self.host_path)
+        yield from step_lines(self.steps)
         yield from roofline_lines(self.roofline, self.verdict)
         from fastprof.results.warnings import grouped
 
@@ -710,6 +714,68 @@ def host_lines(host: dict[str, Any] | None, host_path: dict[str, Any] | None = N
     line = _host.host_path_line(host_path) if host_path else None
     if line:
         yield f"[dim]{escape(line)}[/dim]"
+
+
+def ms_text(v: Any) -> str:
+    """Seconds as milliseconds with three decimals ('-' for None)."""
+    return "-" if v is None else f"{v * 1e3:,.3f}"
+
+
+def ratio_text(row: dict[str, Any] | None) -> str:
+    """A speed-up row (:func:`fastprof.analysis.speculative.speedup`) as ``1.23x (1.10-1.40)``."""
+    if not row or row.get("ratio") is None:
+        return "-"
+    text = f"{row['ratio']:.2f}x"
+    if row.get("ci95_low") is not None and row.get("ci95_high") is not None:
+        text += f" ({row['ci95_low']:.2f}-{row['ci95_high']:.2f})"
+    return text
+
+
+def step_lines(steps: dict[str, Any] | None) -> Iterator[str]:
+    """The console's lines of a result's ``steps`` section (rich markup): tokens per step and their
+    distribution, acceptance, the step split into draft, verification and the loop's rest per
+    clock, the traced iterations' split, the speed-up; nothing for plain decoding."""
+    from rich.markup import escape
+
+    if not steps or not steps.get("speculative"):
+        return
+    tps = steps.get("tokens_per_step") or {}
+    dist = ", ".join(f"{n}: {c}" for n, c in sorted((tps.get("distribution") or {}).items(), key=lambda x: int(x[0])))
+    acc = steps.get("acceptance_rate")
+    text = f"{steps.get('method')}, {tps.get('mean') or 0:.2f} tokens per step (steps by tokens emitted: {dist})"
+    if acc is not None:
+        text += (f"; acceptance {acc:.0%} ({steps.get('accepted_per_step') or 0:.2f} of "
+                 f"{steps.get('proposed_per_step') or 0:.2f} proposed draft tokens per step)")
+    yield f"[bold]steps[/bold]: {escape(text)}"
+    for clock in ("host", "device"):
+        c = steps.get(clock) or {}
+        if c.get("step_s") is None:
+            continue
+        parts = [f"step {ms_text(c['step_s'])} ms"]
+        if c.get("draft_s") is not None:
+            share = c["draft_s"] / c["step_s"] if c["step_s"] else 0.0
+            parts.append(f"draft {ms_text(c['draft_s'])} ms ({share:.0%})")
+            parts.append(f"verify {ms_text(c.get('verify_s'))} ms")
+            if c.get("other_s") is not None:
+                parts.append(f"loop {ms_text(c['other_s'])} ms")
+        yield f"  {clock} clock, per decode step: " + escape(", ".join(parts))
+    traced = steps.get("traced") or {}
+    k = traced.get("kernels") or {}
+    if k.get("draft_busy_s_per_step") is not None:
+        yield ("  " + escape(f"kernel trace, GPU busy per decode step: draft {ms_text(k['draft_busy_s_per_step'])} ms "
+                             f"({k.get('draft_kernels_per_step', 0):.0f} kernels), verify "
+                             f"{ms_text(k.get('verify_busy_s_per_step'))} ms "
+                             f"({k.get('verify_kernels_per_step', 0):.0f} kernels)"))
+    h = traced.get("host") or {}
+    if h.get("draft_model_s_per_step") is not None:
+        yield ("  " + escape(f"host trace, the target model's forward time per decode step: inside the draft "
+                             f"{ms_text(h['draft_model_s_per_step'])} ms, inside the verification "
+                             f"{ms_text(h.get('verify_model_s_per_step'))} ms"))
+    speed = steps.get("speedup") or {}
+    if speed:
+        yield ("  " + escape(f"speed-up against plain decoding ({speed.get('baseline')}, same run): end to end "
+                             f"{ratio_text(speed.get('e2e_latency_s'))}, per output token "
+                             f"{ratio_text(speed.get('tpot_s'))}"))
 
 
 def kernel_lines(kernels: dict[str, Any] | None, top: int = 5) -> Iterator[str]:
