@@ -51,7 +51,9 @@ def add_parser(sub: Any) -> None:
     cmp_.add_argument("--metric", type=comma_list(str), default=None, metavar="NAME[,...]",
                       help="metrics to compare (default: every timing metric, energy per token when sampled, and with "
                            "a kernel trace from 2 or more worker processes a side the device metrics "
-                           "gpu_busy_s_per_step, kernels_per_step and gpu_<class>_s_per_step)")
+                           "gpu_busy_s_per_step, kernels_per_step and gpu_<class>_s_per_step; for speculative "
+                           "decoding also the step metrics step_s, tokens_per_step, acceptance_rate, draft_s and "
+                           "verify_s)")
     cmp_.add_argument("--clock", choices=("host", "device"), default="host", help="clock of the timing metrics")
     cmp_.add_argument("--alpha", type=float, default=0.05, help="significance level (p-value and 1-alpha interval)")
     cmp_.add_argument("--fail-on-regression", type=non_negative_float, default=None, metavar="PCT",
