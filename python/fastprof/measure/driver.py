@@ -503,6 +503,18 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     ``host_path`` section, so that a slow spell of the machine shows beside the iterations it
     slowed (:mod:`fastprof.capture.hostpath`).
 
+    Speculative decoding (``generate_kwargs`` with ``assistant_model`` or ``prompt_lookup_num_tokens``):
+    a decode step (a draft and the target's verification of it) emits several tokens. Per step, one
+    host mark when its tokens reach the host, one device event behind the verification forward pass,
+    the tokens it emitted, and the draft marked before and after (host, and device on a GPU) with the
+    draft tokens it proposed (:mod:`fastprof.capture.speculative`). Each token carries its step's time,
+    so ITL stays per token (its mean is the time per token); the summary adds the per-step metrics
+    ``step_s``, ``tokens_per_step``, ``acceptance_rate``, ``draft_s`` and ``verify_s``, and
+    ``result.steps`` the distribution and the split (:mod:`fastprof.analysis.speculative`).
+    ``num_assistant_tokens``, ``num_assistant_tokens_schedule`` and ``assistant_confidence_threshold``
+    in ``generate_kwargs`` go to the assistant's generation config, where transformers reads them,
+    for the measurement only.
+
     Text prompts: ``text`` (a :class:`fastprof.capture.hf.TextPrompts`) says where ``inputs`` came
     from. With ``text.timed``, every timed iteration tokenizes the prompts first and detokenizes
     the output last, inside the timed region (end-to-end user latency: TTFT then includes
