@@ -263,6 +263,7 @@ def results_dir(tmp_path_factory):
 
     base = {"model": "fastprof-builtin-llama", "dtype": "float32", "quantization": "none", "compile": "off"}
     make("fastprof-results.json", 0.001, dict(base, attn_implementation="sdpa"))
+    make("quick.json", 0.001, dict(base, attn_implementation="sdpa"))
     make("sdpa.json", 0.001, dict(base, attn_implementation="sdpa"))
     make("eager.json", 0.0015, dict(base, attn_implementation="eager"))
     return folder
@@ -384,3 +385,11 @@ def test_pictures_are_small_pngs():
     for png in (DOCS / "images").glob("*.png"):
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 300_000, png
+
+
+def test_readme_python_example_is_a_tested_one():
+    """The README's Python example is not run again (it would cost as much as the docs' run);
+    it must be, character for character, a runnable example of the docs."""
+    readme = [b.code for b in blocks(ROOT / "README.md") if b.lang == "python"]
+    tested = {b.code for p in pages() if p.name != "README.md" for b in blocks(p) if b.marker == "python"}
+    assert readme and all(code in tested for code in readme)
