@@ -296,6 +296,14 @@ def on_files(files: Any, config: Any, **_: Any) -> Any:
     return files
 
 
+SPHINX_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):(?=<code>)")
+
+
+def on_page_content(html: str, page: Any = None, config: Any = None, files: Any = None, **_: Any) -> str:
+    """The docstrings' Sphinx roles (``:class:`X```) show as the code alone in the API reference."""
+    return SPHINX_ROLE.sub("", html)
+
+
 def on_page_markdown(markdown: str, page: Any = None, config: Any = None, files: Any = None, **_: Any) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, render_cli())
