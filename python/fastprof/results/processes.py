@@ -93,6 +93,8 @@ def merge_processes(results: Sequence[BenchmarkResult], *, pids: Sequence[int | 
     # Kernel trace, roofline and verdict come from the first process (they describe the workload).
     merged.kernels, merged.roofline, merged.verdict = base.kernels, base.roofline, base.verdict
     merged.host = base.host
+    if merged.steps is not None and (base.steps or {}).get("traced"):
+        merged.steps["traced"] = base.steps["traced"]  # the traced split, like the traces, from the first process
     merged.host_path = _merge_host_path([r.host_path for r in results])
     merged.processes = processes_section(merged, pids=pids)
     if any(kernel_figures(r.kernels) is not None for r in results):
