@@ -264,8 +264,8 @@ def results_dir(tmp_path_factory):
     base = {"model": "fastprof-builtin-llama", "dtype": "float32", "quantization": "none", "compile": "off"}
     make("fastprof-results.json", 0.001, dict(base, attn_implementation="sdpa"))
     make("quick.json", 0.001, dict(base, attn_implementation="sdpa"))
-    make("sdpa.json", 0.001, dict(base, attn_implementation="sdpa"))
-    make("eager.json", 0.0015, dict(base, attn_implementation="eager"))
+    make("eager.json", 0.001, dict(base, attn_implementation="eager"))
+    make("sdpa.json", 0.002, dict(base, attn_implementation="sdpa"))  # slower: the gate's example exits 1
     return folder
 
 
