@@ -37,6 +37,8 @@ from typing import Any
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 WIDTH = 1280
+# The report's body is at most 1100 px wide, centred: the pictures keep that column and a margin.
+COLUMN = ((WIDTH - 1100) // 2 - 20, WIDTH - (WIDTH - 1100) // 2 + 20)
 MAX_BYTES = 300_000
 
 POSITIONS_SCRIPT = """
@@ -128,7 +130,7 @@ def report_pictures(results: Path, out: Path, browser: str, work: Path) -> list[
     first = configs[0]
     end = _next_h2(elements, first)
     first_img = next(e for e in elements[first:end] if e["tag"] == "img")
-    top = full.crop((0, 0, full.width, min(int(first_img["top"]) - 8, full.height)))
+    top = full.crop((COLUMN[0], 0, COLUMN[1], min(int(first_img["top"]) - 8, full.height)))
     path = out / "report-overview.png"
     save_small(top, path)
     written.append(path)
@@ -142,7 +144,7 @@ def report_pictures(results: Path, out: Path, browser: str, work: Path) -> list[
             continue
         counts[section] = counts.get(section, 0) + 1
         upper = heading_top if heading_top is not None and counts[section] == 1 else e["top"]
-        box = (0, max(int(upper) - 8, 0), full.width, min(int(e["bottom"]) + 8, full.height))
+        box = (COLUMN[0], max(int(upper) - 8, 0), COLUMN[1], min(int(e["bottom"]) + 8, full.height))
         path = out / f"report-{section}-{counts[section]}.png"
         save_small(full.crop(box), path)
         written.append(path)
