@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The pictures of the documentation, from a real results file, in a headless browser.
 
-    python tools/docs_pictures.py RESULTS.json [--out docs/images] [--browser PATH]
+    python tools/docs_pictures.py RESULTS.json [--prefix NAME-] [--out docs/images] [--browser PATH]
 
 1. The HTML report (``fastprof report RESULTS.json --html``) is loaded in headless Chromium, the
    browser the report's own test uses (``tests/integration/test_report_browser.py``). A script
@@ -17,9 +17,10 @@
    This is fastprof's own sketch of the file Perfetto reads, labelled so on the picture; open the
    file itself in https://ui.perfetto.dev to explore it.
 
-PNGs are palette-quantised to stay small. Needs Chromium (``apt-get install chromium``), fastprof
-and its dependencies (matplotlib brings Pillow). Stale ``report-*.png`` and ``trace-*.png`` in the
-output folder are removed first, so the folder holds exactly one run's pictures.
+``--prefix`` starts every file name (the docs keep ``cpu-`` pictures of a CPU run beside ``gpu-``
+pictures of a GPU run). PNGs are palette-quantised to stay small. Needs Chromium (``apt-get install chromium``), fastprof
+and its dependencies (matplotlib brings Pillow). Stale ``PREFIXreport-*.png`` and ``PREFIXtrace-*.png`` in the
+output folder are removed first, so each prefix holds exactly one run's pictures.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ POSITIONS_SCRIPT = """
 <script>
 (function () {
   var out = [];
-  document.querySelectorAll('h1, h2, h3, img').forEach(function (el) {
+  document.querySelectorAll('h1, h2, h3, img, table').forEach(function (el) {
     var r = el.getBoundingClientRect();
-    out.push({tag: el.tagName.toLowerCase(), text: el.tagName === 'IMG' ? '' : el.textContent,
+    out.push({tag: el.tagName.toLowerCase(), text: /^(IMG|TABLE)$/.test(el.tagName) ? '' : el.textContent,
               top: r.top + window.scrollY, bottom: r.bottom + window.scrollY});
   });
   var pre = document.createElement('pre');
@@ -100,7 +101,7 @@ def slug(text: str) -> str:
 
 
 # ---- the HTML report -----------------------------------------------------------------------
-def report_pictures(results: Path, out: Path, browser: str, work: Path) -> list[Path]:
+def report_pictures(results: Path, out: Path, browser: str, work: Path, prefix: str = "") -> list[Path]:
     from PIL import Image
 
     from fastprof import report
@@ -131,21 +132,29 @@ def report_pictures(results: Path, out: Path, browser: str, work: Path) -> list[
     end = _next_h2(elements, first)
     first_img = next(e for e in elements[first:end] if e["tag"] == "img")
     top = full.crop((COLUMN[0], 0, COLUMN[1], min(int(first_img["top"]) - 8, full.height)))
-    path = out / "report-overview.png"
+    path = out / f"{prefix}report-overview.png"
     save_small(top, path)
     written.append(path)
 
-    section, heading_top, counts = "tokens", None, {}
+    # Charts are named by the heading above them. The one chart without a heading of its own, the
+    # GPU samples over time, comes after the last section's charts and tables: a chart that follows
+    # a table which itself follows the section's charts starts the "gpu-samples" group.
+    section, heading_top, counts, table_after_charts = "tokens", None, {}, False
     for e in elements[first + 1:end]:
         if e["tag"] == "h3":
-            section, heading_top = slug(e["text"]), e["top"]
+            section, heading_top, table_after_charts = slug(e["text"]), e["top"], False
+            continue
+        if e["tag"] == "table":
+            table_after_charts = table_after_charts or bool(counts.get(section))
             continue
         if e["tag"] != "img":
             continue
+        if table_after_charts:
+            section, heading_top, table_after_charts = "gpu-samples", None, False
         counts[section] = counts.get(section, 0) + 1
         upper = heading_top if heading_top is not None and counts[section] == 1 else e["top"]
         box = (COLUMN[0], max(int(upper) - 8, 0), COLUMN[1], min(int(e["bottom"]) + 8, full.height))
-        path = out / f"report-{section}-{counts[section]}.png"
+        path = out / f"{prefix}report-{section}-{counts[section]}.png"
         save_small(full.crop(box), path)
         written.append(path)
     return written
@@ -236,13 +245,18 @@ def timeline_svg(events: list[dict[str, Any]], lo_us: float, hi_us: float, title
             if w > 7 * len(name) * 0.62 + 4:
                 rows.append(f'<text x="{x0 + 3:.1f}" y="{y + d * row_h + 11}" class="slice">{html.escape(name)}</text>')
         y += h + 6
-    for key, points in sorted(counters.items()):
-        points.sort()
-        vmax = max(v for _, v in points) or 1.0
+    # Counters: those that change in the window, the most telling first, at most six; each drawn
+    # between its own minimum and maximum.
+    preferred = ("gpu_util_pct", "power_w", "sm_clock_mhz", "dram_bw_util_pct", "sm_active_pct", "mem_used_bytes")
+    varying = [(k, sorted(p)) for k, p in counters.items() if len({v for _, v in p}) > 1]
+    varying.sort(key=lambda kp: (next((i for i, n in enumerate(preferred) if kp[0][1].startswith(n)), 99), kp[0][1]))
+    for key, points in varying[:6]:
+        vmin, vmax = min(v for _, v in points), max(v for _, v in points)
         h = 36
-        path = " ".join(f"{label_w + (t - lo_us) * scale:.1f},{y + h - v / vmax * (h - 4):.1f}" for t, v in points)
+        path = " ".join(f"{label_w + (t - lo_us) * scale:.1f},{y + h - (v - vmin) / (vmax - vmin) * (h - 4):.1f}"
+                        for t, v in points)
         rows.append(f'<text x="6" y="{y + 14}" class="track">{html.escape(key[1])}</text>'
-                    f'<text x="6" y="{y + 28}" class="axis">max {vmax:g}</text>'
+                    f'<text x="6" y="{y + 28}" class="axis">{vmin:.4g} to {vmax:.4g}</text>'
                     f'<polyline points="{path}" class="counter"/>'
                     f'<line x1="0" x2="{width}" y1="{y + h + 2}" y2="{y + h + 2}" class="sep"/>')
         y += h + 6
@@ -306,7 +320,7 @@ def trace_windows(events: list[dict[str, Any]]) -> list[tuple[str, float, float,
     return windows
 
 
-def trace_pictures(results: Path, out: Path, browser: str, work: Path) -> list[Path]:
+def trace_pictures(results: Path, out: Path, browser: str, work: Path, prefix: str = "") -> list[Path]:
     from PIL import Image
 
     from fastprof.report.trace_export import write_trace
@@ -322,7 +336,7 @@ def trace_pictures(results: Path, out: Path, browser: str, work: Path) -> list[P
         page.write_text(f"<!DOCTYPE html><html><body style='margin:0'>{svg}</body></html>", encoding="utf-8")
         shot = work / f"{name}.raw.png"
         screenshot(browser, work / "profile", page, shot, WIDTH, min(height, 8000))
-        path = out / name
+        path = out / f"{prefix}{name}"
         save_small(Image.open(shot), path)
         written.append(path)
     return written
@@ -333,16 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a fastprof results file (from a real run)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "images",
                         help="folder for the PNGs (default: docs/images)")
+    parser.add_argument("--prefix", default="", help="start of every file name, e.g. gpu- (default: none)")
     parser.add_argument("--browser", help="Chromium executable (default: found on PATH)")
     args = parser.parse_args(argv)
     browser = find_browser(args.browser)
     args.out.mkdir(parents=True, exist_ok=True)
-    for old in [*args.out.glob("report-*.png"), *args.out.glob("trace-*.png")]:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", args.prefix):
+        parser.error("--prefix: letters, digits, '-' and '_' only")
+    for old in [*args.out.glob(f"{args.prefix}report-*.png"), *args.out.glob(f"{args.prefix}trace-*.png")]:
         old.unlink()
     with tempfile.TemporaryDirectory(prefix="fastprof-docs-pictures-") as tmp:
         work = Path(tmp)
-        written = report_pictures(args.results, args.out, browser, work)
-        written += trace_pictures(args.results, args.out, browser, work)
+        written = report_pictures(args.results, args.out, browser, work, args.prefix)
+        written += trace_pictures(args.results, args.out, browser, work, args.prefix)
     for path in written:
         print(f"{path} ({path.stat().st_size // 1024} KiB)")
     return 0
