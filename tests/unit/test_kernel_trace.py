@@ -412,3 +412,39 @@ def test_device_analysis_is_unchanged_by_api_records(fake_cupti):
 def test_empty_api_trace_by_default():
     t = KernelTrace.from_records([("kernel", "a", 0, 10)])
     assert len(t.api) == 0 and list(t.api.name) == [] and t.api.domain.dtype == np.uint8
+
+
+COPIES = r"""
+import ctypes, json, os, sys
+from fastprof.capture.kernel_trace import KernelTracer
+wanted, other, load_other = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+os.environ["FASTPROF_CUPTI_LIBRARY"] = wanted
+if load_other:
+    ctypes.CDLL(other)  # as torch maps its wheel's CUPTI on import
+t = KernelTracer()
+print(json.dumps({"path": t.library_path, "note": t.note, "env": os.environ.get("FASTPROF_CUPTI_LIBRARY")}))
+"""
+
+
+@pytest.mark.parametrize("load_other", [True, False])
+def test_the_cupti_the_process_already_uses_wins_over_another_copy(fake_cupti_path, tmp_path, load_other):
+    # Two copies of CUPTI in one process take each other's records (torch.profiler then saw no
+    # kernels after a fastprof trace on the H200): a copy already mapped is used, and the tracer says so.
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    other = tmp_path / "libcupti.so.13"
+    shutil.copy(fake_cupti_path, other)
+    p = subprocess.run([sys.executable, "-c", COPIES, str(fake_cupti_path), str(other), "1" if load_other else "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["env"] == str(fake_cupti_path)  # the environment is left as it was
+    if load_other:
+        assert os.path.realpath(out["path"]) == os.path.realpath(other)
+        assert "FASTPROF_CUPTI_LIBRARY" in out["note"] and str(other) in out["note"]
+    else:
+        assert os.path.realpath(out["path"]) == os.path.realpath(fake_cupti_path)
+        assert out["note"] is None

@@ -11,8 +11,9 @@ Example::
     trace = tracer.trace                  # KernelTrace: columns, names, dropped, timestamp_method
     print(trace.available, trace.reason, len(trace))
 
-CUPTI is opened at run time: ``FASTPROF_CUPTI_LIBRARY``, a copy already loaded in the process,
-the ``nvidia-cuda-cupti`` wheel's ``lib`` folder (``nvidia/cuda_cupti/lib`` or ``nvidia/cu13/lib``),
+CUPTI is opened at run time: a copy already loaded in the process (torch's; a second copy would
+take torch.profiler's records, so it wins over ``FASTPROF_CUPTI_LIBRARY`` and the tracer's
+:attr:`KernelTracer.note` says so), ``FASTPROF_CUPTI_LIBRARY``, the ``nvidia-cuda-cupti`` wheel's ``lib`` folder (``nvidia/cuda_cupti/lib`` or ``nvidia/cu13/lib``),
 the CUDA toolkit (``/usr/local/cuda*/lib64``, ``extras/CUPTI/lib64``, ``targets/*/lib``), then the
 loader path. Only one CUPTI subscriber can exist per process: while torch.profiler or Nsight holds
 it, the tracer reports ``available=False`` with the reason instead of failing.
@@ -52,6 +53,29 @@ API_DOMAINS = {1: "driver", 2: "runtime"}  # ApiTrace.domain (CUPTI's CUpti_Call
 _LIB_NAMES = ("libcupti.so", "libcupti.so.13", "libcupti.so.12")
 
 
+def mapped_cupti() -> list[str]:
+    """The libcupti files this process has already mapped (torch loads its wheel's copy on import)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return sorted({line.split()[-1] for line in maps if "libcupti.so" in line and "/" in line})
+    except OSError:
+        return []
+
+
+def _other_copy_note() -> str | None:
+    """Why ``FASTPROF_CUPTI_LIBRARY`` is passed over: it names a file other than the CUPTI this process
+    already uses. Two copies of CUPTI in one process take each other's records: after a trace by
+    the second, torch.profiler sees no kernels (0 CUDA events against 100, H200, torch 2.11)."""
+    wanted = os.environ.get("FASTPROF_CUPTI_LIBRARY")
+    mapped = mapped_cupti()
+    if not wanted or not mapped:
+        return None
+    if any(os.path.realpath(wanted) == os.path.realpath(m) for m in mapped):
+        return None
+    return (f"FASTPROF_CUPTI_LIBRARY names {wanted}, but this process already uses {mapped[0]}: traced with "
+            "that one, as a second copy of CUPTI in one process would take torch.profiler's records")
+
+
 def cupti_candidates() -> list[str]:
     """Paths to try for libcupti, best first (FASTPROF_CUPTI_LIBRARY is handled natively, before these)."""
     found: list[str] = []
@@ -61,11 +85,7 @@ def cupti_candidates() -> list[str]:
             if p not in found and os.path.exists(p):
                 found.append(p)
 
-    try:  # a copy already mapped (torch's kineto loads the wheel's): the same library, no second copy
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            add(sorted({line.split()[-1] for line in maps if "libcupti.so" in line and "/" in line}))
-    except OSError:
-        pass
+    add(mapped_cupti())  # a copy already mapped (torch's kineto loads the wheel's): no second copy
     roots = list(dict.fromkeys([*sys.path, *site.getsitepackages(), site.getusersitepackages()]))
     for root in roots:
         for sub in ("nvidia/cuda_cupti/lib", "nvidia/cu13/lib", "nvidia/cu12/lib"):
@@ -245,12 +265,18 @@ class KernelTracer:
         self.api = bool(api)
         from fastprof._native import _core
 
+        #: Set when ``FASTPROF_CUPTI_LIBRARY`` was passed over for the CUPTI the process already uses.
+        self.note: str | None = _other_copy_note()
+        saved = os.environ.pop("FASTPROF_CUPTI_LIBRARY", None) if self.note else None
         try:
             self._native = _core.KernelTracer(cupti_candidates(), buffer_bytes, buffer_count, max_records,
                                               timestamp_callback, api=self.api, all_api=api == "all")
             self.available = True
         except LibraryError as exc:
             self.reason = f"no CUPTI library: {exc}"
+        finally:
+            if saved is not None:
+                os.environ["FASTPROF_CUPTI_LIBRARY"] = saved
 
     @property
     def running(self) -> bool:

@@ -161,6 +161,8 @@ class _KernelTracing(Instrument):
         from fastprof.capture.kernel_trace import KernelTracer
 
         self.tracer = KernelTracer(api=self.api)
+        if self.tracer.note:
+            self.warnings.append(self.tracer.note)
         self.tracer.start()
 
     def stop(self) -> None:
