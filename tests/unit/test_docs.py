@@ -393,3 +393,37 @@ def test_readme_python_example_is_a_tested_one():
     readme = [b.code for b in blocks(ROOT / "README.md") if b.lang == "python"]
     tested = {b.code for p in pages() if p.name != "README.md" for b in blocks(p) if b.marker == "python"}
     assert readme and all(code in tested for code in readme)
+
+
+SOURCE_SUFFIXES = {".py", ".c", ".cc", ".cpp", ".h", ".hpp", ".cu"}
+
+
+def _source_texts() -> list[tuple[str, str]]:
+    out = []
+    for top in ("python", "csrc"):
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.suffix in SOURCE_SUFFIXES and path.is_file():
+                out.append((path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8", errors="replace")))
+    return out
+
+
+def _headings(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {m.group(1).strip() for m in re.finditer(r"^#+\s+(.+)$", text, flags=re.M)}
+
+
+def test_sources_point_at_docs_pages_not_the_readme():
+    """The README is a short overview: docstrings and help texts cite the docs/ page (and its
+    section) where the explanation lives, and every page and section they cite exists."""
+    bad = []
+    for rel, text in _source_texts():
+        bad += [f"{rel}: cites the README" for _ in re.finditer(r"README", text)]
+        for m in re.finditer(r"docs/([\w./-]+\.md)", text):
+            page = DOCS / m.group(1)
+            if not page.is_file():
+                bad.append(f"{rel}: {m.group(0)} is not a page")
+                continue
+            section = re.match(r'[^"\n]{0,20}section\s+"([^"]+)"', text[m.end():])
+            if section and section.group(1) not in _headings(page):
+                bad.append(f'{rel}: {m.group(0)} has no section "{section.group(1)}"')
+    assert not bad, "\n".join(bad)

@@ -110,8 +110,9 @@ class TokenRecorder(_core.Recorder):
         storage allocated here (the trace's ``device_free_bytes``): a drop between two marks is
         memory the process (its caching allocator growing) or another one took from the driver in
         that gap. CUDA only; where it cannot be read, tracking stays off and
-        ``device_memory_reason`` says why. Its cost per mark is that driver call's (see the README's
-        "Slow tokens and their causes"). ``track_device_memory(on)`` changes it between iterations.
+        ``device_memory_reason`` says why. Its cost per mark is that driver call's (see
+        docs/explanation/instruments.md, section "Slow tokens and their causes").
+        ``track_device_memory(on)`` changes it between iterations.
 
     Methods: ``begin()``, ``mark()``, ``mark_host()``, ``mark_device()``, ``end() -> Trace``.
     """

@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
             "the finished ones. Exit code: 0 when every configuration ran, 1 when any\n"
             "failed, 2 for bad input, 130 when interrupted.\n\n"
             "Quantization methods (--quantization; pip install 'fastprof[quant]' for the backends; the\n"
-            "transformers config each one maps to is in the README and in every result):\n"
+            "transformers config each one maps to is in docs/how-to/quantization.md and in every result):\n"
             + QUANT_TABLE + "\n"
             "A method whose backend is missing or which the device cannot run fails its configurations.\n\n"
             "examples:\n"
