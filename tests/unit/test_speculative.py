@@ -219,6 +219,7 @@ def test_compare_tests_step_metrics(spec_file):
     (["--assistant-model", "/no/such/dir"], "is not a directory"),
     (["--assistant-model", "self", "--num-assistant-tokens", "0"], "must be at least 1"),
     (["--prompt-lookup", "x"], "--prompt-lookup: expected a positive integer"),
+    (["--prompt-lookup", "3", "--compile", "off,on"], "does not combine with --compile on"),
 ])
 def test_bad_speculative_options(argv, message, capsys):
     from fastprof import cli

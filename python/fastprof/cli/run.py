@@ -238,6 +238,9 @@ def _speculative_axis(args: argparse.Namespace) -> None:
     if args.serving or args.tp or args.dp:
         raise UsageError("speculative decoding is measured with static generate calls in one process: "
                          "--serving, --tp and --dp do not apply")
+    if "on" in (args.compile or []):
+        raise UsageError("speculative decoding does not combine with --compile on: transformers' assisted "
+                         "generation refuses the static KV cache that compiling needs; give --compile off")
     args.speculative = values
 
 
