@@ -96,3 +96,24 @@ def test_help_prose_fits_the_terminal(command, monkeypatch, capsys):
     out = capsys.readouterr().out
     prose = [line for line in out.splitlines() if line and not line[0].isspace()]
     assert prose and max(len(line) for line in prose) <= 80, [ln for ln in prose if len(ln) > 80]
+
+
+def test_compare_notes_on_the_adjustment_are_whole_at_80_columns():
+    """Why a row was not adjusted for the host path is a sentence longer than 80 columns: it is
+    printed whole below the adjustment table, wrapped, not cut to a table column."""
+    import numpy as np
+
+    from fastprof.analysis.compare import compare_metric
+    from fastprof.report.compare import Comparison, print_console
+
+    a = 0.01 * np.array([1.0, 1.2, 0.9, 1.1])
+    b = 0.012 * np.array([1.1, 0.9, 1.2, 1.0])
+    xa, xb = np.array([1.2, 1.0, 1.0, 1.2]), np.array([1.0, 1.0, 1.2, 1.2])  # explain nothing of a and b
+    row = compare_metric(a, b, "itl_s", config="bs=1", unit="process", covariate=("python_loop_s", xa, xb))
+    reason = row.adjustment["reason"]
+    assert not row.adjustment["applied"] and len(reason) > 80 and "too little to narrow" in reason
+    console = Console(width=80, file=io.StringIO(), record=True)
+    print_console([Comparison("a.json", "b.json", [row], [], [])], console=console)
+    out = console.export_text()
+    assert_readable(out, 80, [f"{row.ratio:.3f}"])
+    assert f"note: itl_s: {reason}" in " ".join(out.split())

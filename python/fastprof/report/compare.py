@@ -575,7 +575,7 @@ def _print_adjustments(c: Comparison, console: Any, alpha: float) -> None:
                          "test where it applied; unadjusted beside it here"), highlight=False)
     columns = [Column("configuration", "left", key=True), Column("metric", "left", key=True),
                Column("unadjusted B/A"), Column(f"{1 - alpha:.0%} interval"), Column("p"),
-               Column("adjusted B/A"), Column("variance removed"), Column("note", "left")]
+               Column("adjusted B/A"), Column("variance removed")]
     rows = []
     for r in adjusted:
         info, plain = r.adjustment, r.adjustment.get("unadjusted") or {}
@@ -586,14 +586,19 @@ def _print_adjustments(c: Comparison, console: Any, alpha: float) -> None:
         rows.append([r.config or "-", r.metric, f"{plain.get('ratio', float('nan')):.3f}", interval,
                      "-" if p is None or not np.isfinite(p) else f"{p:.2g}",
                      f"{r.ratio:.3f}" if applied else "-",
-                     f"{info.get('variance_reduction', 0.0):.0%}" if applied else "-",
-                     "" if applied else str(info.get("reason") or "")])
+                     f"{info.get('variance_reduction', 0.0):.0%}" if applied else "-"])
     configs, said = config_column([r.config or "-" for r in adjusted], console_width(console))
     for line in said:
         console.print(escape(line), highlight=False)
     columns, rows = with_config_column(columns, rows, configs)
     for t in fit_tables(columns, rows, width=console_width(console)):
         console.print(t)
+    # Why a row was not adjusted is a sentence: below the table, wrapped, never cut to the column.
+    for i, r in enumerate(adjusted):
+        if not r.adjustment.get("applied") and r.adjustment.get("reason"):
+            where = f"{r.metric} ({configs[i]})" if configs is not None else r.metric
+            console.print(f"[yellow]note:[/yellow] {escape(where)}: {escape(str(r.adjustment['reason']))}",
+                          highlight=False)
     for r in adjusted:
         if r.adjustment.get("covariate_changed"):
             console.print(f"[yellow]note:[/yellow] {escape(r.metric)}: {escape(r.adjustment['covariate_changed'])}",
