@@ -192,6 +192,33 @@ def test_html_statistics_use_the_consoles_units():
     assert stat_text(1234.56, display_unit("decode_tokens_per_s", 1234.56)) == "1,234.6"
 
 
+@pytest.mark.parametrize("energy, unit, cell", [(1.09943, "J", "1.10"), (0.0425, "mJ", "42.50")])
+def test_console_gpu_table_shows_the_htmls_units(energy, unit, cell):
+    """The console's GPU table gives every figure the unit the HTML report gives it: energy per
+    token in J or mJ by its median (1.099 J, not "1,099.43" without a unit), memory in GiB."""
+    import io
+
+    from rich.console import Console
+
+    sweep = synthetic_sweep({1: 10.0})
+    result = sweep.runs[0].result
+
+    def stat(v):
+        return {"n": 12, "p50": v, "min": v, "max": v, "mean": v, "p90": v, "p99": v, "cv": 0.0}
+
+    result.hardware = {"available": True, "backend": "nvml", "interval_ms": 10.0, "devices": [],
+                       "summary": {"memory_peak_bytes": stat(3_894_280_192.0), "energy_per_token_j": stat(energy),
+                                   "power_mean_w": stat(650.0), "temperature_max_c": stat(39.0)}}
+    console = Console(width=80, file=io.StringIO(), record=True)
+    console.print(result.hardware_table())
+    rows = {line.split("\u2502")[1].strip(): line.split("\u2502")[2].strip()
+            for line in console.export_text().splitlines() if line.count("\u2502") == 5}
+    assert rows[f"energy_per_token [{unit}]"] == cell
+    assert rows["memory_peak [GiB]"] == "3.63" and rows["power_mean [W]"] == "650.00"
+    assert rows["temperature_max [C]"] == "39.00"
+    assert f"energy_per_token_j [{unit}]" in report.html_report(sweep)
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
     ("", "is empty"),

@@ -426,7 +426,10 @@ class BenchmarkResult:
         return self.tables(clock, width=10_000)[0]
 
     def hardware_table(self):
-        """A rich Table of the per-iteration GPU figures (median and range over iterations)."""
+        """A rich Table of the per-iteration GPU figures (median and range over iterations), each
+        in the unit the HTML report gives it (:func:`display_unit` of its median: energy in J or mJ,
+        memory in GiB, MiB, ...)."""
+        from rich.markup import escape
         from rich.table import Table
 
         hw = self.hardware or {}
@@ -435,7 +438,6 @@ class BenchmarkResult:
                   title_justify="left")
         for col in ("per iteration", "p50", "min", "max"):
             t.add_column(col, justify="left" if col == "per iteration" else "right", no_wrap=True)
-        scale = {"memory_peak_bytes": (1 / 2**30, "GiB"), "energy_per_token_j": (1e3, "mJ")}
         summary = hw.get("summary") or {}
         for name, s in summary.items():
             if not s.get("n"):
@@ -444,10 +446,13 @@ class BenchmarkResult:
             decode = name[: -len("_mean_pct")] + "_decode_mean_pct"
             if name.endswith("_mean_pct") and (summary.get(decode) or {}).get("n"):
                 continue
-            k, unit = scale.get(name, (1.0, name.rsplit("_", 1)[-1].replace("pct", "%").upper()
-                                       if name.endswith(("_w", "_j", "_c", "_pct")) else ""))
-            label = name.rsplit("_", 1)[0] if unit else name
-            t.add_row(f"{label} [{unit}]", *(f"{s[key] * k:,.2f}" for key in ("p50", "min", "max")))
+            unit, k = display_unit(name, s.get("p50"))
+            if not unit and name.endswith("_c"):
+                unit, k = "C", 1.0
+            label = (name[: -len("_c")] if name.endswith("_c") else metric_label(name)) if unit else name
+            # escaped: "[mJ]" is rich markup, and printed nothing
+            t.add_row(escape(f"{label} [{unit}]" if unit else label),
+                      *(f"{s[key] * k:,.2f}" for key in ("p50", "min", "max")))
         return t
 
     def __rich_console__(self, console, options):
