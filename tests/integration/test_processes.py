@@ -102,6 +102,21 @@ def test_fresh_interpreters_when_asked_give_the_same_statistics(runs, tmp_path, 
     assert set(fresh.config) == set(forked.config)
 
 
+def test_configurations_alternate_over_the_worker_processes(tmp_path):
+    """Each worker starts at another configuration: over two processes, each of two batch sizes
+    ran first once and second once, and the merged result says where."""
+    out = tmp_path / "two.json"
+    small = [a for a in SMALL]
+    small[small.index("--iterations") + 1] = "2"
+    assert cli.main(["run", "--processes", "2", "--batch-size", "1,2", *small, "-o", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    validate(doc)
+    sweep = load(out)
+    positions = {r.config["batch_size"]: [p["position"] for p in r.result.processes["per_process"]]
+                 for r in sweep.runs}
+    assert positions == {1: [0, 1], 2: [1, 0]}
+
+
 @pytest.mark.parametrize("start", ["fork", "fresh"])
 def test_bad_input_in_a_worker_stops_the_run_at_once(start, tmp_path, capsys, monkeypatch):
     """A directory that holds no model passes the parent's checks; the first worker refuses it

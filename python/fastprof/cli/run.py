@@ -133,7 +133,10 @@ def add_parser(sub: Any) -> None:
                           f"spread, and 'fastprof compare' tests over processes, which covers run-to-run drift. "
                           f"{workers.DEFAULT_PROCESSES} a side kept 'fastprof compare' false alarms at or under 1%% "
                           f"(bench/RESULTS.md). --processes 1 is quicker for a first "
-                          f"look, but two such runs cannot be compared reliably")
+                          f"look, but two such runs cannot be compared reliably. With several configurations, "
+                          f"each process starts at another one, so that they alternate over the run")
+    # A worker's place in that alternation (set by the parent for each worker process).
+    run.add_argument("--order-shift", type=non_negative_int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")
     run.add_argument("--output", "-o", default="fastprof-results.json", metavar="FILE", help="results JSON file")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

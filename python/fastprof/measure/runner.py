@@ -1,7 +1,8 @@
 """The sweep behind ``fastprof run``: every combination of the swept values is one configuration.
 
 Configurations run in the order dtype, quantization, attention implementation, compile, batch
-size, prompt length, new tokens, speculative decoding (the model is loaded once per dtype,
+size, prompt length, new tokens, speculative decoding, each worker process of ``--processes N``
+starting at another place (:func:`interleaved_order`) (the model is loaded once per dtype,
 quantization and attention implementation; a draft model once per model load). Speculative
 configurations (``--assistant-model``, ``--prompt-lookup``) run right after their plain baseline
 (``speculative: "none"``), and each gets its speed-up against it once the sweep is done
@@ -266,6 +267,37 @@ def _injected_delay() -> dict[str, Any]:
     return {"logits_processor": LogitsProcessorList([_Delay()])}
 
 
+def interleaved_order(combos: Sequence[tuple], shift: int) -> list[tuple]:
+    """The sweep's configurations in the order worker process ``shift`` runs them.
+
+    The host's speed drifts within a process (from iteration to iteration, and after events such
+    as a kernel trace), so a configuration that always ran first would meet another machine than
+    one that always ran last. Each worker process therefore starts at another place: within each
+    model load (same dtype, quantization and attention implementation: nothing is loaded twice),
+    the configurations are rotated by ``shift``, a speculative configuration staying right behind
+    its plain baseline; and odd workers take the model loads in reverse order. Over N processes
+    every configuration then runs at every position about equally often, and the statistics over
+    processes average the drift out instead of folding it into the difference. ``shift`` 0 is the
+    plain nested order."""
+    groups: list[list[list[tuple]]] = []  # model loads -> units -> configurations
+    for combo in combos:
+        model_key, unit_key = combo[:3], combo[:7]
+        if not groups or groups[-1][0][0][:3] != model_key:
+            groups.append([])
+        units = groups[-1]
+        if not units or units[-1][0][:7] != unit_key:
+            units.append([])
+        units[-1].append(combo)
+    if shift % 2 and len(groups) > 1:
+        groups.reverse()
+    out: list[tuple] = []
+    for units in groups:
+        k = shift % len(units)
+        for unit in units[k:] + units[:k]:
+            out.extend(unit)
+    return out
+
+
 def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -> SweepOutcome:
     """Runs every configuration of ``args`` (the parsed ``fastprof run`` options), writing the
     results file after each; an interruption keeps the finished ones."""
@@ -305,7 +337,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
             "batch_size": args.batch_size, "prompt_len": [None] if texts else args.prompt_len,
             "max_new_tokens": args.max_new_tokens, "speculative": list(getattr(args, "speculative", None) or ["none"])}
     speculative = axes["speculative"] != ["none"]
-    combos = list(itertools.product(*(axes[a] for a in AXES)))
+    combos = interleaved_order(list(itertools.product(*(axes[a] for a in AXES))),
+                               int(getattr(args, "order_shift", 0) or 0))
     parameters = {"model": [model_name], **axes}
     if not speculative:
         parameters.pop("speculative")

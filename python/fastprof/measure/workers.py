@@ -257,7 +257,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
         try:
             for p in range(n):
                 out = Path(tmp) / f"process-{p}.json"
-                cmd = ["run", *rest, "--processes", "1", "--quiet", "--output", str(out)]
+                cmd = ["run", *rest, "--processes", "1", "--quiet", "--output", str(out), "--order-shift", str(p)]
                 console.print(escape(f"worker process {p + 1}/{n}"), highlight=False)
                 t0 = time.perf_counter()
                 pid = rc = None
@@ -318,13 +318,14 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
             if _key(run.config) not in {_key(c) for c in configs}:
                 configs.append(run.config)
     for config in configs:
-        parts, part_pids, part_starts, part_errors = [], [], [], []
+        parts, part_pids, part_starts, part_errors, part_positions = [], [], [], [], []
         for i, s in ok:
             run = next((r for r in s.runs if _key(r.config) == _key(config)), None)
             if run is not None and run.result is not None:
                 parts.append(run.result)
                 part_pids.append(pids[i])
                 part_starts.append(starts[i])
+                part_positions.append(s.runs.index(run))
             elif run is not None:
                 part_errors.append(f"process {i}: {(run.error or {}).get('type')}: {(run.error or {}).get('message')}")
         if not parts:
@@ -333,6 +334,10 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
             continue
         result = merge_processes(parts, pids=part_pids, seed=int(getattr(args, "seed", 0) or 0))
         _record_start(result.processes, start, note, part_starts)
+        if len(configs) > 1 and result.processes is not None:
+            # Where this configuration ran in each process's order (interleaved_order): 0 = first.
+            for row, position in zip(result.processes.get("per_process") or [], part_positions):
+                row["position"] = position
         missing = n - len(parts)
         if missing:
             result.warnings.append(f"{missing} of {n} worker process(es) did not measure this configuration"
