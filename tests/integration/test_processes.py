@@ -115,6 +115,22 @@ def test_configurations_alternate_over_the_worker_processes(tmp_path):
     positions = {r.config["batch_size"]: [p["position"] for p in r.result.processes["per_process"]]
                  for r in sweep.runs}
     assert positions == {1: [0, 1], 2: [1, 0]}
+    # The two batch sizes of this one run, compared process by process.
+    js = tmp_path / "by.json"
+    assert cli.main(["compare", str(out), "--by", "batch_size", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["comparisons"][0]["rows"]
+    assert rows and all(r["paired"] and r["n_a"] == 2 and r["n_b"] == 2 for r in rows)
+    itl = next(r for r in rows if r["metric"] == "itl_s")
+    assert itl["median_a"] > 0 and itl["ratio"] > 0 and itl["unit"] == "process"
+
+
+def test_compare_by_refuses_what_it_cannot_do(runs, capsys):
+    assert cli.main(["compare", str(runs["a"]), str(runs["a2"]), "--by", "batch_size"]) == 2
+    assert "give exactly one file" in capsys.readouterr().err
+    assert cli.main(["compare", str(runs["a"]), "--by", "nothing"]) == 2
+    assert "no configuration has the config key 'nothing'" in capsys.readouterr().err
+    assert cli.main(["compare", str(runs["a"]), "--by", "batch_size"]) == 2
+    assert "nothing to compare" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("start", ["fork", "fresh"])

@@ -246,3 +246,30 @@ def test_a_run_with_processes_says_what_a_comparison_of_two_could_tell_apart():
     lines = list(process_lines({"count": 5, "spread": {"itl_s": {"between_process_cv": 0.26,
                                                                  "within_process_cv": 0.1}}}))
     assert any("would be caught 95% of the time" in line for line in lines)
+
+
+def test_pairs_take_out_what_each_process_shares():
+    """Each process's speed moves both settings it measured: paired, a 5% change stands out of a
+    spread of +-30% between processes; unpaired (Welch) it does not."""
+    from fastprof.analysis.compare import compare_metric, paired_log_ratio, welch_log_ratio
+
+    rng = np.random.default_rng(3)
+    speed = np.exp(rng.normal(0, 0.3, 6))  # each process's machine
+    a = 0.010 * speed * np.exp(rng.normal(0, 0.01, 6))
+    b = 0.0105 * speed * np.exp(rng.normal(0, 0.01, 6))
+    ratio, lo, hi, p = paired_log_ratio(a, b)
+    assert lo < 1.05 < hi and lo > 1.0 and p < 0.01
+    assert welch_log_ratio(a, b)[3] > 0.2
+    row = compare_metric(a, b, "itl_s", unit="process", paired=True)
+    assert row.paired and row.verdict == "regression" and row.n_a == row.n_b == 6
+    assert row.detectable_pct < 5
+    # the pairing is by position: shuffling one side destroys it
+    assert paired_log_ratio(a, b[::-1])[3] > 0.05
+
+
+def test_paired_values_must_come_in_pairs():
+    from fastprof.analysis.compare import paired_log_ratio
+
+    with pytest.raises(ValueError, match="as many of each side"):
+        paired_log_ratio(np.ones(3), np.ones(4))
+    assert np.isnan(paired_log_ratio(np.array([1.0]), np.array([2.0]))[3])

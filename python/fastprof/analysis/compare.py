@@ -120,6 +120,9 @@ class Row:
     #: whether it was applied (else why not), the variance it removed, and the unadjusted ratio,
     #: interval and p-value beside the adjusted ones in the fields above. None without one.
     adjustment: dict | None = None
+    #: True when the units were paired (two configurations of one run, the same worker process on
+    #: both sides): the test is then on each pair's log ratio (:func:`paired_log_ratio`).
+    paired: bool = False
 
 
 def _positive(x: np.ndarray) -> np.ndarray:
@@ -160,6 +163,32 @@ def _log_difference(a: np.ndarray, b: np.ndarray, trim: float | None) -> tuple[f
     se = float(np.sqrt(da + db))
     df = (da + db) ** 2 / (da ** 2 / (ha - 1) + db ** 2 / (hb - 1)) if se > 0 else float("nan")
     return mb - ma, se, float(df)
+
+
+def _paired_log_difference(a: np.ndarray, b: np.ndarray, trim: float | None) -> tuple[float, float, float] | None:
+    """(the (trimmed) mean of the pairs' log ratios B/A, its standard error, degrees of freedom) for
+    ``a`` and ``b`` aligned pair by pair (pairs with a non-positive or non-finite value dropped), or
+    None below two pairs. Yuen's trimmed mean from :data:`MIN_TRIM_UNITS` pairs, else the plain
+    one-sample t."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(f"paired values need as many of each side, got {a.size} and {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    d = np.log(b[keep]) - np.log(a[keep])
+    if d.size < 2:
+        return None
+    trim = (TRIM if trim is None else trim) if d.size >= MIN_TRIM_UNITS else 0.0
+    mean, var, h = _trimmed(d, trim)
+    return mean, float(np.sqrt(var)), float(h - 1)
+
+
+def paired_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
+                     trim: float | None = None) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, p) of B against A, unit by unit: ``a[i]`` and ``b[i]`` were measured
+    by the same worker process, next to each other in time, so what the machine did to that process
+    cancels in their ratio. A t test on the log ratios (Yuen's trimmed mean from
+    :data:`MIN_TRIM_UNITS` pairs); NaNs below two pairs."""
+    return _ratio_test(a, b, _paired_log_difference(a, b, trim), alpha)
 
 
 def welch_log_ratio(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
@@ -271,13 +300,27 @@ def covariate_adjust(a: np.ndarray, xa: np.ndarray, b: np.ndarray, xb: np.ndarra
 
 def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "", unit: str = "iteration",
                    alpha: float = 0.05, min_effect_pct: float = 0.0,
-                   covariate: tuple[str, np.ndarray, np.ndarray] | None = None) -> Row:
+                   covariate: tuple[str, np.ndarray, np.ndarray] | None = None, paired: bool = False) -> Row:
     """One metric of one configuration: ``a`` and ``b`` hold one value per unit. The verdict
     uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows.
     ``covariate``: (name, its value per unit of ``a``, per unit of ``b``), a measurement of the
     machine taken beside each unit: when :func:`covariate_adjust` applies it, the row's ratio,
     interval, test and verdict are those of the adjusted values, and ``adjustment`` keeps the
-    unadjusted ones beside them."""
+    unadjusted ones beside them. ``paired``: ``a[i]`` and ``b[i]`` belong together (the same worker
+    process measured both, see :func:`paired_log_ratio`); the pairing takes the machine's drift out
+    itself, so no covariate is used."""
+    if paired:
+        a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+        parts = _paired_log_difference(a, b, None)
+        ratio, lo, hi, p = _ratio_test(a, b, parts, alpha)
+        se, df = (parts[1], parts[2]) if parts is not None else (float("nan"), float("nan"))
+        change = (ratio - 1) * 100 if np.isfinite(ratio) else float("nan")
+        pa, pb = _positive(a), _positive(b)
+        row = Row(config, metric, unit, int(pa.size), int(pb.size),
+                  float(np.median(pa)) if pa.size else float("nan"), float(np.median(pb)) if pb.size else float("nan"),
+                  ratio, lo, hi, p, p, False, change, -change if higher_is_better(metric) else change, TOO_LITTLE,
+                  se, df, detectable_change_pct(se, df, alpha=alpha), paired=True)
+        return _decide(row, alpha, min_effect_pct)
     if covariate is not None:
         name, xa, xb = covariate
         plain = compare_metric(a, b, metric, config=config, unit=unit, alpha=alpha, min_effect_pct=min_effect_pct)

@@ -41,9 +41,15 @@ def add_parser(sub: Any) -> None:
             "each side) and the test runs on the adjusted values; a table gives the unadjusted ratio,\n"
             "interval and p beside them. A covariate that itself differs between the sides is not adjusted\n"
             "for (the compared code may move it). --covariate none turns it off.\n\n"
-            "example:\n"
+            "Two settings of one run: --by KEY compares the configurations of one file that differ in config\n"
+            "key KEY (the run's first value is the baseline). Every worker process of that run measured\n"
+            "each setting, next to each other and in alternating order, so each process's B is tested\n"
+            "against its own A (a paired t test on the log ratios): what the machine did to that process\n"
+            "cancels out, which a comparison of two separate runs cannot do.\n\n"
+            "examples:\n"
             "  fastprof run -o main.json   # on each side (5 worker processes by default)\n"
-            "  fastprof compare main.json branch.json --fail-on-regression 5"
+            "  fastprof compare main.json branch.json --fail-on-regression 5\n"
+            "  fastprof run --compile off,on -o both.json && fastprof compare both.json --by compile"
         ),
         formatter_class=Formatter,
     )
@@ -62,6 +68,9 @@ def add_parser(sub: Any) -> None:
                       help="config keys not used to match configurations (e.g. model, to compare two models)")
     cmp_.add_argument("--min-effect", type=non_negative_float, default=1.0, metavar="PCT",
                       help="smallest change, in percent, called a regression or an improvement")
+    cmp_.add_argument("--by", metavar="KEY", default=None,
+                      help="compare the configurations of ONE results file that differ in config key KEY "
+                           "(batch_size, compile, attn_implementation, ...), paired by worker process")
     cmp_.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     cmp_.add_argument("--covariate", default="auto", choices=("auto", "none", "torch_op_s", "launch_s",
                                                             "python_loop_s"),
@@ -71,15 +80,25 @@ def add_parser(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from fastprof.report import compare
-    if len(args.files) < 2:
-        raise UsageError("compare needs at least two results files: the baseline, then one or more others")
+    if args.by is not None and len(args.files) != 1:
+        raise UsageError("argument --by: compares the configurations of one results file; give exactly one file")
+    if args.by is None and len(args.files) < 2:
+        raise UsageError("compare needs at least two results files: the baseline, then one or more others "
+                         "(or one file and --by KEY)")
     if not 0 < args.alpha < 1:
         raise UsageError(f"argument --alpha: must be between 0 and 1, got {args.alpha}")
     sweeps = [load_results(p) for p in args.files]
+    options = dict(metrics=args.metric, clock=args.clock, alpha=args.alpha, min_effect_pct=args.min_effect,
+                   covariate=args.covariate)
     try:
-        comparisons = compare.compare_files(sweeps, names=args.files, metrics=args.metric, clock=args.clock,
-                                            alpha=args.alpha, ignore=args.ignore, min_effect_pct=args.min_effect,
-                                            covariate=args.covariate)
+        if args.by is not None:
+            sides = compare.split_by(sweeps[0], args.by)
+            names = [f"{args.by}={value}" for value, _ in sides]
+            comparisons = [compare.compare_sweeps(sides[0][1], side, names=(names[0], name),
+                                                  ignore=[args.by, *args.ignore], paired=True, **options)
+                           for (_, side), name in zip(sides[1:], names[1:])]
+        else:
+            comparisons = compare.compare_files(sweeps, names=args.files, ignore=args.ignore, **options)
     except compare.CompareError as exc:
         raise UsageError(str(exc)) from None
     compare.print_console(comparisons, alpha=args.alpha, threshold_pct=args.fail_on_regression)

@@ -120,20 +120,91 @@ def device_metrics(ra: BenchmarkResult, rb: BenchmarkResult) -> list[str]:
     return names
 
 
+def _kernel_value(figures: dict[str, Any], metric: str) -> float | None:
+    if metric == "gpu_busy_s_per_step":
+        v = figures.get("busy_s_per_step")
+    elif metric == "kernels_per_step":
+        v = figures.get("kernels_per_token")
+    else:
+        v = (figures.get("class_s_per_step") or {}).get(metric[len("gpu_"):-len("_s_per_step")])
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
 def device_unit_values(result: BenchmarkResult, metric: str) -> np.ndarray | None:
     """One value of device metric ``metric`` per worker process with a kernel trace; None when
     fewer than two have it."""
-    vals = []
-    for f in process_kernels(result):
-        if metric == "gpu_busy_s_per_step":
-            v = f.get("busy_s_per_step")
-        elif metric == "kernels_per_step":
-            v = f.get("kernels_per_token")
-        else:
-            v = (f.get("class_s_per_step") or {}).get(metric[len("gpu_"):-len("_s_per_step")])
-        if v is not None and np.isfinite(v):
-            vals.append(float(v))
+    vals = [v for v in (_kernel_value(f, metric) for f in process_kernels(result)) if v is not None]
     return np.asarray(vals, dtype=np.float64) if len(vals) >= 2 else None
+
+
+def process_values_by_pid(result: BenchmarkResult, metric: str, clock: str = "host",
+                          table: dict[str, np.ndarray] | None = None) -> dict[int, float] | None:
+    """The metric's value in each worker process of a ``fastprof run --processes N`` result, keyed
+    by the process's pid (a timing metric: the median over its iterations; a device metric: its
+    kernel figures); None for a single-process result or where a pid is unknown."""
+    if result.kind == "serving" or process_count(result) < 2:
+        return None
+    per_process = (result.processes or {}).get("per_process") or []
+    pids = {pp.get("process"): pp.get("pid") for pp in per_process}
+    if any(v is None for v in pids.values()):
+        return None
+    if is_device_metric(metric):
+        out = {pids[pp.get("process")]: _kernel_value(pp["kernels"], metric) for pp in per_process if pp.get("kernels")}
+        return {k: v for k, v in out.items() if v is not None}
+    vals = _per_iteration(result, metric, clock, table)
+    labels = process_labels(result)
+    if vals is None or labels is None or labels.size != vals.size:
+        return None
+    out = {}
+    for p in np.unique(labels):
+        v = vals[labels == p]
+        if p not in pids or not np.isfinite(v).any():
+            continue
+        out[int(pids[p])] = float(np.nanmedian(v))
+    return out
+
+
+def paired_process_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str = "host",
+                          tables: Sequence[dict[str, np.ndarray] | None] = (None, None)
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The metric's per-process values of two configurations of one run, aligned on the worker
+    process that measured both (by pid); None below two common processes."""
+    va = process_values_by_pid(ra, metric, clock, tables[0])
+    vb = process_values_by_pid(rb, metric, clock, tables[1])
+    if va is None or vb is None:
+        return None
+    common = [pid for pid in va if pid in vb]
+    if len(common) < 2:
+        return None
+    return (np.asarray([va[p] for p in common], dtype=np.float64),
+            np.asarray([vb[p] for p in common], dtype=np.float64))
+
+
+def split_by(sweep: Sweep, key: str) -> list[tuple[Any, Sweep]]:
+    """The configurations of one results file split by the value of config key ``key``: one sweep
+    per value, in the order of the run's parameters (the first is the baseline)."""
+    runs = sweep.ok_runs
+    if not any(key in r.config for r in runs):
+        keys = sorted({k for r in runs for k in r.config
+                       if len({json.dumps(x.config.get(k), default=str) for x in runs}) > 1})
+        raise CompareError(f"no configuration has the config key {key!r}; "
+                           + (f"the keys that vary in this file: {', '.join(keys)}" if keys
+                              else "this file has one configuration"))
+    order = list((sweep.parameters or {}).get(key) or [])
+    for r in runs:
+        if r.config.get(key) not in order:
+            order.append(r.config.get(key))
+    sides = []
+    for value in order:
+        side = Sweep(environment=sweep.environment, parameters=dict(sweep.parameters or {}))
+        for r in runs:
+            if r.config.get(key) == value:
+                side.add_ok(dict(r.config), r.result)
+        if side.ok_runs:
+            sides.append((value, side))
+    if len(sides) < 2:
+        raise CompareError(f"every configuration has the same {key} ({order[0]!r}): nothing to compare")
+    return sides
 
 
 #: The host-path figures a comparison can adjust for, in the order tried by default: a torch
@@ -298,10 +369,13 @@ def _key(run: Run, ignore: Sequence[str]) -> str:
 
 def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, clock: str = "host",
                    alpha: float = 0.05, ignore: Sequence[str] = (), min_effect_pct: float = 0.0,
-                   names: tuple[str, str] = ("A", "B"), covariate: str | None = "auto") -> Comparison:
+                   names: tuple[str, str] = ("A", "B"), covariate: str | None = "auto",
+                   paired: bool = False) -> Comparison:
     """Every configuration present in both (matched by config values, ``ignore`` left out) and
     every metric, compared over units (see :mod:`fastprof.analysis.compare`), with Holm's
-    adjustment over all the rows."""
+    adjustment over all the rows. ``paired``: ``a`` and ``b`` are configurations of one run
+    (:func:`split_by`), so each worker process's value of B is tested against its own value of A
+    (:func:`fastprof.analysis.compare.paired_log_ratio`) wherever two or more processes measured both."""
     runs_a = {_key(r, ignore): r for r in a.ok_runs}
     runs_b = {_key(r, ignore): r for r in b.ok_runs}
     pairs = [(runs_a[k], runs_b[k]) for k in runs_a if k in runs_b]
@@ -349,6 +423,14 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
+            if paired and unit == "process" and (not is_device_metric(metric) or metric in device[id(ra)]):
+                pair = paired_process_values(ra.result, rb.result, metric, clock, tables)
+                if pair is not None:
+                    rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
+                                               min_effect_pct=min_effect_pct, paired=True))
+                    if is_device_metric(metric) and label(ra) not in kernels_tested:
+                        kernels_tested.append(label(ra))
+                    continue
             if is_device_metric(metric):
                 # The kernel trace's figures, one per worker process: the GPU's time does not follow
                 # the host's speed, so they are never adjusted for the host path.
@@ -404,8 +486,10 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
     for c in comparisons:
         plural = {"process": "processes", "iteration": "iterations", "request": "requests"}
         units = [plural.get(u, u) for u in sorted({r.unit for r in c.rows})]
+        how = (f"paired by worker process (each process measured both), t {1 - alpha:.0%} interval"
+               if c.rows and all(r.paired for r in c.rows) else f"Welch's {1 - alpha:.0%} interval")
         console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}, "
-                             f"Welch's {1 - alpha:.0%} interval, p-value Holm-adjusted over {len(c.rows)} tests"),
+                             f"{how}, p-value Holm-adjusted over {len(c.rows)} tests"),
                       highlight=False)
         width = console_width(console)
         configs, said = config_column([r.config or "-" for r in c.rows], width)
