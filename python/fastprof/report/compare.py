@@ -390,7 +390,9 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     varying = [k for k in keys if len({json.dumps(r.config.get(k), default=str) for r in a.runs + b.runs}) > 1]
 
     def label(run: Run) -> str:
-        return run.label(varying) if varying else run.label()
+        if varying:
+            return run.label(varying)
+        return run.label([k for k in run.config if k != "model" and k not in ignore]) if ignore else run.label()
 
     available = []
     device = {id(ra): device_metrics(ra.result, rb.result) for ra, rb in pairs}
