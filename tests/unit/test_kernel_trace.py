@@ -417,19 +417,23 @@ def test_empty_api_trace_by_default():
 COPIES = r"""
 import ctypes, json, os, sys
 from fastprof.capture.kernel_trace import KernelTracer
-wanted, other, load_other = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-os.environ["FASTPROF_CUPTI_LIBRARY"] = wanted
-if load_other:
+wanted, other, how = sys.argv[1], sys.argv[2], sys.argv[3]
+if how == "torch":
     ctypes.CDLL(other)  # as torch maps its wheel's CUPTI on import
+elif how == "fastprof":  # fastprof's own tracer opened the other copy earlier in the process
+    os.environ["FASTPROF_CUPTI_LIBRARY"] = other
+    assert KernelTracer().library_path == other
+os.environ["FASTPROF_CUPTI_LIBRARY"] = wanted
 t = KernelTracer()
 print(json.dumps({"path": t.library_path, "note": t.note, "env": os.environ.get("FASTPROF_CUPTI_LIBRARY")}))
 """
 
 
-@pytest.mark.parametrize("load_other", [True, False])
-def test_the_cupti_the_process_already_uses_wins_over_another_copy(fake_cupti_path, tmp_path, load_other):
+@pytest.mark.parametrize("how", ["torch", "none", "fastprof"])
+def test_the_cupti_the_process_already_uses_wins_over_another_copy(fake_cupti_path, tmp_path, how):
     # Two copies of CUPTI in one process take each other's records (torch.profiler then saw no
-    # kernels after a fastprof trace on the H200): a copy already mapped is used, and the tracer says so.
+    # kernels after a fastprof trace on the H200): a copy something else already mapped is used, and
+    # the tracer says so; a copy fastprof opened itself earlier does not count.
     import json
     import shutil
     import subprocess
@@ -437,12 +441,12 @@ def test_the_cupti_the_process_already_uses_wins_over_another_copy(fake_cupti_pa
 
     other = tmp_path / "libcupti.so.13"
     shutil.copy(fake_cupti_path, other)
-    p = subprocess.run([sys.executable, "-c", COPIES, str(fake_cupti_path), str(other), "1" if load_other else "0"],
+    p = subprocess.run([sys.executable, "-c", COPIES, str(fake_cupti_path), str(other), how],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["env"] == str(fake_cupti_path)  # the environment is left as it was
-    if load_other:
+    if how == "torch":
         assert os.path.realpath(out["path"]) == os.path.realpath(other)
         assert "FASTPROF_CUPTI_LIBRARY" in out["note"] and str(other) in out["note"]
     else:

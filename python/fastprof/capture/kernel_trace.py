@@ -62,12 +62,18 @@ def mapped_cupti() -> list[str]:
         return []
 
 
+#: The CUPTI files fastprof's tracers opened in this process (they stay mapped): a copy fastprof
+#: opened itself is no reason to pass over ``FASTPROF_CUPTI_LIBRARY`` later.
+_OPENED: set[str] = set()
+
+
 def _other_copy_note() -> str | None:
-    """Why ``FASTPROF_CUPTI_LIBRARY`` is passed over: it names a file other than the CUPTI this process
-    already uses. Two copies of CUPTI in one process take each other's records: after a trace by
-    the second, torch.profiler sees no kernels (0 CUDA events against 100, H200, torch 2.11)."""
+    """Why ``FASTPROF_CUPTI_LIBRARY`` is passed over: it names a file other than the CUPTI that
+    something else in this process (torch) already uses. Two copies of CUPTI in one process take
+    each other's records: after a trace by the second, torch.profiler sees no kernels (0 CUDA
+    events against 100, H200, torch 2.11)."""
     wanted = os.environ.get("FASTPROF_CUPTI_LIBRARY")
-    mapped = mapped_cupti()
+    mapped = [m for m in mapped_cupti() if os.path.realpath(m) not in _OPENED]
     if not wanted or not mapped:
         return None
     if any(os.path.realpath(wanted) == os.path.realpath(m) for m in mapped):
@@ -272,6 +278,8 @@ class KernelTracer:
             self._native = _core.KernelTracer(cupti_candidates(), buffer_bytes, buffer_count, max_records,
                                               timestamp_callback, api=self.api, all_api=api == "all")
             self.available = True
+            if self._native.library_path and os.path.sep in self._native.library_path:
+                _OPENED.add(os.path.realpath(self._native.library_path))
         except LibraryError as exc:
             self.reason = f"no CUPTI library: {exc}"
         finally:
