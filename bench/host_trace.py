@@ -191,8 +191,9 @@ def fmt(s: dict) -> str:
     return f"{s['median']:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}]"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def workload_arguments(description: str, budget_s: float) -> argparse.ArgumentParser:
+    """The options of the benches that time the 1.2B decode in rounds of arms, eager and compiled."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=None, help="rounds of all arms (default 10; smoke: 2)")
     ap.add_argument("--new-tokens", type=int, default=None, help="new tokens per generate (default 64; smoke: 8)")
     ap.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default 64; smoke: 8)")
@@ -200,24 +201,23 @@ def main() -> int:
     ap.add_argument("--skip-compiled", action="store_true")
     ap.add_argument("--skip-eager", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU: checks the script")
-    ap.add_argument("--budget-s", type=float, default=240.0, help="stop starting rounds (after 3) past this time")
+    ap.add_argument("--budget-s", type=float, default=budget_s, help="stop starting rounds (after 3) past this time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output")
-    ap.add_argument("--arms", choices=("all", "fastprof", "profiler", "decompose"), default="all",
-                    help="decompose: all four arms plus the kernel tracer alone and with API records")
+    return ap
+
+
+def parse_workload_arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
     args = ap.parse_args()
     args.rounds = args.rounds or (2 if args.smoke else 10)
-    args.arm_list = [a for a in ARMS if a.startswith("untraced") or args.arms in ("all", "decompose")
-                     or (args.arms == "fastprof") == a.startswith("fastprof")]
-    if args.arms == "decompose":
-        args.arm_list += list(DECOMPOSE)
     args.new_tokens = args.new_tokens or (8 if args.smoke else 64)
     args.prompt_len = args.prompt_len or (8 if args.smoke else 64)
-    t_start = time.perf_counter()
+    return args
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
 
+def decode_workloads(args: argparse.Namespace) -> tuple[list[Workload], dict[str, Any]]:
+    """The 1.2B Llama (tiny under --smoke), eager and (on a GPU) compiled with a static cache and
+    reduce-overhead, and the report's head (arguments, device, torch)."""
     import torch
     from transformers import CompileConfig
 
@@ -238,8 +238,26 @@ def main() -> int:
         workloads.append(Workload("compiled", model, inputs, args.new_tokens,
                                   {"cache_implementation": "static",
                                    "compile_config": CompileConfig(fullgraph=True, mode="reduce-overhead")}, cuda))
-    report: dict[str, Any] = {"config": vars(args), "device": torch.cuda.get_device_name() if cuda else "cpu",
-                              "torch": torch.__version__, "workloads": {}}
+    head = {"config": vars(args), "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "torch": torch.__version__, "workloads": {}}
+    return workloads, head
+
+
+def main() -> int:
+    ap = workload_arguments(__doc__, 240.0)
+    ap.add_argument("--arms", choices=("all", "fastprof", "profiler", "decompose"), default="all",
+                    help="decompose: all four arms plus the kernel tracer alone and with API records")
+    args = parse_workload_arguments(ap)
+    args.arm_list = [a for a in ARMS if a.startswith("untraced") or args.arms in ("all", "decompose")
+                     or (args.arms == "fastprof") == a.startswith("fastprof")]
+    if args.arms == "decompose":
+        args.arm_list += list(DECOMPOSE)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
+
+    workloads, report = decode_workloads(args)
     deadline = t_start + args.budget_s
     for wl in workloads:
         log(f"workload {wl.name}")

@@ -37,8 +37,14 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from host_trace import token_marks  # noqa: E402
-from observer_effect import MODEL_1B, MODEL_SMOKE, Workload, paired_ratio  # noqa: E402
+from host_trace import (  # noqa: E402
+    decode_workloads,
+    fmt,
+    parse_workload_arguments,
+    token_marks,
+    workload_arguments,
+)
+from observer_effect import Workload, paired_ratio  # noqa: E402
 
 ARMS = ("untraced", "untraced (A/A)", "kernels, timestamp callback", "kernels, measured offset",
         "torch.profiler CUDA")
@@ -131,56 +137,14 @@ def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: C
             "rounds": rounds}
 
 
-def fmt(s: dict) -> str:
-    if not s or s.get("median") is None:
-        return "-"
-    if s.get("ci95_low") is None:
-        return f"{s['median']:.3f}"
-    return f"{s['median']:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}]"
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=None, help="rounds of all arms (default 10; smoke: 2)")
-    ap.add_argument("--new-tokens", type=int, default=None, help="new tokens per generate (default 64; smoke: 8)")
-    ap.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default 64; smoke: 8)")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--skip-compiled", action="store_true")
-    ap.add_argument("--skip-eager", action="store_true")
-    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU: checks the script")
-    ap.add_argument("--budget-s", type=float, default=120.0, help="stop starting rounds (after 3) past this time")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output")
-    args = ap.parse_args()
-    args.rounds = args.rounds or (2 if args.smoke else 10)
-    args.new_tokens = args.new_tokens or (8 if args.smoke else 64)
-    args.prompt_len = args.prompt_len or (8 if args.smoke else 64)
+    args = parse_workload_arguments(workload_arguments(__doc__, 120.0))
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
 
-    import torch
-    from transformers import CompileConfig
-
-    from fastprof.capture.hf import build_default_model, random_inputs
-
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = "cuda" if cuda else "cpu"
-    with torch.device(device):
-        model = build_default_model(dtype=torch.bfloat16 if cuda else torch.float32, device=device, seed=args.seed,
-                                    **(MODEL_SMOKE if args.smoke else MODEL_1B))
-    model.generation_config.pad_token_id = 0
-    inputs = random_inputs(int(model.config.vocab_size), 1, args.prompt_len, device=device, seed=args.seed)
-    workloads = []
-    if not args.skip_eager:
-        workloads.append(Workload("eager", model, inputs, args.new_tokens, {}, cuda))
-    if not args.skip_compiled and cuda:
-        workloads.append(Workload("compiled", model, inputs, args.new_tokens,
-                                  {"cache_implementation": "static",
-                                   "compile_config": CompileConfig(fullgraph=True, mode="reduce-overhead")}, cuda))
-    report: dict[str, Any] = {"config": vars(args), "device": torch.cuda.get_device_name() if cuda else "cpu",
-                              "torch": torch.__version__, "workloads": {}}
+    workloads, report = decode_workloads(args)
     for k, wl in enumerate(workloads):
         log(f"workload {wl.name}")
         deadline = t_start + args.budget_s * (k + 1) / len(workloads)
