@@ -309,19 +309,7 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
     unadjusted ones beside them. ``paired``: ``a[i]`` and ``b[i]`` belong together (the same worker
     process measured both, see :func:`paired_log_ratio`); the pairing takes the machine's drift out
     itself, so no covariate is used."""
-    if paired:
-        a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-        parts = _paired_log_difference(a, b, None)
-        ratio, lo, hi, p = _ratio_test(a, b, parts, alpha)
-        se, df = (parts[1], parts[2]) if parts is not None else (float("nan"), float("nan"))
-        change = (ratio - 1) * 100 if np.isfinite(ratio) else float("nan")
-        pa, pb = _positive(a), _positive(b)
-        row = Row(config, metric, unit, int(pa.size), int(pb.size),
-                  float(np.median(pa)) if pa.size else float("nan"), float(np.median(pb)) if pb.size else float("nan"),
-                  ratio, lo, hi, p, p, False, change, -change if higher_is_better(metric) else change, TOO_LITTLE,
-                  se, df, detectable_change_pct(se, df, alpha=alpha), paired=True)
-        return _decide(row, alpha, min_effect_pct)
-    if covariate is not None:
+    if covariate is not None and not paired:
         name, xa, xb = covariate
         plain = compare_metric(a, b, metric, config=config, unit=unit, alpha=alpha, min_effect_pct=min_effect_pct)
         adj_a, adj_b, info = covariate_adjust(a, xa, b, xb, name=name)
@@ -349,8 +337,8 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
                       worse_pct=-change if higher_is_better(metric) else change, se_log=parts[1], df=parts[2],
                       detectable_pct=detectable_change_pct(parts[1], parts[2], alpha=alpha), adjustment=info)
         return _decide(row, alpha, min_effect_pct)
+    parts = _paired_log_difference(a, b, None) if paired else _log_difference(_positive(a), _positive(b), None)
     a, b = _positive(a), _positive(b)
-    parts = _log_difference(a, b, None)
     ratio, lo, hi, p = _ratio_test(a, b, parts, alpha)
     se, df = (parts[1], parts[2]) if parts is not None else (float("nan"), float("nan"))
     change = (ratio - 1) * 100 if np.isfinite(ratio) else float("nan")
@@ -358,7 +346,7 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
     ma = float(np.median(a)) if a.size else float("nan")
     mb = float(np.median(b)) if b.size else float("nan")
     row = Row(config, metric, unit, int(a.size), int(b.size), ma, mb, ratio, lo, hi, p, p, False, change, worse,
-              TOO_LITTLE, se, df, detectable_change_pct(se, df, alpha=alpha))
+              TOO_LITTLE, se, df, detectable_change_pct(se, df, alpha=alpha), paired=paired)
     return _decide(row, alpha, min_effect_pct)
 
 
