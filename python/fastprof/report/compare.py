@@ -152,16 +152,11 @@ def process_values_by_pid(result: BenchmarkResult, metric: str, clock: str = "ho
         out = {pids[pp.get("process")]: _kernel_value(pp["kernels"], metric) for pp in per_process if pp.get("kernels")}
         return {k: v for k, v in out.items() if v is not None}
     vals = _per_iteration(result, metric, clock, table)
-    labels = process_labels(result)
-    if vals is None or labels is None or labels.size != vals.size:
+    per = _per_unit(result, vals, "process") if vals is not None else None
+    if per is None:
         return None
-    out = {}
-    for p in np.unique(labels):
-        v = vals[labels == p]
-        if p not in pids or not np.isfinite(v).any():
-            continue
-        out[int(pids[p])] = float(np.nanmedian(v))
-    return out
+    processes = np.unique(process_labels(result))
+    return {int(pids[p]): float(v) for p, v in zip(processes, per) if p in pids and np.isfinite(v)}
 
 
 def paired_process_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str = "host",
