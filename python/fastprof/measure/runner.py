@@ -279,13 +279,13 @@ def interleaved_order(combos: Sequence[tuple], shift: int) -> list[tuple]:
     every configuration then runs at every position about equally often, and the statistics over
     processes average the drift out instead of folding it into the difference. ``shift`` 0 is the
     plain nested order."""
+    model_end, unit_end = AXES.index("compile"), AXES.index("speculative")  # the axes of a load, of a unit
     groups: list[list[list[tuple]]] = []  # model loads -> units -> configurations
     for combo in combos:
-        model_key, unit_key = combo[:3], combo[:7]
-        if not groups or groups[-1][0][0][:3] != model_key:
+        if not groups or groups[-1][0][0][:model_end] != combo[:model_end]:
             groups.append([])
         units = groups[-1]
-        if not units or units[-1][0][:7] != unit_key:
+        if not units or units[-1][0][:unit_end] != combo[:unit_end]:
             units.append([])
         units[-1].append(combo)
     if shift % 2 and len(groups) > 1:
