@@ -67,13 +67,13 @@ def mapped_cupti() -> list[str]:
 _OPENED: set[str] = set()
 
 
-def _other_copy_note() -> str | None:
+def _other_copy_note(mapped: list[str]) -> str | None:
     """Why ``FASTPROF_CUPTI_LIBRARY`` is passed over: it names a file other than the CUPTI that
     something else in this process (torch) already uses. Two copies of CUPTI in one process take
     each other's records: after a trace by the second, torch.profiler sees no kernels (0 CUDA
     events against 100, H200, torch 2.11)."""
     wanted = os.environ.get("FASTPROF_CUPTI_LIBRARY")
-    mapped = [m for m in mapped_cupti() if os.path.realpath(m) not in _OPENED]
+    mapped = [m for m in mapped if os.path.realpath(m) not in _OPENED]
     if not wanted or not mapped:
         return None
     if any(os.path.realpath(wanted) == os.path.realpath(m) for m in mapped):
@@ -82,8 +82,9 @@ def _other_copy_note() -> str | None:
             "that one, as a second copy of CUPTI in one process would take torch.profiler's records")
 
 
-def cupti_candidates() -> list[str]:
-    """Paths to try for libcupti, best first (FASTPROF_CUPTI_LIBRARY is handled natively, before these)."""
+def cupti_candidates(mapped: list[str] | None = None) -> list[str]:
+    """Paths to try for libcupti, best first (FASTPROF_CUPTI_LIBRARY is handled natively, before these);
+    ``mapped``: :func:`mapped_cupti`, when the caller has read it already."""
     found: list[str] = []
 
     def add(paths):
@@ -91,7 +92,7 @@ def cupti_candidates() -> list[str]:
             if p not in found and os.path.exists(p):
                 found.append(p)
 
-    add(mapped_cupti())  # a copy already mapped (torch's kineto loads the wheel's): no second copy
+    add(mapped_cupti() if mapped is None else mapped)  # a copy already mapped (torch's kineto loads the wheel's): no second copy
     roots = list(dict.fromkeys([*sys.path, *site.getsitepackages(), site.getusersitepackages()]))
     for root in roots:
         for sub in ("nvidia/cuda_cupti/lib", "nvidia/cu13/lib", "nvidia/cu12/lib"):
@@ -272,10 +273,11 @@ class KernelTracer:
         from fastprof._native import _core
 
         #: Set when ``FASTPROF_CUPTI_LIBRARY`` was passed over for the CUPTI the process already uses.
-        self.note: str | None = _other_copy_note()
+        mapped = mapped_cupti()
+        self.note: str | None = _other_copy_note(mapped)
         saved = os.environ.pop("FASTPROF_CUPTI_LIBRARY", None) if self.note else None
         try:
-            self._native = _core.KernelTracer(cupti_candidates(), buffer_bytes, buffer_count, max_records,
+            self._native = _core.KernelTracer(cupti_candidates(mapped), buffer_bytes, buffer_count, max_records,
                                               timestamp_callback, api=self.api, all_api=api == "all")
             self.available = True
             if self._native.library_path and os.path.sep in self._native.library_path:
