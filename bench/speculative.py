@@ -51,34 +51,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from observer_effect import MODEL_1B, MODEL_SMOKE, paired_ratio  # noqa: E402
+from observer_effect import Workload as Target  # noqa: E402 - the target model, its prompt and settings
 
 CONSTANT = {"num_assistant_tokens_schedule": "constant", "assistant_confidence_threshold": 0.0}
-
-
-class Target:
-    """The target model, its prompt and generate's settings for one workload (eager)."""
-
-    def __init__(self, name: str, model: Any, inputs: dict, new_tokens: int, gen_kwargs: dict, cuda: bool) -> None:
-        self.name, self.model, self.inputs, self.new_tokens, self.cuda = name, model, inputs, new_tokens, cuda
-        self.kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
-                           **gen_kwargs)
-        self.prompt_len = int(inputs["input_ids"].shape[-1])
-
-    def sync(self) -> None:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-
-    def generate(self, **extra: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            out = self.model.generate(**self.inputs, **self.kwargs, **extra)
-        produced = int(out.shape[-1]) - self.prompt_len
-        if produced != self.new_tokens:
-            raise RuntimeError(f"{self.name}: generate produced {produced} tokens, expected {self.new_tokens}")
-        return out
 
 
 def make_arm(t: Target, spec: dict[str, Any], recorded: bool) -> Callable[[], dict]:
