@@ -94,9 +94,10 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
         with host:
             wl.generate(**kw)
         wl.sync()
+        gen = time.perf_counter_ns() - t0
         trace = tracer.stop()
         wall = time.perf_counter_ns() - t0
-        out: dict[str, Any] = {"wall_ns": wall, "available": bool(started), "reason": tracer.reason,
+        out: dict[str, Any] = {"wall_ns": wall, "gen_ns": gen, "available": bool(started), "reason": tracer.reason,
                                "api_mode": tracer.api_mode}
         if started:
             sec = H.section([(start_ns, np.asarray(marks.t, dtype=np.int64))], spans=host.take(),
@@ -122,9 +123,12 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
             started = tracer.start()
             wl.generate(**kw)
             wl.sync()
+            gen = time.perf_counter_ns() - t0
             tracer.stop()
-            return {"wall_ns": time.perf_counter_ns() - t0, "available": bool(started)}
+            return {"wall_ns": time.perf_counter_ns() - t0, "gen_ns": gen, "available": bool(started)}
         return arm
+
+    counted = []
 
     def profiler() -> dict:
         from torch.profiler import ProfilerActivity, profile
@@ -132,10 +136,19 @@ def make_arms(wl: Workload) -> dict[str, Callable[[], dict]]:
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if wl.cuda else [])
         wl.sync()
         t0 = time.perf_counter_ns()
-        with profile(activities=acts):
-            wl.generate()
-            wl.sync()
-        return {"wall_ns": time.perf_counter_ns() - t0}
+        prof = profile(activities=acts)
+        prof.start()
+        wl.generate()
+        wl.sync()
+        gen = time.perf_counter_ns() - t0
+        prof.stop()
+        out = {"wall_ns": time.perf_counter_ns() - t0, "gen_ns": gen}
+        if not counted:  # once per workload, after the clock: did its CUDA side record anything?
+            kinds = [str(getattr(e, "device_type", "")) for e in prof.events()]
+            out["cuda_events"] = sum(1 for k in kinds if k.endswith("CUDA"))
+            out["cpu_events"] = sum(1 for k in kinds if k.endswith("CPU"))
+            counted.append(out["cuda_events"])
+        return out
 
     return {"untraced": untraced, "untraced (A/A)": untraced, "fastprof kernel+host": fastprof_traced,
             "torch.profiler CPU+CUDA": profiler, "fastprof kernels only": tracer_only(False),
@@ -169,7 +182,17 @@ def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: C
         stats[name]["median_wall_s"] = float(np.median(a)) / 1e9 if a else None
         diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
         stats[name]["added_s_per_token"] = float(np.median(diff)) / 1e9 / wl.new_tokens if a else None
+        # The same up to the generate's end: the cost inside the traced iteration, without the
+        # tool's stop (fastprof's flush, torch.profiler's event processing).
+        g = [row[name].get("gen_ns", row[name]["wall_ns"]) for row in rows]
+        stats[name]["added_in_iteration_s_per_token"] = (
+            float(np.median(np.asarray(g, dtype=np.float64) - np.asarray(b, dtype=np.float64))) / 1e9 / wl.new_tokens
+            if a else None)
     res["arms"] = stats
+    counts = [row["torch.profiler CPU+CUDA"] for row in rounds
+              if "cuda_events" in row.get("torch.profiler CPU+CUDA", {})]
+    if counts:
+        res["profiler_events"] = {"cuda": counts[0]["cuda_events"], "cpu": counts[0]["cpu_events"]}
     fp = [row["fastprof kernel+host"] for row in rounds if row.get("fastprof kernel+host", {}).get("available")]
     res["fastprof_rounds_available"] = len(fp)
     if fp:
@@ -180,6 +203,9 @@ def run_workload(wl: Workload, args: argparse.Namespace, deadline: float, log: C
     prof = stats.get("torch.profiler CPU+CUDA", {}).get("added_s_per_token")
     mine = stats.get("fastprof kernel+host", {}).get("added_s_per_token")
     res["fastprof_added_over_profiler_added"] = (mine / prof) if mine is not None and prof else None
+    prof = stats.get("torch.profiler CPU+CUDA", {}).get("added_in_iteration_s_per_token")
+    mine = stats.get("fastprof kernel+host", {}).get("added_in_iteration_s_per_token")
+    res["in_iteration_fastprof_over_profiler"] = (mine / prof) if mine is not None and prof else None
     return res
 
 
@@ -269,16 +295,24 @@ def main() -> int:
             json.dump(report, f, indent=1, default=str)
     print()
     print(f"host trace cost: {report['device']}, batch 1, prompt {args.prompt_len}, new {args.new_tokens}")
-    print(f"{'workload':10} {'arm':24} {'ratio to untraced [95% CI]':30} {'wall':>10} {'added/token':>12}")
+    print(f"{'workload':10} {'arm':24} {'ratio to untraced [95% CI]':30} {'wall':>10} {'added/token':>12} "
+          f"{'in iteration':>12}")
     for name, res in report["workloads"].items():
         for arm in args.arm_list:
             s = res["arms"][arm]
             wall = f"{s['median_wall_s'] * 1e3:7.1f} ms" if s.get("median_wall_s") else "-"
             add = f"{s['added_s_per_token'] * 1e3:8.3f} ms" if s.get("added_s_per_token") is not None else "-"
-            print(f"{name:10} {arm:24} {fmt(s):30} {wall:>10} {add:>12}")
+            inner = s.get("added_in_iteration_s_per_token")
+            inner = f"{inner * 1e3:8.3f} ms" if inner is not None else "-"
+            print(f"{name:10} {arm:24} {fmt(s):30} {wall:>10} {add:>12} {inner:>12}")
         r = res.get("fastprof_added_over_profiler_added")
         print(f"{name:10} fastprof added / torch.profiler CPU+CUDA added: "
               + (f"{r:.2f} (target <= 0.5)" if r is not None else "-"))
+        r = res.get("in_iteration_fastprof_over_profiler")
+        print(f"{name:10} the same inside the iteration (without stop): " + (f"{r:.2f}" if r is not None else "-"))
+        if res.get("profiler_events"):
+            print(f"{name:10} torch.profiler recorded {res['profiler_events']['cuda']} CUDA and "
+                  f"{res['profiler_events']['cpu']} CPU events in one generate")
         sums = res.get("parts_sum_ratio")
         if sums:
             print(f"{name:10} host parts / traced step: {min(sums):.4f}-{max(sums):.4f} (target within 5%)")
