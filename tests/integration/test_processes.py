@@ -165,3 +165,53 @@ def test_the_fork_server_reports_exit_codes_and_stderr_and_survives_its_workers(
             server.run(["--version"], tmp_path / "gone.stderr")
     finally:
         server.close()
+
+
+def test_the_fork_server_starts_before_the_checks_and_is_ended_when_they_fail(tmp_path, capsys, monkeypatch):
+    """The fork server starts first, so that its imports run beside the parent's checks; when a
+    check refuses the input, the server (still importing) is killed at once, not left behind."""
+    from fastprof.measure import workers
+
+    started = []
+    real = workers.prestart
+
+    def spy():
+        server = real()
+        started.append(server)
+        return server
+
+    monkeypatch.setattr(workers, "prestart", spy)
+    # 999999 positions: refused by the parent's position check, after the server has started.
+    argv = ["run", "--prompt-len", "999999", "--max-new-tokens", "8", "--device", "cpu", "--quiet",
+            "-o", str(tmp_path / "x.json")]
+    assert cli.main(argv) == 2
+    assert "max_position_embeddings" in capsys.readouterr().err
+    assert len(started) == 1 and started[0] is not None
+    assert started[0].proc.poll() is not None  # ended, not left importing
+    assert started[0]._own_tmp is not None and not started[0]._own_tmp.exists()
+
+
+def test_the_run_uses_the_prestarted_fork_server(tmp_path, monkeypatch):
+    """One fork server per run: the one started before the checks serves every worker."""
+    from fastprof.measure import workers
+
+    made = []
+    real = workers._ForkServer.__init__
+
+    def counting(self, tmp):
+        made.append(tmp)
+        real(self, tmp)
+
+    monkeypatch.setattr(workers._ForkServer, "__init__", counting)
+    out = tmp_path / "two.json"
+    assert cli.main(["run", "--processes", "2", *SMALL, "-o", str(out)]) == 0
+    assert len(made) == 1
+    result = load(out).runs[0].result
+    assert result.processes["start"] == "fork-server" and len(result.processes["per_process"]) == 2
+
+
+def test_no_fork_server_where_no_workers_run(tmp_path, monkeypatch):
+    from fastprof.measure import workers
+
+    monkeypatch.setattr(workers, "prestart", lambda: pytest.fail("a fork server for a one-process run"))
+    assert cli.main(["run", "--processes", "1", *SMALL, "-o", str(tmp_path / "one.json")]) == 0

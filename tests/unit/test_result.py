@@ -92,6 +92,36 @@ def test_load_refuses_newer_schema_and_junk(tmp_path):
         BenchmarkResult.load(p)
 
 
+def test_json_safe_converts_arrays_and_non_finite_values_on_every_path():
+    from fastprof.results.io import json_safe
+
+    assert json_safe(np.array([1.5, 2.0])) == [1.5, 2.0]
+    assert json_safe(np.array([1.0, np.nan, np.inf])) == [1.0, None, None]
+    assert json_safe(np.array([3, 4], dtype=np.int64)) == [3, 4]
+    assert all(type(v) is int for v in json_safe(np.array([3, 4], dtype=np.int64)))
+    assert json_safe([1, 2.5, float("nan"), (float("-inf"), 1)]) == [1, 2.5, None, [None, 1]]
+    assert json_safe((1.0, 2)) == [1.0, 2]
+    assert json_safe({"a": [np.float32(1.5), np.int64(2)]}) == {"a": [1.5, 2]}
+    assert json_safe([True, 1.0]) == [True, 1.0]
+
+
+def test_load_can_skip_the_schema_check_for_its_own_files(tmp_path):
+    """load(check=False), for files this fastprof has just written, skips the schema check (the
+    bulk of a large file's load time); the structural checks still apply."""
+    from fastprof.results.sweep import load
+
+    d = make().to_dict()
+    d["created"] = 12345  # the schema wants a string; nothing else reads it
+    p = tmp_path / "off.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="does not match the fastprof results schema"):
+        load(p)
+    assert load(p, check=False).runs[0].result.created == 12345
+    p.write_text(json.dumps({"schema_version": 1, "kind": "result"}))
+    with pytest.raises(ValueError, match="missing"):
+        load(p, check=False)
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     p = tmp_path / "r.json"
     write_atomic(p, "old")

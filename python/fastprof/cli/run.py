@@ -360,12 +360,32 @@ def _resolve_device(text: str, torch: Any) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from fastprof.measure import runner
-
     argv = getattr(args, "argv", None)
     if args.model is not None and not Path(args.model).is_dir():
         raise UsageError(f"argument --model: {args.model!r} is not a directory")
     _check_device(args.device)
+    # Worker processes come from a fork server that imports torch and transformers first: started
+    # now, its imports run while this process checks the arguments (which imports them too).
+    server = workers.prestart() if _uses_workers(args) else None
+    try:
+        return _main(args, argv, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _uses_workers(args: argparse.Namespace) -> bool:
+    """Whether this run will start worker processes (``--processes`` above 1, or by default)."""
+    from fastprof.measure import distributed
+
+    if args.serving or args.rate is not None or getattr(args, "tp", False) or getattr(args, "dp", False):
+        return False
+    return (args.processes is None or args.processes > 1) and not distributed.launched()
+
+
+def _main(args: argparse.Namespace, argv: Any, server: Any) -> int:
+    from fastprof.measure import runner
+
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -394,7 +414,8 @@ def main(args: argparse.Namespace) -> int:
     if args.processes > 1:
         try:
             outcome = workers.run_processes(args, argv if argv is not None else sys.argv[1:],
-                                            command=["fastprof", *(argv if argv is not None else sys.argv[1:])])
+                                            command=["fastprof", *(argv if argv is not None else sys.argv[1:])],
+                                            server=server)
         except workers.WorkerInputError as exc:
             raise UsageError(str(exc)) from None
         except RuntimeError as exc:

@@ -467,8 +467,8 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     console.print(escape(f"failed {label}: {run.error['type']}: {run.error['message']}"), style="red",
                                   highlight=False)
                     _free(torch)
-                if rank0:
-                    sweep.save(args.output)
+                if rank0 and n + 1 < len(combos):
+                    sweep.save(args.output)  # the last configuration's is the final write below
                 progress.advance(overall)
     except KeyboardInterrupt:
         sweep.complete = False
@@ -479,7 +479,13 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
         return SweepOutcome(sweep, 130, failed, len(combos))
     sweep.complete = True
     if speculative:
-        sweep.attach_speedups(seed=args.seed)
+        try:
+            sweep.attach_speedups(seed=args.seed)
+        except Exception as exc:  # noqa: BLE001 - the measurements are written whatever happens here
+            if rank0:
+                sweep.save(args.output)
+            raise RuntimeError(f"the speed-ups could not be computed ({exc}); the measurements are in "
+                               f"{args.output}") from exc
     if not rank0:
         return SweepOutcome(sweep, 1 if failed else 0, failed, len(combos), rank=ctx.rank)
     if len(combos) == 1 and sweep.runs[0].result is not None:

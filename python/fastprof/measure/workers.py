@@ -116,16 +116,28 @@ def _fork_refusal() -> str | None:
 
 
 class _ForkServer:
-    """The parent's end of the fork server (see :func:`serve`): one request at a time."""
+    """The parent's end of the fork server (see :func:`serve`): one request at a time.
+
+    Constructing it starts the server's imports and returns at once; :meth:`wait_ready` waits
+    for them, so that the parent can do its own checks meanwhile (:func:`prestart`)."""
 
     def __init__(self, tmp: Path) -> None:
         self.log = tmp / "fork-server.stderr"
         self._log_file = open(self.log, "wb")
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from fastprof.measure.workers import serve; sys.exit(serve())"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True, bufsize=1)
         self.child: int | None = None
+        #: Seconds from the start to the server's "ready" (None until :meth:`wait_ready`).
+        self.preload_s: float | None = None
+        self._own_tmp: Path | None = None
+
+    def wait_ready(self) -> None:
+        """Waits until the server has imported what the workers need; raises :class:`_ServerGone`
+        (and closes it) when it could not."""
+        if self.preload_s is not None:
+            return
         try:
             ready = self._read()
             if not ready.get("ready"):
@@ -133,7 +145,7 @@ class _ForkServer:
         except BaseException:
             self.close()
             raise
-        self.preload_s = time.perf_counter() - t0
+        self.preload_s = time.perf_counter() - self._t0
 
     def _tail(self) -> str:
         try:
@@ -156,6 +168,7 @@ class _ForkServer:
     def run(self, args: list[str], stderr_path: Path) -> tuple[int, int]:
         """Forks one worker running ``fastprof <args>``: its (pid, exit code); raises
         :class:`_ServerGone` (the worker may then be started fresh) when the server cannot."""
+        self.wait_ready()
         assert self.proc.stdin is not None
         request = {"argv": args, "stderr": str(stderr_path), "cwd": os.getcwd(), "env": dict(os.environ)}
         try:
@@ -199,11 +212,16 @@ class _ForkServer:
         self._reap_orphan()
 
     def close(self) -> None:
+        """Ends the server (at once when it was never used: it may still be importing); idempotent."""
+        if self._log_file.closed:
+            return
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         except OSError:
             pass
+        if self.preload_s is None and self.proc.poll() is None:
+            self.proc.kill()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -212,6 +230,28 @@ class _ForkServer:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._log_file.close()
+        if self._own_tmp is not None:
+            import shutil
+
+            shutil.rmtree(self._own_tmp, ignore_errors=True)
+
+
+def prestart() -> _ForkServer | None:
+    """Starts the fork server now, before the parent's own checks and imports, so that its
+    imports run beside them (they take seconds each); None where the fork server is not used.
+    Pass it to :func:`run_processes`, and close it when the run does not get that far."""
+    if _fork_refusal() is not None:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="fastprof-server-"))
+    try:
+        server = _ForkServer(tmp)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    server._own_tmp = tmp
+    return server
 
 
 def _fresh(cmd: list[str]) -> tuple[int, int, str]:
@@ -227,9 +267,10 @@ def _fresh(cmd: list[str]) -> tuple[int, int, str]:
     return proc.pid, proc.returncode, err or ""
 
 
-def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> SweepOutcome:
+def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
+                  server: _ForkServer | None = None) -> SweepOutcome:
     """Runs the sweep of ``args`` in ``args.processes`` worker processes and writes the merged
-    results to ``args.output``."""
+    results to ``args.output``. ``server``: a fork server from :func:`prestart` (closed here)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -241,16 +282,21 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
     starts: list[str] = []
     errors: list[str] = []
     note = _fork_refusal()
-    server: _ForkServer | None = None
     with tempfile.TemporaryDirectory(prefix="fastprof-workers-") as tmp:
         if note is None:
             try:
-                server = _ForkServer(Path(tmp))
+                if server is None:
+                    server = _ForkServer(Path(tmp))
+                server.wait_ready()
                 console.print(escape(f"{n} worker processes, forked one after the other from a fork server "
                                      f"(torch and transformers imported once, in {server.preload_s:.1f} s)"),
                               style="dim", highlight=False)
             except (_ServerGone, OSError) as exc:
                 note = f"the fork server did not start: {exc}"
+                server = None
+        elif server is not None:
+            server.close()
+            server = None
         if server is None:
             console.print(escape(f"{n} worker processes, each a fresh interpreter ({note})"), style="dim",
                           highlight=False)
@@ -293,7 +339,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str]) -> 
                                   highlight=False)
                     sweeps.append(None)
                     continue
-                sweeps.append(load(out))
+                sweeps.append(load(out, check=False))  # written by this fastprof a moment ago
                 console.print(escape(f"  done in {time.perf_counter() - t0:.1f} s"), style="dim", highlight=False)
         except KeyboardInterrupt:
             if server is not None:

@@ -25,8 +25,12 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
+        if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in obj):
+            return list(obj)  # the long arrays of a result (marks, samples): nothing to convert
         return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "iub" or (obj.dtype.kind == "f" and bool(np.isfinite(obj).all())):
+            return obj.tolist()
         return json_safe(obj.tolist())
     if isinstance(obj, np.generic):
         return json_safe(obj.item())

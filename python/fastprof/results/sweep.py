@@ -263,9 +263,11 @@ class Sweep:
         return Path(path)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "results") -> "Sweep":
-        """A sweep from a sweep document or from a single :class:`BenchmarkResult` document."""
-        validate(d, source=source)
+    def from_dict(cls, d: dict[str, Any], *, source: str = "results", check: bool = True) -> "Sweep":
+        """A sweep from a sweep document or from a single :class:`BenchmarkResult` document.
+        ``check=False`` skips the schema check (a document this fastprof has just written)."""
+        if check:
+            validate(d, source=source)
         try:
             if d["kind"] != "sweep":
                 result = BenchmarkResult.from_dict(d)
@@ -292,7 +294,9 @@ class Sweep:
             raise ResultsFileError(f"{source} is not a complete fastprof results file: {what}") from None
 
 
-def load(path: str | os.PathLike) -> Sweep:
+def load(path: str | os.PathLike, *, check: bool = True) -> Sweep:
     """Reads a results file (sweep or single result). Raises :class:`ResultsFileError` with a
-    one-line reason for a missing, unreadable, truncated, foreign or too new file."""
-    return Sweep.from_dict(read_json(path), source=str(path))
+    one-line reason for a missing, unreadable, truncated, foreign or too new file. ``check=False``
+    skips the schema check, which takes most of the time of a large file: only for a file this
+    fastprof wrote itself (a worker process's results)."""
+    return Sweep.from_dict(read_json(path), source=str(path), check=check)
