@@ -40,14 +40,36 @@ from pathlib import Path
 
 
 def worker(out: Path, args: argparse.Namespace, delay_ms: float | None) -> None:
-    cmd = [sys.executable, "-m", "fastprof", "run", "--processes", "1", "--quiet", "--device", args.device,
-           "--prompt-len", str(args.prompt_len), "--max-new-tokens", str(args.new_tokens),
-           "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--kernel-trace", "0",
-           "--sample-interval-ms", "0", "-o", str(out)] + (["--model", args.model] if args.model else [])
+    """One single-process run into ``out``: a fresh interpreter, or (``--fork``) a child forked
+    from this process after its imports, as `fastprof run`'s fork server starts its workers (this
+    process never touches CUDA, so each child makes its own CUDA context)."""
+    argv = ["run", "--processes", "1", "--quiet", "--device", args.device,
+            "--prompt-len", str(args.prompt_len), "--max-new-tokens", str(args.new_tokens),
+            "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--kernel-trace", str(args.kernel_trace),
+            "--sample-interval-ms", "0", "-o", str(out)] + (["--model", args.model] if args.model else [])
     env = dict(os.environ)
+    env.pop("FASTPROF_STEP_DELAY_MS", None)
     if delay_ms:
         env["FASTPROF_STEP_DELAY_MS"] = f"{delay_ms:.4f}"
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    if not args.fork:
+        subprocess.run([sys.executable, "-m", "fastprof", *argv], check=True, stdout=subprocess.DEVNULL, env=env)
+        return
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.clear()
+            os.environ.update(env)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            from fastprof import cli
+
+            code = cli.main(argv)
+        finally:
+            os._exit(code if isinstance(code, int) else 1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"pool run {out.name} failed (exit {os.waitstatus_to_exitcode(status)})")
 
 
 def main() -> int:
@@ -78,6 +100,11 @@ def main() -> int:
     ap.add_argument("--covariates", default="auto",
                     help="comma list of compare's --covariate settings to evaluate side by side "
                          "(none: unadjusted; auto: the host-path calibration where the runs carry it)")
+    ap.add_argument("--kernel-trace", type=int, default=0,
+                    help="traced iterations per run (0: none); with them the GPU-busy row is evaluated too")
+    ap.add_argument("--fork", action=argparse.BooleanOptionalAction, default=sys.platform.startswith("linux"),
+                    help="fork each pool run from this process after the imports (default on Linux) "
+                         "instead of starting a fresh interpreter")
     ap.add_argument("--trims", default=None,
                     help="comma list of trimmed shares to evaluate side by side (default: compare's own)")
     args = ap.parse_args()
@@ -85,6 +112,12 @@ def main() -> int:
         args.pool_a, args.pool_b, args.draws, args.processes = 4, 2, 20, "1,2"
         args.prompt_len, args.new_tokens, args.iterations, args.warmup = 8, 8, 4, 1
 
+    if args.fork and not args.analyse_only:
+        import torch  # noqa: F401 - imported once, before the forks (no CUDA use here)
+        import transformers  # noqa: F401
+
+        import fastprof.cli  # noqa: F401
+        import fastprof.measure.runner  # noqa: F401
     from fastprof.report.compare import compare_sweeps, regressions
     from fastprof.results.processes import merge_processes
     from fastprof.results.sweep import Sweep, load
@@ -128,11 +161,15 @@ def main() -> int:
         s.add_ok(dict(merged.config), merged)
         return s
 
-    def fires(a, b, cov="auto") -> tuple[bool, float | None, float | None]:
+    def fires(a, b, cov="auto") -> tuple[bool, float | None, float | None, bool, float | None]:
+        """Whether the gate fires; ITL's change and detectable change; whether GPU busy per step
+        was flagged as a significant change, and its detectable change (None without a kernel trace)."""
         c = compare_sweeps(sweep_of(a), sweep_of(b), alpha=0.05, covariate=None if cov == "none" else cov)
         itl = next((r for r in c.rows if r.metric == "itl_s"), None)
+        busy = next((r for r in c.rows if r.metric == "gpu_busy_s_per_step"), None)
         return (bool(regressions([c], args.threshold)), (itl.change_pct if itl else None),
-                (itl.detectable_pct if itl else None))
+                (itl.detectable_pct if itl else None), bool(busy is not None and busy.significant),
+                (busy.detectable_pct if busy is not None else None))
 
     def median(values):
         values = sorted(v for v in values if v is not None and not math.isnan(v))
@@ -154,15 +191,23 @@ def main() -> int:
             arm: [dataclasses.replace(r, iterations=r.iterations[:use]) for r in rs] for arm, rs in full_pools.items()}
         row = {"processes": n, "trim": trim, "iterations": use or args.iterations, "covariate": cov}
         if 2 * n <= len(pools["a"]):
-            alarms = 0
+            alarms, busy_alarms, busy_mde = 0, 0, []
             for _ in range(args.draws):
                 pick = rng.sample(pools["a"], 2 * n)
-                alarms += fires(pick[:n], pick[n:], cov)[0]
+                hit, _, _, busy_hit, mde = fires(pick[:n], pick[n:], cov)
+                alarms += hit
+                busy_alarms += busy_hit
+                busy_mde.append(mde)
             row["false_alarm_rate"] = alarms / args.draws
+            if any(m is not None for m in busy_mde):
+                # GPU busy per step between two A sides: how often it is called changed, and the
+                # smallest change compare estimates it would catch.
+                row["gpu_busy_false_alarm_rate"] = busy_alarms / args.draws
+                row["median_gpu_busy_detectable_pct"] = median(busy_mde)
         if n <= len(pools["a"]) and n <= len(pools["b"]):
             caught, changes, detectable = 0, [], []
             for _ in range(args.draws):
-                hit, change, mde = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n), cov)
+                hit, change, mde, _, _ = fires(rng.sample(pools["a"], n), rng.sample(pools["b"], n), cov)
                 caught += hit
                 changes.append(change)
                 detectable.append(mde)
@@ -189,7 +234,11 @@ def main() -> int:
         ch = f"{row['median_itl_change_pct']:+.1f}%" if row.get("median_itl_change_pct") is not None else "-"
         md = row.get("median_itl_detectable_pct")
         md = f"{md:.1f}%" if md is not None else "-"
-        print(f"{row['iterations']:>5} {row['trim']:>5g} {row['covariate']:>10} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11} {md:>15}")
+        busy = ""
+        if row.get("median_gpu_busy_detectable_pct") is not None:
+            busy = (f"   GPU busy: A/A flagged {row['gpu_busy_false_alarm_rate']:.1%}, "
+                    f"detectable {row['median_gpu_busy_detectable_pct']:.2f}%")
+        print(f"{row['iterations']:>5} {row['trim']:>5g} {row['covariate']:>10} {row['processes']:>15} {fa:>17} {pw:>11} {ch:>11} {md:>15}{busy}")
     print(f"total {report['seconds']:.0f} s")
     return 0
 

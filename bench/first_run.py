@@ -1,0 +1,121 @@
+"""How long the first `fastprof run` keeps its user waiting: the default run (five worker
+processes) against `--processes 1`, and where one worker's time goes.
+
+Rounds of the two commands, in alternating order (each round starts with the other one), each
+timed end to end as a user would (`fastprof run -o FILE`, a fresh interpreter, built-in model,
+every other option at its default); the ratio default / one process per round, and its median.
+Then, in one more fresh process, the phases of one worker: CUDA context, building the model,
+each warm-up generate and each timed generate of the default configuration (prompt 128 + 64 new
+tokens), so the fixed cost of a worker is visible next to what it measures.
+
+    python bench/first_run.py --rounds 2          # GPU: about 5 minutes
+    python bench/first_run.py --smoke             # CPU, small: checks the script
+
+Writes every figure to $OUT/first_run.json (or --output); prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PHASES = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch, transformers
+from fastprof.capture import hf
+t_import = time.perf_counter()
+device = sys.argv[1]
+prompt, new, warm, timed = (int(v) for v in sys.argv[2:6])
+if device == "cuda":
+    torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+t_ctx = time.perf_counter()
+model = hf.build_default_model(dtype=torch.bfloat16 if device == "cuda" else torch.float32, device=device, seed=0)
+model.generation_config.pad_token_id = 0
+inputs = hf.random_inputs(int(model.config.vocab_size), 1, prompt, device=device, seed=0)
+t_model = time.perf_counter()
+gens = []
+for i in range(warm + timed):
+    if device == "cuda": torch.cuda.synchronize()
+    a = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(**inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+    if device == "cuda": torch.cuda.synchronize()
+    gens.append(time.perf_counter() - a)
+print(json.dumps({"import_s": t_import - t0, "cuda_context_s": t_ctx - t_import, "model_s": t_model - t_ctx,
+                  "generate_s": gens}))
+"""
+
+
+def timed_run(args: argparse.Namespace, processes: int | None, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "fastprof", "run", "-o", str(out), "--device", args.device]
+    if processes is not None:
+        cmd += ["--processes", str(processes)]
+    cmd += args.extra
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    workers = [float(x) for x in re.findall(r"done in ([0-9.]+) s", proc.stderr)]
+    server = re.search(r"imported once, in ([0-9.]+) s", proc.stderr)
+    return {"processes": processes or "default", "wall_s": wall, "rc": proc.returncode, "workers_s": workers,
+            "server_ready_s": float(server.group(1)) if server else None,
+            "stderr_tail": proc.stderr.strip().splitlines()[-3:] if proc.returncode else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default=None, help="default: cuda where torch sees a GPU, else cpu")
+    ap.add_argument("--smoke", action="store_true", help="tiny run on the CPU: checks the script")
+    ap.add_argument("--output")
+    args = ap.parse_args()
+    import torch
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    args.extra = (["--prompt-len", "8", "--max-new-tokens", "8", "--iterations", "3", "--warmup", "1",
+                   ] if args.smoke else [])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fastprof-first-run-") as tmp:
+        for r in range(args.rounds):
+            order = [None, 1] if r % 2 == 0 else [1, None]
+            pair = {}
+            for p in order:
+                row = timed_run(args, p, Path(tmp) / f"r{r}-{p}.json")
+                pair["default" if p is None else "one"] = row
+                print(f"round {r + 1}: {row['processes']}: {row['wall_s']:.1f} s (exit {row['rc']}), workers "
+                      + ", ".join(f"{w:.1f}" for w in row["workers_s"]), flush=True)
+            pair["ratio"] = pair["default"]["wall_s"] / pair["one"]["wall_s"]
+            rows.append(pair)
+    prompt, new, warm, timed = ("8", "8", "1", "3") if args.smoke else ("128", "64", "5", "10")
+    proc = subprocess.run([sys.executable, "-c", PHASES, args.device, prompt, new, warm, timed],
+                          capture_output=True, text=True)
+    phases = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
+    ratios = sorted(p["ratio"] for p in rows)
+    report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
+              "rounds": rows, "median_ratio": ratios[len(ratios) // 2], "worker_phases": phases}
+    out = args.output or (os.path.join(os.environ["OUT"], "first_run.json") if os.environ.get("OUT") else None)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1))
+    print(f"\nfirst run on {report['device']}: default / --processes 1, per round: "
+          + ", ".join(f"{p['default']['wall_s']:.1f} / {p['one']['wall_s']:.1f} s = {p['ratio']:.2f}" for p in rows))
+    print(f"median ratio {report['median_ratio']:.2f} (target at most 2)")
+    if "generate_s" in phases:
+        g = phases["generate_s"]
+        w = int(warm)
+        print(f"one worker's phases: import {phases['import_s']:.1f} s, CUDA context {phases['cuda_context_s']:.2f} s, "
+              f"model {phases['model_s']:.2f} s, warm-up generates " + ", ".join(f"{x:.2f}" for x in g[:w])
+              + f" s, timed generates median {sorted(g[w:])[len(g[w:]) // 2]:.2f} s")
+    else:
+        print(f"worker phases failed: {phases.get('error')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
