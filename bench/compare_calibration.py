@@ -150,6 +150,7 @@ def main() -> int:
             return 0
     meta = json.loads((d / "delay.json").read_text())
     itl_ms, delay, args.device = meta["itl_ms"], meta["delay_ms"], meta.get("device", args.device)
+    args.slowdown = delay / itl_ms  # the pool's own, whatever --slowdown says now
     pools: dict[str, list] = {arm: [load(p).runs[0].result for p in sorted(d.glob(f"{arm}-*.json"))]
                               for arm in ("a", "b")}
     if tmp is not None:
