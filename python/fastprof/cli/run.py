@@ -135,6 +135,13 @@ def add_parser(sub: Any) -> None:
                           f"(bench/RESULTS.md). --processes 1 is quicker for a first "
                           f"look, but two such runs cannot be compared reliably. With several configurations, "
                           f"each process starts at another one, so that they alternate over the run")
+    run.add_argument("--iteration-order", choices=("interleaved", "blocked"), default="interleaved",
+                     help="configurations that share a model load (compile off and on, several batch sizes, "
+                          "prompt lengths or token counts): 'interleaved' (the default) warms each up, then "
+                          "alternates their timed iterations (A B, B A, A B, ...) so that the machine's drift "
+                          "from one iteration to the next falls on all of them alike, and traces each after all "
+                          "the timed iterations; 'blocked' runs each configuration whole before the next. "
+                          "Speculative configurations and torchrun runs always run blocked")
     # A worker's place in that alternation (set by the parent for each worker process).
     run.add_argument("--order-shift", type=non_negative_int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, prompts and bootstrap")

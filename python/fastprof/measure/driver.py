@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from fastprof.capture import speculative as _speculative
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
 from fastprof.measure import distributed as _distributed
-from fastprof.measure.instruments import Instrument, run_phase
+from fastprof.measure.instruments import Instrument, iter_phase, run_phase
 from fastprof.results.result import BenchmarkResult
 
 
@@ -523,6 +523,34 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     tokenization, latency detokenization); otherwise both are timed once, outside, and reported
     beside the result (its ``inputs`` section).
     """
+    return run_steps(generate_steps(model, inputs, max_new_tokens=max_new_tokens, warmup=warmup, iterations=iterations, generate_kwargs=generate_kwargs, device=device, config=config, sample_interval_ms=sample_interval_ms, sampler_backend=sampler_backend, seed=seed, progress=progress, weight_bytes=weight_bytes, distributed=distributed, kernel_trace_iterations=kernel_trace_iterations, trace_timed=trace_timed, stalls=stalls, text=text, host_trace=host_trace, host_path=host_path, python_samples=python_samples))
+
+
+def run_steps(steps: Generator[str, None, BenchmarkResult]) -> BenchmarkResult:
+    """Runs a :func:`generate_steps` generator to its end: its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int = 5, iterations: int = 20,
+                       generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
+                       config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
+                       sampler_backend: str = "auto", seed: int = 0,
+                       progress: Callable[[str, int, int], None] | None = None,
+                       weight_bytes: float | None = None,
+                       distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
+                       trace_timed: bool = False, stalls: bool = True, text: Any = None,
+                       host_trace: bool = True, host_path: bool = True,
+                       python_samples: bool = False) -> Generator[str, None, BenchmarkResult]:
+    """:func:`benchmark_generate` one step at a time, with the same arguments: yields ``"warm"``
+    once the warm-up is done and ``"timed"`` after each timed iteration (outside its timed region,
+    every instrument having closed it), and returns the :class:`BenchmarkResult` once the traced
+    iterations ran and the result is built. Between two steps the caller may run other work on the
+    same model: :mod:`fastprof.measure.runner` alternates the timed iterations of configurations
+    that share a model this way. Closing the generator early stops its instruments."""
     from transformers import LogitsProcessorList
 
     from fastprof.capture.hf import make_hooks
@@ -616,6 +644,7 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
             run_once(timed_kwargs)
             if progress:
                 progress("warmup", i + 1, warmup)
+        yield "warm"
         # Everything alive now (model, imports) lives as long as the measurement: each iteration's
         # collection then scans only what the iterations made (a full one took 0.3 s in the built-in
         # model's process). Thawed in the end, so that the model can be freed.
@@ -636,8 +665,9 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
             timed_instruments: list[Instrument] = [hostpath, sampling, *([stall_rec] if stall_rec else [])]
             if tracing.trace_timed:
                 timed_instruments.append(tracing)
-            traces = run_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
-                               (lambda i: progress("measure", i, iterations)) if progress else None)
+            traces = yield from _steps(iter_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
+                                                  (lambda i: progress("measure", i, iterations)) if progress else None),
+                                       "timed")
             hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
 
             # The traced iterations, after the timed ones: kernel trace (with CUDA API records) and host marks.
@@ -709,6 +739,21 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
             return result
         finally:
             _torch.thaw_long_lived()
+
+
+def _steps(phase: Generator[int, None, list[Trace]], label: str) -> Generator[str, None, list[Trace]]:
+    """Each finished iteration of an :func:`~fastprof.measure.instruments.iter_phase` generator
+    as one ``label`` step; returns its traces. Closed early, it closes the phase (whose
+    instruments then abort)."""
+    try:
+        while True:
+            try:
+                next(phase)
+            except StopIteration as done:
+                return done.value
+            yield label
+    finally:
+        phase.close()
 
 
 def _nothing() -> Any:

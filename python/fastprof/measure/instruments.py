@@ -11,12 +11,13 @@ tracers) fits the same small shape, so the driver runs any set of them the same 
 - ``cost``: what it cost the measured thread, in its own words (a dict), or None.
 
 :func:`run_phase` runs a number of iterations under a list of instruments: start in order,
-stop in reverse order, abort all of them if anything raises.
+stop in reverse order, abort all of them if anything raises; :func:`iter_phase` does the same one
+iteration at a time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 from fastprof.capture.recorder import Trace
 
@@ -54,6 +55,20 @@ class Instrument:
 def run_phase(instruments: Sequence[Instrument], count: int, run_once: Callable[[], Trace],
               progress: Callable[[int], None] | None = None) -> list[Trace]:
     """``count`` iterations of ``run_once`` under ``instruments``: returns their traces."""
+    steps = iter_phase(instruments, count, run_once, progress)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_phase(instruments: Sequence[Instrument], count: int, run_once: Callable[[], Trace],
+               progress: Callable[[int], None] | None = None) -> Generator[int, None, list[Trace]]:
+    """:func:`run_phase` one iteration at a time: yields the index of each finished iteration
+    (every instrument has closed it), so that a caller can run other work between two
+    iterations (another configuration's, :mod:`fastprof.measure.runner`); returns the traces.
+    Closing the generator early aborts the instruments."""
     started: list[Instrument] = []
     traces: list[Trace] = []
     try:
@@ -69,6 +84,7 @@ def run_phase(instruments: Sequence[Instrument], count: int, run_once: Callable[
             traces.append(trace)
             if progress is not None:
                 progress(i + 1)
+            yield i
     except BaseException:
         for inst in reversed(started):
             inst.abort()

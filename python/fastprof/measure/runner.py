@@ -214,6 +214,40 @@ def _model_info(model: Any, quant: str, torch: Any, device: str, allocated0: int
 
 
 @dataclass
+class _Job:
+    """One configuration of a sweep on its way: from :func:`run_sweep`'s ``start`` to ``complete``."""
+
+    index: int
+    combo: tuple
+    config: dict[str, Any]
+    label: str
+    steps: Any = None  # its generate_steps generator while it runs
+    result: Any = None
+    error: BaseException | None = None
+    spec: dict[str, Any] | None = None
+    model_info: dict[str, Any] | None = None
+    interleaved_with: int = 1
+
+
+def _groups(combos: Sequence[tuple], *, interleave: bool) -> list[list[int]]:
+    """The sweep's configurations (indices into ``combos``, in their order) in the groups whose
+    timed iterations alternate: consecutive plain configurations of one model load (same dtype,
+    quantization and attention implementation) when ``interleave``, else one by one.
+    Speculative configurations run on their own: their draft settings sit on a draft model that
+    several of them share."""
+    model_end, spec_at = AXES.index("compile"), AXES.index("speculative")
+    groups: list[list[int]] = []
+    for i, combo in enumerate(combos):
+        prev = combos[groups[-1][-1]] if groups else None
+        if (interleave and prev is not None and prev[:model_end] == combo[:model_end]
+                and combo[spec_at] == "none" and prev[spec_at] == "none"):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+@dataclass
 class SweepOutcome:
     """What :func:`run_sweep` did: the sweep (as written), the exit code (0 when every
     configuration ran, 1 when any failed, 130 when interrupted), failures and the total."""
@@ -315,7 +349,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     from fastprof.capture import hf
     from fastprof.capture.environment import capture_environment
     from fastprof.measure import distributed
-    from fastprof.measure.driver import benchmark_generate
+    from fastprof.measure.driver import generate_steps
 
     mode = distributed_mode(args)
     ctx = distributed.setup("cuda" if device.startswith("cuda") else "cpu") if mode else None
@@ -352,131 +386,182 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=False, disable=args.quiet or not rank0)
-    failed = 0
-    model = None
-    model_key: tuple[str, str, str] | None = None
-    model_info: dict[str, Any] = {}
-    model_error: BaseException | None = None
+    state: dict[str, Any] = {"failed": 0, "model": None, "key": None, "info": {}, "error": None}
     drafts: dict[str, Any] = {}
+    interleave = getattr(args, "iteration_order", "interleaved") == "interleaved"
+
+    def start(n: int, combo: tuple) -> _Job:
+        """Configuration ``n``: its config and label, its model (loaded when the model load
+        changes), inputs and draft, and its measurement as a :func:`generate_steps` generator
+        that has not run yet (``steps`` None and ``error`` set when this already failed)."""
+        dtype, quant, attn, comp, bs, pl, new, spec = combo
+        config = {"model": model_name, "batch_size": bs, "prompt_len": pl, "max_new_tokens": new,
+                  "dtype": dtype, "quantization": quant, "attn_implementation": attn, "compile": comp}
+        if speculative:
+            config["speculative"] = spec
+        if texts:
+            config["prompts"] = args.prompt_source
+        if beam_kwargs(args):
+            config["num_beams"] = int(args.num_beams)
+        label = (f"[{n + 1}/{len(combos)}] bs={bs} prompt={'text' if texts else pl} new={new} {dtype}"
+                 f"{'' if quant == 'none' else ' ' + quant} attn={attn} compile={comp}"
+                 f"{' spec=' + spec if speculative else ''}")
+        job = _Job(n, combo, config, label)
+        progress.update(overall, description=escape(label))
+        progress.reset(iters, total=args.warmup + args.iterations, description="  warmup")
+        try:
+            if (dtype, quant, attn) != state["key"]:
+                state.update(model=None, error=None, key=(dtype, quant, attn))
+                drafts.clear()
+                _free(torch)
+                try:
+                    allocated0 = _allocated(torch, device)
+                    state["model"] = load_model(args.model, dtype=dtype, attn_implementation=attn, device=device,
+                                                seed=args.seed, tensor_parallel=mode == "tp", quantization=quant)
+                    state["info"] = _model_info(state["model"], quant, torch, device, allocated0)
+                except (OSError, ValueError, ImportError) as exc:
+                    if args.model is not None and attn == "auto" and quant == "none":
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise ModelLoadError(f"argument --model: cannot load {args.model!r}: {first}") from None
+                    state["error"] = exc
+                except Exception as exc:  # noqa: BLE001 - recorded as the configuration's failure
+                    state["error"] = exc
+            if state["error"] is not None:
+                raise state["error"]
+            model = state["model"]
+            assert model is not None
+            job.model_info = dict(state["info"])
+            if attn == "auto":
+                config["attn_implementation"] = getattr(model.config, "_attn_implementation", None) or "auto"
+
+            def on_progress(phase: str, i: int, total: int) -> None:
+                done = i if phase == "warmup" else args.warmup + i
+                progress.update(overall, description=escape(label))
+                progress.update(iters, completed=done, description=f"  {phase}")
+
+            # Data parallel: every rank its own prompts; tensor parallel: the same on every rank.
+            input_seed = args.seed + (ctx.rank if ctx is not None and mode == "dp" else 0)
+            text = None
+            if texts:
+                text = hf.TextPrompts(args.tokenizer_obj, texts, bs, device=device, source=args.prompt_source,
+                                      tokenizer_path=args.tokenizer_path,
+                                      timed=bool(getattr(args, "time_tokenization", False)))
+                inputs = text.inputs
+                config["prompt_len"] = text.prompt_len
+            else:
+                inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)
+            _injected_failure(n, ctx.rank if ctx is not None else 0)
+            job.spec = parse_speculative(spec)
+            draft = None
+            if job.spec["method"] == "assistant":
+                name = job.spec["assistant"]
+                if name not in drafts:
+                    drafts[name] = load_draft(name, model, dtype=dtype, device=device, seed=args.seed)
+                draft = drafts[name]
+            job.steps = generate_steps(
+                model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
+                generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay(),
+                                 **speculative_kwargs(spec, draft)},
+                seed=args.seed, progress=on_progress,
+                sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
+                kernel_trace_iterations=getattr(args, "kernel_trace", None),
+                trace_timed=getattr(args, "kernel_trace_timed", False), text=text,
+                python_samples=bool(getattr(args, "python_samples", False)),
+            )
+        except (KeyboardInterrupt, ModelLoadError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded and the sweep goes on
+            job.error = exc
+        return job
+
+    def step(job: _Job, until: str | None) -> None:
+        """Runs ``job``'s measurement to its next ``until`` step (``"warm"``, ``"timed"``), or to
+        its end (None: ``job.result``). A failure is kept in ``job.error`` and ends the job."""
+        if job.steps is None:
+            return
+        progress.update(overall, description=escape(job.label))
+        try:
+            with warnings.catch_warnings():
+                # bitsandbytes' int8 matmul warns at every call that it casts its inputs to
+                # float16; said once in the result instead.
+                warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+                while True:
+                    try:
+                        got = next(job.steps)
+                    except StopIteration as done:
+                        job.result, job.steps = done.value, None
+                        return
+                    if got == until:
+                        return
+        except (KeyboardInterrupt, ModelLoadError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded and the sweep goes on
+            job.error, job.steps = exc, None
+
+    def complete(job: _Job) -> None:
+        """Adds ``job`` to the sweep (its result, or its failure) and writes the file."""
+        result, error = job.result, job.error
+        dtype, quant, attn, comp, bs, pl, new, spec = job.combo
+        if result is not None:
+            result.quantization = job.model_info or None
+            if job.interleaved_with > 1:
+                result.config["iteration_order"] = {"interleaved_with": job.interleaved_with}
+            if result.host_path is not None:
+                result.host_path["process"] = process_calibration
+            if quant == "bnb-int8" and dtype != "float16":
+                result.warnings.append(f"bnb-int8 runs its int8 matmuls in float16: the {dtype} activations "
+                                       "are cast at every quantized layer (--dtype float16 avoids it)")
+            if job.spec and job.spec["method"] != "none":
+                result.warnings += speculative_notes(job.spec, builtin_target=args.model is None)
+            if comp == "on" and not device.startswith("cuda"):
+                result.warnings.append("--compile on: transformers compiles the forward pass on GPUs only; "
+                                       f"on {device} this configuration ran with a static cache, uncompiled")
+        if ctx is not None:  # every rank's result (or error) to rank 0, which merges them
+            try:
+                result = distributed.finish(result, error, mode=mode, device=device,
+                                            environment=sweep.environment, seed=args.seed)
+                error = None
+            except Exception as exc:  # noqa: BLE001 - a failed rank fails the configuration
+                result, error = None, exc
+        if error is None:
+            sweep.add_ok(job.config, result)
+        else:
+            state["failed"] += 1
+            run = sweep.add_failed(job.config, error)
+            console.print(escape(f"failed {job.label}: {run.error['type']}: {run.error['message']}"), style="red",
+                          highlight=False)
+            _free(torch)
+        if rank0 and job.index + 1 < len(combos):
+            sweep.save(args.output)  # the last configuration's is the final write below
+
     try:
         with progress:
             overall = progress.add_task("configurations", total=len(combos))
             iters = progress.add_task("iterations", total=args.warmup + args.iterations)
-            for n, (dtype, quant, attn, comp, bs, pl, new, spec) in enumerate(combos):
-                config = {"model": model_name, "batch_size": bs, "prompt_len": pl, "max_new_tokens": new,
-                          "dtype": dtype, "quantization": quant, "attn_implementation": attn, "compile": comp}
-                if speculative:
-                    config["speculative"] = spec
-                if texts:
-                    config["prompts"] = args.prompt_source
-                if beam_kwargs(args):
-                    config["num_beams"] = int(args.num_beams)
-                label = (f"[{n + 1}/{len(combos)}] bs={bs} prompt={'text' if texts else pl} new={new} {dtype}"
-                         f"{'' if quant == 'none' else ' ' + quant} attn={attn} compile={comp}"
-                         f"{' spec=' + spec if speculative else ''}")
-                progress.update(overall, description=escape(label))
-                progress.reset(iters, total=args.warmup + args.iterations, description="  warmup")
-                result, error = None, None
-                try:
-                    if (dtype, quant, attn) != model_key:
-                        model, model_error, model_key = None, None, (dtype, quant, attn)
-                        drafts.clear()
-                        _free(torch)
-                        try:
-                            allocated0 = _allocated(torch, device)
-                            model = load_model(args.model, dtype=dtype, attn_implementation=attn, device=device,
-                                               seed=args.seed, tensor_parallel=mode == "tp", quantization=quant)
-                            model_info = _model_info(model, quant, torch, device, allocated0)
-                        except (OSError, ValueError, ImportError) as exc:
-                            if args.model is not None and attn == "auto" and quant == "none":
-                                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                                raise ModelLoadError(f"argument --model: cannot load {args.model!r}: {first}") from None
-                            model_error = exc
-                        except Exception as exc:  # noqa: BLE001 - recorded as the configuration's failure
-                            model_error = exc
-                    if model_error is not None:
-                        raise model_error
-                    assert model is not None
-                    if attn == "auto":
-                        config["attn_implementation"] = getattr(model.config, "_attn_implementation", None) or "auto"
-
-                    def on_progress(phase: str, i: int, total: int) -> None:
-                        done = i if phase == "warmup" else args.warmup + i
-                        progress.update(iters, completed=done, description=f"  {phase}")
-
-                    # Data parallel: every rank its own prompts; tensor parallel: the same on every rank.
-                    input_seed = args.seed + (ctx.rank if ctx is not None and mode == "dp" else 0)
-                    text = None
-                    if texts:
-                        text = hf.TextPrompts(args.tokenizer_obj, texts, bs, device=device, source=args.prompt_source,
-                                              tokenizer_path=args.tokenizer_path,
-                                              timed=bool(getattr(args, "time_tokenization", False)))
-                        inputs = text.inputs
-                        config["prompt_len"] = text.prompt_len
-                    else:
-                        inputs = hf.random_inputs(int(model.config.vocab_size), bs, pl, device=device, seed=input_seed)
-                    _injected_failure(n, ctx.rank if ctx is not None else 0)
-                    spec_parts = parse_speculative(spec)
-                    draft = None
-                    if spec_parts["method"] == "assistant":
-                        name = spec_parts["assistant"]
-                        if name not in drafts:
-                            drafts[name] = load_draft(name, model, dtype=dtype, device=device, seed=args.seed)
-                        draft = drafts[name]
-                    with warnings.catch_warnings():
-                        # bitsandbytes' int8 matmul warns at every call that it casts its inputs to
-                        # float16; said once in the result instead.
-                        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
-                        result = benchmark_generate(
-                            model, inputs, max_new_tokens=new, warmup=args.warmup, iterations=args.iterations,
-                            generate_kwargs={**compile_kwargs(comp), **beam_kwargs(args), **_injected_delay(),
-                                             **speculative_kwargs(spec, draft)},
-                            seed=args.seed, progress=on_progress,
-                            sample_interval_ms=args.sample_interval_ms or None, config=dict(config), distributed=False,
-                            kernel_trace_iterations=getattr(args, "kernel_trace", None),
-                            trace_timed=getattr(args, "kernel_trace_timed", False), text=text,
-                            python_samples=bool(getattr(args, "python_samples", False)),
-                        )
-                    result.quantization = dict(model_info) or None
-                    if result.host_path is not None:
-                        result.host_path["process"] = process_calibration
-                    if quant == "bnb-int8" and dtype != "float16":
-                        result.warnings.append(f"bnb-int8 runs its int8 matmuls in float16: the {dtype} activations "
-                                               "are cast at every quantized layer (--dtype float16 avoids it)")
-                    if spec_parts["method"] != "none":
-                        result.warnings += speculative_notes(spec_parts, builtin_target=args.model is None)
-                    if comp == "on" and not device.startswith("cuda"):
-                        result.warnings.append("--compile on: transformers compiles the forward pass on GPUs only; "
-                                               f"on {device} this configuration ran with a static cache, uncompiled")
-                except (KeyboardInterrupt, ModelLoadError):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any failure is recorded and the sweep goes on
-                    error = exc
-                if ctx is not None:  # every rank's result (or error) to rank 0, which merges them
-                    try:
-                        result = distributed.finish(result, error, mode=mode, device=device,
-                                                    environment=sweep.environment, seed=args.seed)
-                        error = None
-                    except Exception as exc:  # noqa: BLE001 - a failed rank fails the configuration
-                        result, error = None, exc
-                if error is None:
-                    sweep.add_ok(config, result)
-                else:
-                    failed += 1
-                    run = sweep.add_failed(config, error)
-                    console.print(escape(f"failed {label}: {run.error['type']}: {run.error['message']}"), style="red",
-                                  highlight=False)
-                    _free(torch)
-                if rank0 and n + 1 < len(combos):
-                    sweep.save(args.output)  # the last configuration's is the final write below
-                progress.advance(overall)
+            for group in _groups(combos, interleave=interleave and ctx is None):
+                jobs = [start(n, combos[n]) for n in group]
+                live = [job for job in jobs if job.steps is not None]
+                for job in live:
+                    job.interleaved_with = len(live)
+                if len(live) > 1:
+                    # Several configurations on one model: warm each up, then alternate their timed
+                    # iterations (A B, B A, A B, ...), so that the machine's drift falls on all alike.
+                    for job in live:
+                        step(job, until="warm")
+                    for r in range(args.iterations):
+                        for job in (live if r % 2 == 0 else live[::-1]):
+                            step(job, until="timed")
+                for job in jobs:
+                    step(job, until=None)
+                    complete(job)
+                    progress.advance(overall)
     except KeyboardInterrupt:
         sweep.complete = False
         if rank0:
             sweep.save(args.output)
         print(f"fastprof: interrupted: {len(sweep.runs)} of {len(combos)} configuration(s) are in {args.output}",
               file=sys.stderr)
-        return SweepOutcome(sweep, 130, failed, len(combos))
+        return SweepOutcome(sweep, 130, state["failed"], len(combos))
     sweep.complete = True
     if speculative:
         try:
@@ -487,11 +572,11 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
             raise RuntimeError(f"the speed-ups could not be computed ({exc}); the measurements are in "
                                f"{args.output}") from exc
     if not rank0:
-        return SweepOutcome(sweep, 1 if failed else 0, failed, len(combos), rank=ctx.rank)
+        return SweepOutcome(sweep, 1 if state["failed"] else 0, state["failed"], len(combos), rank=ctx.rank)
     if len(combos) == 1 and sweep.runs[0].result is not None:
         # One configuration that ran: the plain per-run document (BenchmarkResult JSON), which
         # report and compare read as a sweep of one.
         sweep.runs[0].result.save(args.output)
     else:
         sweep.save(args.output)
-    return SweepOutcome(sweep, 1 if failed else 0, failed, len(combos))
+    return SweepOutcome(sweep, 1 if state["failed"] else 0, state["failed"], len(combos))
