@@ -61,7 +61,7 @@ def test_sweep_every_combination_and_failures(model_dir, tmp_path, capsys):
 
 
 def test_any_exception_fails_one_configuration_only(model_dir, tmp_path, monkeypatch):
-    real = fastprof.benchmark_generate
+    real = fastprof.measure.driver.generate_steps
     calls = []
 
     def flaky(model, inputs, **kwargs):
@@ -70,7 +70,7 @@ def test_any_exception_fails_one_configuration_only(model_dir, tmp_path, monkeyp
             raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
         return real(model, inputs, **kwargs)
 
-    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", flaky)
+    monkeypatch.setattr(fastprof.measure.driver, "generate_steps", flaky)
     out = tmp_path / "s.json"
     assert cli.main(["run", "--model", model_dir, "--batch-size", "1,2,3", *FAST, "-o", str(out)]) == 1
     sweep = load(out)
@@ -80,7 +80,7 @@ def test_any_exception_fails_one_configuration_only(model_dir, tmp_path, monkeyp
 
 
 def test_ctrl_c_keeps_finished_configurations(model_dir, tmp_path, monkeypatch, capsys):
-    real = fastprof.benchmark_generate
+    real = fastprof.measure.driver.generate_steps
     seen = []
 
     def interrupted_on_second(model, inputs, **kwargs):
@@ -89,9 +89,10 @@ def test_ctrl_c_keeps_finished_configurations(model_dir, tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return real(model, inputs, **kwargs)
 
-    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", interrupted_on_second)
+    monkeypatch.setattr(fastprof.measure.driver, "generate_steps", interrupted_on_second)
     out = tmp_path / "s.json"
-    assert cli.main(["run", "--model", model_dir, "--batch-size", "1,2,3", *FAST, "-o", str(out)]) == 130
+    assert cli.main(["run", "--model", model_dir, "--batch-size", "1,2,3", "--iteration-order", "blocked", *FAST,
+                     "-o", str(out)]) == 130
     assert seen == [1, 2]
     doc = json.loads(out.read_text())
     validate(doc)
@@ -102,7 +103,7 @@ def test_ctrl_c_keeps_finished_configurations(model_dir, tmp_path, monkeypatch, 
 
 
 def test_results_file_is_written_after_each_configuration(model_dir, tmp_path, monkeypatch):
-    real = fastprof.benchmark_generate
+    real = fastprof.measure.driver.generate_steps
     out = tmp_path / "s.json"
     on_disk = []
 
@@ -110,10 +111,16 @@ def test_results_file_is_written_after_each_configuration(model_dir, tmp_path, m
         on_disk.append(len(json.loads(out.read_text())["runs"]) if out.exists() else None)
         return real(model, inputs, **kwargs)
 
-    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", spy)
+    monkeypatch.setattr(fastprof.measure.driver, "generate_steps", spy)
     assert cli.main(["run", "--processes", "1", "--model", model_dir, "--max-new-tokens", "2,3", "--prompt-len", "4", "--warmup", "0",
-                     "--iterations", "2", "-q", "-o", str(out)]) == 0
+                     "--iterations", "2", "--iteration-order", "blocked", "-q", "-o", str(out)]) == 0
     assert on_disk == [None, 1]
+    # Interleaved (the default), the two alternate and finish together: both start before either is written.
+    out.unlink()
+    on_disk.clear()
+    assert cli.main(["run", "--processes", "1", "--model", model_dir, "--max-new-tokens", "2,3", "--prompt-len", "4",
+                     "--warmup", "0", "--iterations", "2", "-q", "-o", str(out)]) == 0
+    assert on_disk == [None, None] and len(load(out).runs) == 2
 
 
 def test_compile_on_uses_a_static_cache(model_dir, tmp_path):
@@ -172,14 +179,14 @@ def test_selftest_is_a_command_like_the_others(monkeypatch, capsys):
 
 
 def test_kernel_trace_options_reach_benchmark_generate(model_dir, tmp_path, monkeypatch, capsys):
-    real = fastprof.benchmark_generate
+    real = fastprof.measure.driver.generate_steps
     seen = []
 
     def spy(model, inputs, **kwargs):
         seen.append((kwargs["kernel_trace_iterations"], kwargs["trace_timed"]))
         return real(model, inputs, **kwargs)
 
-    monkeypatch.setattr(fastprof.measure.driver, "benchmark_generate", spy)
+    monkeypatch.setattr(fastprof.measure.driver, "generate_steps", spy)
     out = tmp_path / "k.json"
     assert cli.main(["run", "--model", model_dir, *FAST, "--kernel-trace", "3", "--kernel-trace-timed",
                      "-o", str(out)]) == 0
@@ -192,3 +199,67 @@ def test_kernel_trace_options_reach_benchmark_generate(model_dir, tmp_path, monk
     capsys.readouterr()
     assert cli.main(["run", "--kernel-trace", "-1"]) == 2
     assert "--kernel-trace" in one_error_line(capsys)
+
+
+def _iteration_order(result_file):
+    rows = []
+    for run in load(result_file).runs:
+        for i, it in enumerate(run.result.iterations):
+            rows.append((it["host"]["start_ns"], run.config["batch_size"], i))
+    return [r[1:] for r in sorted(rows)]
+
+
+def test_configurations_of_one_model_alternate_their_timed_iterations(model_dir, tmp_path):
+    """--iteration-order interleaved (the default): A B, B A, A B, B A; blocked: A A A A, B B B B."""
+    argv = ["run", "--model", model_dir, "--batch-size", "1,2", "--prompt-len", "4", "--max-new-tokens", "3",
+            "--warmup", "1", "--iterations", "4", "--processes", "1", "-q"]
+    out = tmp_path / "i.json"
+    assert cli.main([*argv, "-o", str(out)]) == 0
+    assert _iteration_order(out) == [(1, 0), (2, 0), (2, 1), (1, 1), (1, 2), (2, 2), (2, 3), (1, 3)]
+    assert all(r.result.config["iteration_order"] == {"interleaved_with": 2} for r in load(out).runs)
+    assert cli.main([*argv, "--iteration-order", "blocked", "-o", str(out)]) == 0
+    assert _iteration_order(out) == [(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]
+    assert all("iteration_order" not in r.result.config for r in load(out).runs)
+
+
+def test_a_configuration_failing_between_its_iterations_leaves_the_others_whole(model_dir, tmp_path, monkeypatch):
+    real = fastprof.measure.driver.generate_steps
+
+    def failing_after_one_timed_iteration(model, inputs, **kwargs):
+        steps = real(model, inputs, **kwargs)
+        if kwargs["config"]["batch_size"] != 2:
+            return steps
+
+        def broken():
+            yield next(steps)  # the warm-up
+            yield next(steps)  # the first timed iteration
+            steps.close()
+            raise RuntimeError("device lost")
+        return broken()
+
+    monkeypatch.setattr(fastprof.measure.driver, "generate_steps", failing_after_one_timed_iteration)
+    out = tmp_path / "f.json"
+    assert cli.main(["run", "--model", model_dir, "--batch-size", "1,2,3", "--prompt-len", "4", "--max-new-tokens",
+                     "3", "--warmup", "0", "--iterations", "3", "--processes", "1", "-q", "-o", str(out)]) == 1
+    runs = load(out).runs
+    assert [r.status for r in runs] == ["ok", "failed", "ok"]
+    assert runs[1].error == {"type": "RuntimeError", "message": "device lost"}
+    assert [len(runs[i].result.iterations) for i in (0, 2)] == [3, 3]
+
+
+def test_generate_steps_yields_each_step_and_returns_the_result(tiny_llama):
+    import torch
+
+    from fastprof.measure.driver import generate_steps
+
+    ids = torch.randint(0, 256, (1, 4))
+    steps = generate_steps(tiny_llama, ids, max_new_tokens=3, warmup=2, iterations=3, kernel_trace_iterations=0)
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert seen == ["warm", "timed", "timed", "timed"]
+    assert len(result.iterations) == 3 and result.summary["itl_s"]["n"] == 6

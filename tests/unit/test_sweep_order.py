@@ -44,3 +44,27 @@ def test_speculative_configurations_stay_behind_their_baseline():
                 assert order[i - 1][4] == c[4] and order[i - 1][7] in ("none", "draft=self k=4")
         first = Counter(c[4] for c in order[:3])
         assert len(first) == 1  # a batch size's three configurations run together
+
+
+def test_configurations_of_one_model_load_alternate_their_iterations():
+    from fastprof.measure.runner import _groups
+
+    combos = _combos(batch_size=[1, 2], compile=["off", "on"], dtype=["bfloat16", "float16"])
+    groups = _groups(combos, interleave=True)
+    assert [len(g) for g in groups] == [4, 4]  # one group per model load (dtype), all four inside
+    assert all(len({combos[i][0] for i in g}) == 1 for g in groups)
+    assert sorted(i for g in groups for i in g) == list(range(len(combos)))
+    assert _groups(combos, interleave=False) == [[i] for i in range(len(combos))]
+
+
+def test_speculative_configurations_run_on_their_own():
+    from fastprof.measure.runner import _groups
+
+    combos = _combos(batch_size=[1, 2], speculative=["none", "lookup=3"])
+    order = [c[4] for c in combos], [c[7] for c in combos]
+    groups = _groups(combos, interleave=True)
+    # (bs 1 none), (bs 1 lookup), (bs 2 none), (bs 2 lookup): nothing to pair with a neighbour
+    assert order[1] == ["none", "lookup=3", "none", "lookup=3"]
+    assert groups == [[0], [1], [2], [3]]
+    plain = _combos(batch_size=[1, 2, 4])
+    assert _groups(plain, interleave=True) == [[0, 1, 2]]
