@@ -5,6 +5,7 @@ Main entry points:
 - :class:`TokenRecorder`: per-token host timestamps and GPU timing events from a native recorder.
 - :func:`benchmark`: time any callable over warm-up and measured iterations.
 - :func:`benchmark_generate`: time ``model.generate`` of a transformers model per token.
+- :func:`generate_steps`: the same one step at a time, to alternate the iterations of several arms.
 - :func:`benchmark_serving`: continuous batching under load: per-request TTFT, ITL, throughput at a request rate.
 - :func:`summarize_generation`: the same metrics for traces from your own decode loop.
 - :class:`BenchmarkResult`: summary statistics, raw data, environment; JSON save and load.
@@ -30,7 +31,7 @@ from fastprof.errors import (
     OutputLengthError,
     StateError,
 )
-from fastprof.measure.driver import benchmark, benchmark_generate, summarize_generation
+from fastprof.measure.driver import benchmark, benchmark_generate, generate_steps, summarize_generation
 from fastprof.measure.serving import benchmark_serving
 from fastprof.results.result import SCHEMA_VERSION, BenchmarkResult
 
@@ -55,6 +56,7 @@ __all__ = [
     "capture_environment",
     "clock_resolution_ns",
     "describe",
+    "generate_steps",
     "monotonic_ns",
     "summarize_generation",
 ]

@@ -44,8 +44,9 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-#: Whether :func:`freeze_long_lived` froze the heap and :func:`thaw_long_lived` has not undone it.
-_frozen = False
+#: How many measurements have frozen the heap (:func:`freeze_long_lived`) and not yet thawed it:
+#: measurements whose iterations alternate (:func:`fastprof.measure.driver.generate_steps`) overlap.
+_frozen = 0
 
 
 def freeze_long_lived() -> int:
@@ -60,16 +61,18 @@ def freeze_long_lived() -> int:
     global _frozen
     gc.collect()
     gc.freeze()
-    _frozen = True
+    _frozen += 1
     return gc.get_freeze_count()
 
 
-def thaw_long_lived() -> None:
-    """Undoes :func:`freeze_long_lived` (:func:`gc.unfreeze`) once the measurement is over, so
-    that a model dropped later, cycles and all, is collected; nothing when it did not freeze."""
+def thaw_long_lived(*, force: bool = False) -> None:
+    """Undoes :func:`freeze_long_lived` (:func:`gc.unfreeze`) once the last overlapping
+    measurement is over (every one of them with ``force``, after a failure), so that a model
+    dropped later, cycles and all, is collected; nothing when nothing froze."""
     import gc
 
     global _frozen
     if _frozen:
-        gc.unfreeze()
-        _frozen = False
+        _frozen = 0 if force else _frozen - 1
+        if not _frozen:
+            gc.unfreeze()

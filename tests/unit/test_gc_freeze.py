@@ -60,3 +60,23 @@ def test_thaw_without_freeze_leaves_a_freeze_of_someone_else():
         assert gc.get_freeze_count() == count
     finally:
         gc.unfreeze()
+
+
+def test_overlapping_measurements_thaw_when_the_last_one_ends():
+    """Two measurements whose iterations alternate both freeze; the heap stays frozen until the
+    second one thaws (force thaws at once, as after a failure)."""
+    try:
+        _torch.freeze_long_lived()
+        _torch.freeze_long_lived()
+        _torch.thaw_long_lived()
+        assert gc.get_freeze_count() > 0
+        _torch.thaw_long_lived()
+        assert gc.get_freeze_count() == 0
+        _torch.freeze_long_lived()
+        _torch.freeze_long_lived()
+        _torch.thaw_long_lived(force=True)
+        assert gc.get_freeze_count() == 0
+        _torch.thaw_long_lived()  # nothing left to thaw
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()

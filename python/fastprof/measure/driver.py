@@ -550,7 +550,19 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
     every instrument having closed it), and returns the :class:`BenchmarkResult` once the traced
     iterations ran and the result is built. Between two steps the caller may run other work on the
     same model: :mod:`fastprof.measure.runner` alternates the timed iterations of configurations
-    that share a model this way. Closing the generator early stops its instruments."""
+    that share a model this way. Closing the generator early stops its instruments.
+
+    Two arms of one model, their timed iterations alternating (A B, B A, ...)::
+
+        a = fastprof.generate_steps(model, inputs, max_new_tokens=64)
+        b = fastprof.generate_steps(model, inputs, max_new_tokens=64, generate_kwargs={"use_cache": False})
+        for arm in (a, b):
+            next(arm)                      # warm-up: "warm"
+        for i in range(20):                # the default iterations
+            for arm in ((a, b) if i % 2 == 0 else (b, a)):
+                next(arm)                  # one timed iteration: "timed"
+        results = [fastprof.measure.driver.run_steps(arm) for arm in (a, b)]
+    """
     from transformers import LogitsProcessorList
 
     from fastprof.capture.hf import make_hooks

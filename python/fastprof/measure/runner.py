@@ -189,7 +189,7 @@ def speculative_notes(spec: dict[str, Any], *, builtin_target: bool) -> list[str
 def _free(torch: Any) -> None:
     from fastprof import _torch
 
-    _torch.thaw_long_lived()  # a configuration that failed mid-measurement may have left it frozen
+    _torch.thaw_long_lived(force=True)  # a configuration that failed mid-measurement may have left it frozen
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
