@@ -263,3 +263,38 @@ def test_generate_steps_yields_each_step_and_returns_the_result(tiny_llama):
             break
     assert seen == ["warm", "timed", "timed", "timed"]
     assert len(result.iterations) == 3 and result.summary["itl_s"]["n"] == 6
+
+
+def test_compare_by_pairs_alternating_iterations_of_one_process(model_dir, tmp_path, capsys, monkeypatch):
+    """--processes 1 with two settings of one model: compare --by pairs each iteration of B with
+    A's of the same round, and a 20 ms delay per step in B is found."""
+    out = tmp_path / "by.json"
+    argv = ["run", "--model", model_dir, "--max-new-tokens", "4", "--prompt-len", "4", "--warmup", "1",
+            "--iterations", "6", "--processes", "1", "-q"]
+    # B differs from A in its token count, and a delay is injected into B alone.
+    real = fastprof.measure.driver.generate_steps
+
+    def slow_b(model, inputs, **kwargs):
+        if kwargs["max_new_tokens"] == 5:
+            import time
+
+            from transformers import LogitsProcessor, LogitsProcessorList
+
+            class Slow(LogitsProcessor):
+                def __call__(self, input_ids, scores):
+                    time.sleep(0.02)
+                    return scores
+
+            kwargs["generate_kwargs"] = {**kwargs["generate_kwargs"], "logits_processor": LogitsProcessorList([Slow()])}
+        return real(model, inputs, **kwargs)
+
+    monkeypatch.setattr(fastprof.measure.driver, "generate_steps", slow_b)
+    assert cli.main([*argv, "--max-new-tokens", "4,5", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(out), "--by", "max_new_tokens", "--metric", "itl_s", "--covariate", "none",
+                     "--json", str(tmp_path / "c.json")]) == 0
+    text = capsys.readouterr().out
+    assert "paired by round of alternating iterations" in text, text
+    row = json.loads((tmp_path / "c.json").read_text())["comparisons"][0]["rows"][0]
+    assert row["paired"] is True and row["unit"] == "iteration" and row["n_a"] == row["n_b"] == 6
+    assert row["verdict"] == "regression" and row["ratio"] > 1.5

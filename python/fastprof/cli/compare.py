@@ -45,7 +45,9 @@ def add_parser(sub: Any) -> None:
             "key KEY (the run's first value is the baseline). Every worker process of that run measured\n"
             "each setting, next to each other and in alternating order, so each process's B is tested\n"
             "against its own A (a paired t test on the log ratios): what the machine did to that process\n"
-            "cancels out, which a comparison of two separate runs cannot do.\n\n"
+            "cancels out, which a comparison of two separate runs cannot do. In a --processes 1 run\n"
+            "whose settings alternated their timed iterations (fastprof run's default for settings of\n"
+            "one model), each iteration of B is paired with A's of the same round instead.\n\n"
             "examples:\n"
             "  fastprof run -o main.json   # on each side (5 worker processes by default)\n"
             "  fastprof compare main.json branch.json --fail-on-regression 5\n"
@@ -70,7 +72,8 @@ def add_parser(sub: Any) -> None:
                       help="smallest change, in percent, called a regression or an improvement")
     cmp_.add_argument("--by", metavar="KEY", default=None,
                       help="compare the configurations of ONE results file that differ in config key KEY "
-                           "(batch_size, compile, attn_implementation, ...), paired by worker process")
+                           "(batch_size, compile, attn_implementation, ...), paired by worker process (in a "
+                           "--processes 1 run whose configurations alternated their iterations: by round)")
     cmp_.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     cmp_.add_argument("--covariate", default="auto", choices=("auto", "none", "torch_op_s", "launch_s",
                                                             "python_loop_s"),

@@ -175,6 +175,23 @@ def paired_process_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str,
             np.asarray([vb[p] for p in common], dtype=np.float64))
 
 
+def paired_round_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str = "host",
+                        tables: Sequence[dict[str, np.ndarray] | None] = (None, None)
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The metric's per-iteration values of two configurations whose timed iterations alternated
+    in one process (``config.iteration_order``, ``fastprof run --processes 1``), aligned by round:
+    A's i-th iteration with B's i-th, its neighbour. None for results of several processes
+    (paired by process instead), results that did not alternate, or unequal counts."""
+    if any(r.kind == "serving" or process_count(r) > 1 or not (r.config or {}).get("iteration_order")
+           for r in (ra, rb)):
+        return None
+    va = unit_values(ra, metric, clock, "iteration", table=tables[0])
+    vb = unit_values(rb, metric, clock, "iteration", table=tables[1])
+    if va is None or vb is None or va.size != vb.size or va.size < 2:
+        return None
+    return va, vb
+
+
 def split_by(sweep: Sweep, key: str) -> list[tuple[Any, Sweep]]:
     """The configurations of one results file split by the value of config key ``key``: one sweep
     per value, in the order of the run's parameters (the first is the baseline)."""
@@ -370,7 +387,9 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     every metric, compared over units (see :mod:`fastprof.analysis.compare`), with Holm's
     adjustment over all the rows. ``paired``: ``a`` and ``b`` are configurations of one run
     (:func:`split_by`), so each worker process's value of B is tested against its own value of A
-    (:func:`fastprof.analysis.compare.paired_log_ratio`) wherever two or more processes measured both."""
+    (:func:`fastprof.analysis.compare.paired_log_ratio`) wherever two or more processes measured both;
+    in a one-process run whose configurations alternated their timed iterations, each iteration of
+    B is tested against A's of the same round (:func:`paired_round_values`)."""
     runs_a = {_key(r, ignore): r for r in a.ok_runs}
     runs_b = {_key(r, ignore): r for r in b.ok_runs}
     pairs = [(runs_a[k], runs_b[k]) for k in runs_a if k in runs_b]
@@ -428,6 +447,12 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
                     if is_device_metric(metric) and label(ra) not in kernels_tested:
                         kernels_tested.append(label(ra))
                     continue
+            if paired and unit == "iteration" and not is_device_metric(metric):
+                pair = paired_round_values(ra.result, rb.result, metric, clock, tables)
+                if pair is not None:
+                    rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
+                                               min_effect_pct=min_effect_pct, paired=True))
+                    continue
             if is_device_metric(metric):
                 # The kernel trace's figures, one per worker process: the GPU's time does not follow
                 # the host's speed, so they are never adjusted for the host path.
@@ -483,8 +508,11 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
     for c in comparisons:
         plural = {"process": "processes", "iteration": "iterations", "request": "requests"}
         units = [plural.get(u, u) for u in sorted({r.unit for r in c.rows})]
-        how = (f"paired by worker process (each process measured both), t {1 - alpha:.0%} interval"
-               if c.rows and all(r.paired for r in c.rows) else f"Welch's {1 - alpha:.0%} interval")
+        how = f"Welch's {1 - alpha:.0%} interval"
+        if c.rows and all(r.paired for r in c.rows):
+            how = (f"paired by round of alternating iterations (one process), t {1 - alpha:.0%} interval"
+                   if all(r.unit == "iteration" for r in c.rows)
+                   else f"paired by worker process (each process measured both), t {1 - alpha:.0%} interval")
         console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}, "
                              f"{how}, p-value Holm-adjusted over {len(c.rows)} tests"),
                       highlight=False)
