@@ -3,13 +3,17 @@
 Configurations run in the order dtype, quantization, attention implementation, compile, batch
 size, prompt length, new tokens, speculative decoding, each worker process of ``--processes N``
 starting at another place (:func:`interleaved_order`) (the model is loaded once per dtype,
-quantization and attention implementation; a draft model once per model load). Speculative
+quantization and attention implementation; a draft model once per model load). Plain
+configurations of one model load alternate their timed iterations (``--iteration-order
+interleaved``, the default; :func:`_groups`): each is warmed up, then their iterations run in
+rounds, A B, B A, ..., through :func:`fastprof.measure.driver.generate_steps`. Speculative
 configurations (``--assistant-model``, ``--prompt-lookup``) run right after their plain baseline
 (``speculative: "none"``), and each gets its speed-up against it once the sweep is done
 (:meth:`fastprof.results.sweep.Sweep.attach_speedups`). A
 configuration that raises is recorded as failed with its reason and the sweep goes on; the
-results file (a sweep document, see :mod:`fastprof.results.sweep`) is rewritten atomically after each
-configuration, so an interruption keeps the finished ones. When there is one configuration and it
+results file (a sweep document, see :mod:`fastprof.results.sweep`) is rewritten atomically as
+configurations finish (those that alternate finish together), so an interruption keeps the
+finished ones. When there is one configuration and it
 ran, the file is that run's plain :class:`fastprof.BenchmarkResult` document instead.
 """
 
