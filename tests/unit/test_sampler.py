@@ -133,7 +133,9 @@ def test_unsupported_field_is_marked_once_and_not_read_again(fake_nvml):
     # Without the instantaneous field, power falls back to the averaged reading.
     assert np.all(r.power_w == 240.0)
     assert r.devices[0]["power_source"] == "average"
-    assert fake_nvml.calls("nvmlDeviceGetUtilizationRates") >= 20
+    # Utilisation, read every 10 ms by default, is still read all along (about 20 times in 0.2 s;
+    # a loaded machine under a sanitizer reads it a little less often).
+    assert fake_nvml.calls("nvmlDeviceGetUtilizationRates") >= 10
 
 
 def test_energy_on_slow_cadence_does_not_delay_fast_samples(fake_nvml):
