@@ -198,9 +198,9 @@ def test_the_run_uses_the_prestarted_fork_server(tmp_path, monkeypatch):
     made = []
     real = workers._ForkServer.__init__
 
-    def counting(self, tmp):
+    def counting(self, tmp, **kwargs):
         made.append(tmp)
-        real(self, tmp)
+        real(self, tmp, **kwargs)
 
     monkeypatch.setattr(workers._ForkServer, "__init__", counting)
     out = tmp_path / "two.json"

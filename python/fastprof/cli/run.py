@@ -382,12 +382,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _uses_workers(args: argparse.Namespace) -> bool:
-    """Whether this run will start worker processes (``--processes`` above 1, or by default)."""
-    from fastprof.measure import distributed
+    """Whether this run will start worker processes (what :func:`_main` decides): not a serving
+    or torchrun run, and ``--processes`` above 1 or not given."""
+    from fastprof.measure import runner
 
-    if args.serving or args.rate is not None or getattr(args, "tp", False) or getattr(args, "dp", False):
+    if args.serving or args.rate is not None or runner.distributed_mode(args) is not None:
         return False
-    return (args.processes is None or args.processes > 1) and not distributed.launched()
+    return workers.default_processes(args.processes) > 1
 
 
 def _main(args: argparse.Namespace, argv: Any, server: Any) -> int:

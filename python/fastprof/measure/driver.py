@@ -14,7 +14,7 @@ from fastprof.capture import speculative as _speculative
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
 from fastprof.measure import distributed as _distributed
-from fastprof.measure.instruments import Instrument, iter_phase, run_phase
+from fastprof.measure.instruments import Instrument, drain, iter_phase, run_phase
 from fastprof.results.result import BenchmarkResult
 
 
@@ -523,28 +523,29 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
     tokenization, latency detokenization); otherwise both are timed once, outside, and reported
     beside the result (its ``inputs`` section).
     """
-    return run_steps(generate_steps(model, inputs, max_new_tokens=max_new_tokens, warmup=warmup, iterations=iterations, generate_kwargs=generate_kwargs, device=device, config=config, sample_interval_ms=sample_interval_ms, sampler_backend=sampler_backend, seed=seed, progress=progress, weight_bytes=weight_bytes, distributed=distributed, kernel_trace_iterations=kernel_trace_iterations, trace_timed=trace_timed, stalls=stalls, text=text, host_trace=host_trace, host_path=host_path, python_samples=python_samples))
+    return run_steps(generate_steps(
+        model, inputs, max_new_tokens=max_new_tokens, warmup=warmup, iterations=iterations,
+        generate_kwargs=generate_kwargs, device=device, config=config, sample_interval_ms=sample_interval_ms,
+        sampler_backend=sampler_backend, seed=seed, progress=progress, weight_bytes=weight_bytes,
+        distributed=distributed, kernel_trace_iterations=kernel_trace_iterations, trace_timed=trace_timed,
+        stalls=stalls, text=text, host_trace=host_trace, host_path=host_path, python_samples=python_samples))
 
 
 def run_steps(steps: Generator[str, None, BenchmarkResult]) -> BenchmarkResult:
     """Runs a :func:`generate_steps` generator to its end: its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return drain(steps)
 
 
 def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int = 5, iterations: int = 20,
-                       generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
-                       config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
-                       sampler_backend: str = "auto", seed: int = 0,
-                       progress: Callable[[str, int, int], None] | None = None,
-                       weight_bytes: float | None = None,
-                       distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
-                       trace_timed: bool = False, stalls: bool = True, text: Any = None,
-                       host_trace: bool = True, host_path: bool = True,
-                       python_samples: bool = False) -> Generator[str, None, BenchmarkResult]:
+                   generate_kwargs: dict[str, Any] | None = None, device: Any = "auto",
+                   config: dict[str, Any] | None = None, sample_interval_ms: float | None = 10,
+                   sampler_backend: str = "auto", seed: int = 0,
+                   progress: Callable[[str, int, int], None] | None = None,
+                   weight_bytes: float | None = None,
+                   distributed: str | bool = "auto", kernel_trace_iterations: int | None = None,
+                   trace_timed: bool = False, stalls: bool = True, text: Any = None,
+                   host_trace: bool = True, host_path: bool = True,
+                   python_samples: bool = False) -> Generator[str, None, BenchmarkResult]:
     """:func:`benchmark_generate` one step at a time, with the same arguments: yields ``"warm"``
     once the warm-up is done and ``"timed"`` after each timed iteration (outside its timed region,
     every instrument having closed it), and returns the :class:`BenchmarkResult` once the traced
@@ -677,9 +678,9 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
             timed_instruments: list[Instrument] = [hostpath, sampling, *([stall_rec] if stall_rec else [])]
             if tracing.trace_timed:
                 timed_instruments.append(tracing)
-            traces = yield from _steps(iter_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
-                                                  (lambda i: progress("measure", i, iterations)) if progress else None),
-                                       "timed")
+            traces = yield from iter_phase(timed_instruments, iterations, lambda: run_once(timed_kwargs),
+                                           (lambda i: progress("measure", i, iterations)) if progress else None,
+                                           label="timed")
             hardware = sampling.finish(traces, [batch_size * max_new_tokens] * len(traces), seed)
 
             # The traced iterations, after the timed ones: kernel trace (with CUDA API records) and host marks.
@@ -751,21 +752,6 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
             return result
         finally:
             _torch.thaw_long_lived()
-
-
-def _steps(phase: Generator[int, None, list[Trace]], label: str) -> Generator[str, None, list[Trace]]:
-    """Each finished iteration of an :func:`~fastprof.measure.instruments.iter_phase` generator
-    as one ``label`` step; returns its traces. Closed early, it closes the phase (whose
-    instruments then abort)."""
-    try:
-        while True:
-            try:
-                next(phase)
-            except StopIteration as done:
-                return done.value
-            yield label
-    finally:
-        phase.close()
 
 
 def _nothing() -> Any:

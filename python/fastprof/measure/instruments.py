@@ -55,7 +55,12 @@ class Instrument:
 def run_phase(instruments: Sequence[Instrument], count: int, run_once: Callable[[], Trace],
               progress: Callable[[int], None] | None = None) -> list[Trace]:
     """``count`` iterations of ``run_once`` under ``instruments``: returns their traces."""
-    steps = iter_phase(instruments, count, run_once, progress)
+    return drain(iter_phase(instruments, count, run_once, progress))
+
+
+def drain(steps: Generator[Any, None, Any]) -> Any:
+    """Runs a generator of steps (:func:`iter_phase`, :func:`fastprof.measure.driver.generate_steps`)
+    to its end: the value it returns."""
     while True:
         try:
             next(steps)
@@ -64,11 +69,11 @@ def run_phase(instruments: Sequence[Instrument], count: int, run_once: Callable[
 
 
 def iter_phase(instruments: Sequence[Instrument], count: int, run_once: Callable[[], Trace],
-               progress: Callable[[int], None] | None = None) -> Generator[int, None, list[Trace]]:
-    """:func:`run_phase` one iteration at a time: yields the index of each finished iteration
-    (every instrument has closed it), so that a caller can run other work between two
-    iterations (another configuration's, :mod:`fastprof.measure.runner`); returns the traces.
-    Closing the generator early aborts the instruments."""
+               progress: Callable[[int], None] | None = None, label: Any = None) -> Generator[Any, None, list[Trace]]:
+    """:func:`run_phase` one iteration at a time: yields ``label`` (None: the iteration's index)
+    after each finished iteration (every instrument has closed it), so that a caller can run other
+    work between two iterations (another configuration's, :mod:`fastprof.measure.runner`); returns
+    the traces. Closing the generator early aborts the instruments."""
     started: list[Instrument] = []
     traces: list[Trace] = []
     try:
@@ -84,7 +89,7 @@ def iter_phase(instruments: Sequence[Instrument], count: int, run_once: Callable
             traces.append(trace)
             if progress is not None:
                 progress(i + 1)
-            yield i
+            yield i if label is None else label
     except BaseException:
         for inst in reversed(started):
             inst.abort()

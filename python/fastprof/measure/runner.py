@@ -35,6 +35,11 @@ BUILTIN_MODEL = "fastprof-builtin-llama"
 AXES = ("dtype", "quantization", "attn_implementation", "compile", "batch_size", "prompt_len", "max_new_tokens",
         "speculative")
 
+#: Where a model load's axes end in a configuration tuple (dtype, quantization, attention
+#: implementation: nothing is loaded twice within one), and where a unit's end (a plain
+#: configuration and the speculative ones behind it).
+_LOAD_END, _UNIT_END = AXES.index("compile"), AXES.index("speculative")
+
 #: ``--assistant-model`` names that are not directories: the built-in draft model, the target itself.
 BUILTIN_DRAFT, SELF_DRAFT = "builtin", "self"
 #: ``--num-assistant-tokens`` schedules besides a constant N: transformers' default (``dynamic``: up
@@ -239,12 +244,11 @@ def _groups(combos: Sequence[tuple], *, interleave: bool) -> list[list[int]]:
     quantization and attention implementation) when ``interleave``, else one by one.
     Speculative configurations run on their own: their draft settings sit on a draft model that
     several of them share."""
-    model_end, spec_at = AXES.index("compile"), AXES.index("speculative")
     groups: list[list[int]] = []
     for i, combo in enumerate(combos):
         prev = combos[groups[-1][-1]] if groups else None
-        if (interleave and prev is not None and prev[:model_end] == combo[:model_end]
-                and combo[spec_at] == "none" and prev[spec_at] == "none"):
+        if (interleave and prev is not None and prev[:_LOAD_END] == combo[:_LOAD_END]
+                and combo[_UNIT_END] == "none" and prev[_UNIT_END] == "none"):
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -317,13 +321,12 @@ def interleaved_order(combos: Sequence[tuple], shift: int) -> list[tuple]:
     every configuration then runs at every position about equally often, and the statistics over
     processes average the drift out instead of folding it into the difference. ``shift`` 0 is the
     plain nested order."""
-    model_end, unit_end = AXES.index("compile"), AXES.index("speculative")  # the axes of a load, of a unit
     groups: list[list[list[tuple]]] = []  # model loads -> units -> configurations
     for combo in combos:
-        if not groups or groups[-1][0][0][:model_end] != combo[:model_end]:
+        if not groups or groups[-1][0][0][:_LOAD_END] != combo[:_LOAD_END]:
             groups.append([])
         units = groups[-1]
-        if not units or units[-1][0][:unit_end] != combo[:unit_end]:
+        if not units or units[-1][0][:_UNIT_END] != combo[:_UNIT_END]:
             units.append([])
         units[-1].append(combo)
     if shift % 2 and len(groups) > 1:

@@ -121,7 +121,9 @@ class _ForkServer:
     Constructing it starts the server's imports and returns at once; :meth:`wait_ready` waits
     for them, so that the parent can do its own checks meanwhile (:func:`prestart`)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, own_tmp: bool = False) -> None:
+        #: The folder of its log, removed by :meth:`close` when it is the server's own (``own_tmp``).
+        self._own_tmp: Path | None = tmp if own_tmp else None
         self.log = tmp / "fork-server.stderr"
         self._log_file = open(self.log, "wb")
         self._t0 = time.perf_counter()
@@ -131,7 +133,6 @@ class _ForkServer:
         self.child: int | None = None
         #: Seconds from the start to the server's "ready" (None until :meth:`wait_ready`).
         self.preload_s: float | None = None
-        self._own_tmp: Path | None = None
 
     def wait_ready(self) -> None:
         """Waits until the server has imported what the workers need; raises :class:`_ServerGone`
@@ -244,14 +245,12 @@ def prestart() -> _ForkServer | None:
         return None
     tmp = Path(tempfile.mkdtemp(prefix="fastprof-server-"))
     try:
-        server = _ForkServer(tmp)
+        return _ForkServer(tmp, own_tmp=True)
     except OSError:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
         return None
-    server._own_tmp = tmp
-    return server
 
 
 def _fresh(cmd: list[str]) -> tuple[int, int, str]:

@@ -439,20 +439,17 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
+            pair = None
             if paired and unit == "process" and (not is_device_metric(metric) or metric in device[id(ra)]):
                 pair = paired_process_values(ra.result, rb.result, metric, clock, tables)
-                if pair is not None:
-                    rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
-                                               min_effect_pct=min_effect_pct, paired=True))
-                    if is_device_metric(metric) and label(ra) not in kernels_tested:
-                        kernels_tested.append(label(ra))
-                    continue
-            if paired and unit == "iteration" and not is_device_metric(metric):
+            elif paired and unit == "iteration" and not is_device_metric(metric):
                 pair = paired_round_values(ra.result, rb.result, metric, clock, tables)
-                if pair is not None:
-                    rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
-                                               min_effect_pct=min_effect_pct, paired=True))
-                    continue
+            if pair is not None:
+                rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
+                                           min_effect_pct=min_effect_pct, paired=True))
+                if is_device_metric(metric) and label(ra) not in kernels_tested:
+                    kernels_tested.append(label(ra))
+                continue
             if is_device_metric(metric):
                 # The kernel trace's figures, one per worker process: the GPU's time does not follow
                 # the host's speed, so they are never adjusted for the host path.
