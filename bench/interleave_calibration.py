@@ -1,22 +1,32 @@
-"""What alternating iterations buys inside one process: false alarms and power of a one-process
-comparison, blocked against interleaved.
+"""What alternating iterations buys: false alarms and power of comparisons inside one process,
+and over processes that each measured every arm, blocked against interleaved.
 
 Each of ``--processes`` fresh processes (forked after the imports; on a GPU each makes its own
-CUDA context) loads the built-in model (or ``--model``) and measures three arms of the same decode
-with :func:`fastprof.generate_steps`: A, A' (the same again: an A/A control) and B (A slowed by a
-host delay per decode step of ``--slowdown`` of A's ITL, a logits processor that sleeps). Even
-processes run the arms blocked (all of A's timed iterations, then A''s, then B's), odd processes
-interleaved (A A' B, B A' A, ... by round), each arm warmed up first. Per process, `fastprof
-compare`'s own tests on ITL: blocked, Welch's over iterations (what a one-process comparison of two
-separate runs does); interleaved, the paired test by round (``compare --by`` on a one-process run).
-A false alarm: A' called significantly different from A; caught: B called a significant
-regression. Rates over processes, with the median B/A ratio and detectable change.
+CUDA context) loads the built-in model (or ``--model``) and measures several arms of the same
+decode with :func:`fastprof.generate_steps`: A, A' (the same again: an A/A control) and one B per
+``--slowdowns`` value (A slowed by a host delay per decode step of that share of A's ITL, a logits
+processor that sleeps). With ``--orders both``, even processes run the arms blocked (all of A's
+timed iterations, then A''s, then each B's), odd processes interleaved (A A' B.., ..B A' A, ... by
+round), each arm warmed up first.
+
+Two readings of the same processes:
+- one process: `fastprof compare`'s own tests on ITL per process. Blocked, Welch's over
+  iterations (a one-process comparison of two separate runs); interleaved, the paired test by
+  round (``compare --by`` on a ``--processes 1`` run).
+- ``--side`` processes (default 5): every draw of that many processes of one order (all of them
+  where there are few, else ``--draws`` random ones) compared as ``compare --by`` compares a
+  ``fastprof run --processes 5`` run of two configurations: per-process median ITL, paired by
+  process. This is the issue's "5 processes a side", with each process measuring both sides.
+
+A false alarm: A' called significantly different from A; caught: a B called a significant
+regression. Rates over processes (or draws), with the median B/A ratio and detectable change; the
+detected share against the true change is the power curve.
 
     python bench/interleave_calibration.py --processes 20            # CPU: about 6 minutes
-    python bench/interleave_calibration.py --device cuda --processes 20
+    python bench/interleave_calibration.py --device cuda --orders interleaved --slowdowns 0.025,0.05,0.1
     python bench/interleave_calibration.py --smoke                   # the script only
 
-Writes every figure to $OUT/interleave_calibration.json (or --output); prints a table last.
+Writes every figure to $OUT/interleave_calibration.json (or --output); prints tables last.
 """
 
 from __future__ import annotations
@@ -29,12 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ARMS = ("A", "A'", "B")
+def arm_names(slowdowns: list[float]) -> list[str]:
+    """A, A' and one B per slowdown (``B10%``, ...)."""
+    return ["A", "A'", *(f"B{100 * x:g}%" for x in slowdowns)]
 
 
-def measure(args: argparse.Namespace, interleaved: bool, delay_s: float | None) -> dict[str, Any]:
-    """In a fresh (forked) process: the three arms, blocked or interleaved; their per-iteration
-    ITL and the comparison rows. ``delay_s`` None: a probe, A alone, returns its ITL."""
+def measure(args: argparse.Namespace, interleaved: bool, delays_s: list[float] | None) -> dict[str, Any]:
+    """In a fresh (forked) process: the arms, blocked or interleaved; their per-iteration ITL and
+    the one-process comparison rows. ``delays_s`` None: a probe, A alone, returns its ITL."""
     import numpy as np
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
@@ -59,34 +71,40 @@ def measure(args: argparse.Namespace, interleaved: bool, delay_s: float | None) 
     inputs = hf.random_inputs(int(model.config.vocab_size), 1, args.prompt_len, device=device, seed=0)
     common = dict(max_new_tokens=args.new_tokens, warmup=args.warmup, iterations=args.iterations,
                   kernel_trace_iterations=0, sample_interval_ms=None, stalls=False, host_trace=False)
-    if delay_s is None:
+    if delays_s is None:
         r = fastprof.benchmark_generate(model, inputs, **common)
         return {"itl_s": r.summary["itl_s"]["p50"]}
 
     class Delay(LogitsProcessor):
+        def __init__(self, seconds: float) -> None:
+            self.seconds = seconds
+
         def __call__(self, input_ids, scores):
-            time.sleep(delay_s)
+            time.sleep(self.seconds)
             return scores
 
-    kwargs = {"A": {}, "A'": {}, "B": {"logits_processor": LogitsProcessorList([Delay()])}}
+    arms = arm_names(args.slowdowns)
+    kwargs: dict[str, dict[str, Any]] = {"A": {}, "A'": {}}
+    for arm, d in zip(arms[2:], delays_s):
+        kwargs[arm] = {"logits_processor": LogitsProcessorList([Delay(d)])}
     steps = {arm: fastprof.generate_steps(model, inputs, generate_kwargs=kwargs[arm], config={"arm": arm}, **common)
-             for arm in ARMS}
+             for arm in arms}
     results = {}
     if interleaved:
-        for arm in ARMS:
+        for arm in arms:
             next(steps[arm])  # warm-up
         for r in range(args.iterations):
-            for arm in (ARMS if r % 2 == 0 else ARMS[::-1]):
+            for arm in (arms if r % 2 == 0 else arms[::-1]):
                 next(steps[arm])
-        for arm in ARMS:
+        for arm in arms:
             results[arm] = run_steps(steps[arm])
-            results[arm].config["iteration_order"] = {"interleaved_with": len(ARMS)}
+            results[arm].config["iteration_order"] = {"interleaved_with": len(arms)}
     else:
-        for arm in ARMS:
+        for arm in arms:
             results[arm] = run_steps(steps[arm])
     out: dict[str, Any] = {"order": "interleaved" if interleaved else "blocked",
-                           "itl_ms": {arm: (unit_values(results[arm], "itl_s") * 1e3).tolist() for arm in ARMS}}
-    for other in ("A'", "B"):
+                           "itl_ms": {arm: (unit_values(results[arm], "itl_s") * 1e3).tolist() for arm in arms}}
+    for other in arms[1:]:
         pair = paired_round_values(results["A"], results[other], "itl_s") if interleaved else None
         if pair is not None:
             row = compare_metric(pair[0], pair[1], "itl_s", paired=True, min_effect_pct=1.0)
@@ -96,6 +114,38 @@ def measure(args: argparse.Namespace, interleaved: bool, delay_s: float | None) 
         out[other] = {"ratio": row.ratio, "p": row.p_value, "significant": bool(row.significant),
                       "verdict": row.verdict, "detectable_pct": row.detectable_pct, "paired": row.paired}
     out["median_itl_ms"] = {arm: float(np.median(v)) for arm, v in out["itl_ms"].items()}
+    return out
+
+
+def per_side(rows: list[dict[str, Any]], arms: list[str], side: int, draws: int, seed: int) -> dict[str, Any] | None:
+    """``side`` processes of one order at a time, compared as ``compare --by`` compares two
+    configurations of a ``--processes side`` run: per-process median ITL, paired by process."""
+    import itertools
+    import random
+
+    import numpy as np
+
+    from fastprof.analysis.compare import compare_metric
+
+    if len(rows) < side:
+        return None
+    combos = list(itertools.combinations(range(len(rows)), side))
+    if len(combos) > draws:
+        combos = random.Random(seed).sample(combos, draws)
+    med = {arm: np.asarray([r["median_itl_ms"][arm] for r in rows]) for arm in arms}
+    out: dict[str, Any] = {"side": side, "draws": len(combos), "pool": len(rows)}
+    for other in arms[1:]:
+        sig, reg, ratios, mde = 0, 0, [], []
+        for c in combos:
+            idx = list(c)
+            row = compare_metric(med["A"][idx], med[other][idx], "itl_s", unit="process", paired=True,
+                                 min_effect_pct=1.0)
+            sig += bool(row.significant)
+            reg += row.verdict == "regression"
+            ratios.append(row.ratio)
+            mde.append(row.detectable_pct)
+        out[other] = {"significant_rate": sig / len(combos), "regression_rate": reg / len(combos),
+                      "median_ratio": float(np.median(ratios)), "median_detectable_pct": float(np.nanmedian(mde))}
     return out
 
 
@@ -126,18 +176,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", help="a model directory (default: the built-in model)")
-    ap.add_argument("--processes", type=int, default=20, help="fresh processes, alternately blocked and interleaved")
+    ap.add_argument("--processes", type=int, default=20, help="fresh processes")
+    ap.add_argument("--orders", choices=("both", "interleaved", "blocked"), default="both",
+                    help="both: processes alternately blocked and interleaved")
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--slowdown", type=float, default=0.10)
+    ap.add_argument("--slowdowns", default="0.10", help="comma-separated shares of A's ITL: one B arm each")
+    ap.add_argument("--side", type=int, default=5, help="processes a side for the process-paired reading")
+    ap.add_argument("--draws", type=int, default=1000, help="at most this many draws of --side processes")
     ap.add_argument("--budget-s", type=float, default=None, help="start no process past this time")
-    ap.add_argument("--smoke", action="store_true", help="tiny model, 2 processes: checks the script")
+    ap.add_argument("--smoke", action="store_true", help="tiny model, 4 processes: checks the script")
     ap.add_argument("--output")
     args = ap.parse_args()
+    args.slowdowns = [float(x) for x in args.slowdowns.split(",")]
     if args.smoke:
-        args.processes, args.iterations, args.warmup, args.prompt_len, args.new_tokens = 2, 4, 1, 8, 8
+        args.processes, args.iterations, args.warmup, args.prompt_len, args.new_tokens = 4, 4, 1, 8, 8
+        args.side = 2
+    arms = arm_names(args.slowdowns)
     import torch  # noqa: F401 - imported once, before the forks (no CUDA use here)
     import transformers  # noqa: F401
 
@@ -146,42 +203,56 @@ def main() -> int:
 
     t0 = time.perf_counter()
     probe = forked(measure, args, False, None)
-    delay_s = args.slowdown * probe["itl_s"]
-    print(f"A's ITL {probe['itl_s'] * 1e3:.2f} ms; B sleeps {delay_s * 1e3:.2f} ms a step", flush=True)
+    delays_s = [x * probe["itl_s"] for x in args.slowdowns]
+    print(f"A's ITL {probe['itl_s'] * 1e3:.2f} ms; the B arms sleep "
+          + ", ".join(f"{d * 1e3:.2f}" for d in delays_s) + " ms a step", flush=True)
     rows = []
     for p in range(args.processes):
         if args.budget_s is not None and time.perf_counter() - t0 > args.budget_s:
             print(f"time budget reached after {p} processes", flush=True)
             break
-        row = forked(measure, args, p % 2 == 1, delay_s)
+        interleaved = {"both": p % 2 == 1, "interleaved": True, "blocked": False}[args.orders]
+        row = forked(measure, args, interleaved, delays_s)
         rows.append(row)
         print(f"[{time.perf_counter() - t0:6.0f} s] process {p + 1} ({row['order']}): median ITL "
-              + ", ".join(f"{a} {row['median_itl_ms'][a]:.2f}" for a in ARMS)
-              + f" ms; A' {row[ARMS[1]]['verdict']}, B {row['B']['verdict']}",
-              flush=True)
-    table = {}
+              + ", ".join(f"{a} {row['median_itl_ms'][a]:.2f}" for a in arms)
+              + " ms; " + ", ".join(f"{a} {row[a]['verdict']}" for a in arms[1:]), flush=True)
+    table, sides = {}, {}
     for order in ("blocked", "interleaved"):
         sel = [r for r in rows if r["order"] == order]
         if not sel:
             continue
-        aa = [r["A'"]["significant"] for r in sel]
-        caught = [r["B"]["verdict"] == "regression" for r in sel]
-        ratios = sorted(r["B"]["ratio"] for r in sel)
-        mde = sorted(r["B"]["detectable_pct"] for r in sel)
-        table[order] = {"processes": len(sel), "false_alarm_rate": sum(aa) / len(sel),
-                        "power": sum(caught) / len(sel), "median_b_ratio": ratios[len(ratios) // 2],
-                        "median_detectable_pct": mde[len(mde) // 2]}
-    report = {"config": vars(args), "probe_itl_s": probe["itl_s"], "delay_s": delay_s, "processes": rows,
-              "table": table, "seconds": time.perf_counter() - t0}
+        t: dict[str, Any] = {"processes": len(sel), "false_alarm_rate": sum(r["A'"]["significant"] for r in sel) / len(sel)}
+        for arm in arms[2:]:
+            ratios = sorted(r[arm]["ratio"] for r in sel)
+            mde = sorted(r[arm]["detectable_pct"] for r in sel)
+            t[arm] = {"power": sum(r[arm]["verdict"] == "regression" for r in sel) / len(sel),
+                      "median_ratio": ratios[len(ratios) // 2], "median_detectable_pct": mde[len(mde) // 2]}
+        table[order] = t
+        s = per_side(sel, arms, args.side, args.draws, seed=1)
+        if s is not None:
+            sides[order] = s
+    report = {"config": vars(args), "arms": arms, "probe_itl_s": probe["itl_s"], "delays_s": delays_s,
+              "processes": rows, "table": table, "per_side": sides, "seconds": time.perf_counter() - t0}
     out = args.output or (os.path.join(os.environ["OUT"], "interleave_calibration.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
-    print(f"\none-process comparisons on {args.device}: B = A + {args.slowdown:.0%} host delay per step; "
-          f"{args.iterations} iterations per arm")
-    print(f"{'order':12} {'processes':>9} {'A/A false alarms':>17} {'B caught':>9} {'B/A median':>11} {'detectable':>11}")
+    print(f"\none-process comparisons on {args.device}: B = A + a host delay per step; {args.iterations} iterations per arm")
+    print(f"{'order':12} {'processes':>9} {'A/A false alarms':>17}  " + "  ".join(f"{a + ' caught':>12}" for a in arms[2:])
+          + "  " + "  ".join(f"{a + ' detect.':>12}" for a in arms[2:]))
     for order, t in table.items():
-        print(f"{order:12} {t['processes']:>9} {t['false_alarm_rate']:>17.0%} {t['power']:>9.0%} "
-              f"{t['median_b_ratio']:>11.3f} {t['median_detectable_pct']:>10.1f}%")
+        print(f"{order:12} {t['processes']:>9} {t['false_alarm_rate']:>17.0%}  "
+              + "  ".join(f"{t[a]['power']:>12.0%}" for a in arms[2:]) + "  "
+              + "  ".join(f"{t[a]['median_detectable_pct']:>11.1f}%" for a in arms[2:]))
+    if sides:
+        print(f"\n{args.side} processes a side, each measuring every arm, paired by process (compare --by on a "
+              f"--processes {args.side} run)")
+        print(f"{'order':12} {'draws':>6} {'A/A false alarms':>17}  " + "  ".join(f"{a + ' caught':>12}" for a in arms[2:])
+              + "  " + "  ".join(f"{a + ' detect.':>12}" for a in arms[2:]))
+        for order, t in sides.items():
+            print(f"{order:12} {t['draws']:>6} {t[arms[1]]['significant_rate']:>17.0%}  "
+                  + "  ".join(f"{t[a]['regression_rate']:>12.0%}" for a in arms[2:]) + "  "
+                  + "  ".join(f"{t[a]['median_detectable_pct']:>11.1f}%" for a in arms[2:]))
     print(f"total {report['seconds']:.0f} s")
     return 0
 
