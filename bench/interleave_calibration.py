@@ -117,9 +117,12 @@ def measure(args: argparse.Namespace, interleaved: bool, delays_s: list[float] |
     return out
 
 
-def per_side(rows: list[dict[str, Any]], arms: list[str], side: int, draws: int, seed: int) -> dict[str, Any] | None:
+def per_side(rows: list[dict[str, Any]], arms: list[str], side: int, draws: int, seed: int,
+             rounds: bool) -> dict[str, Any] | None:
     """``side`` processes of one order at a time, compared as ``compare --by`` compares two
-    configurations of a ``--processes side`` run: per-process median ITL, paired by process."""
+    configurations of a ``--processes side`` run, paired by process: each process's log ratio from
+    its two medians (``rounds`` False), or the median over its rounds of B's iteration against A's
+    of the same round (``rounds`` True: what compare does where the configurations alternated)."""
     import itertools
     import random
 
@@ -133,19 +136,22 @@ def per_side(rows: list[dict[str, Any]], arms: list[str], side: int, draws: int,
     if len(combos) > draws:
         combos = random.Random(seed).sample(combos, draws)
     med = {arm: np.asarray([r["median_itl_ms"][arm] for r in rows]) for arm in arms}
-    out: dict[str, Any] = {"side": side, "draws": len(combos), "pool": len(rows)}
+    out: dict[str, Any] = {"side": side, "draws": len(combos), "pool": len(rows), "rounds": rounds}
     for other in arms[1:]:
+        within = np.asarray([float(np.median(np.log(np.asarray(r["itl_ms"][other]) / np.asarray(r["itl_ms"]["A"]))))
+                             for r in rows])
         sig, reg, ratios, mde = 0, 0, [], []
         for c in combos:
             idx = list(c)
             row = compare_metric(med["A"][idx], med[other][idx], "itl_s", unit="process", paired=True,
-                                 min_effect_pct=1.0)
+                                 min_effect_pct=1.0, log_ratios=within[idx] if rounds else None)
             sig += bool(row.significant)
             reg += row.verdict == "regression"
             ratios.append(row.ratio)
             mde.append(row.detectable_pct)
         out[other] = {"significant_rate": sig / len(combos), "regression_rate": reg / len(combos),
-                      "median_ratio": float(np.median(ratios)), "median_detectable_pct": float(np.nanmedian(mde))}
+                      "median_ratio": float(np.median(ratios)), "median_detectable_pct": float(np.nanmedian(mde)),
+                      "per_process_ratio": [float(x) for x in (np.exp(within) if rounds else med[other] / med["A"])]}
     return out
 
 
@@ -188,9 +194,13 @@ def main() -> int:
     ap.add_argument("--draws", type=int, default=1000, help="at most this many draws of --side processes")
     ap.add_argument("--budget-s", type=float, default=None, help="start no process past this time")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 4 processes: checks the script")
+    ap.add_argument("--from", dest="from_files", nargs="+", metavar="JSON",
+                    help="measure nothing: read the processes of earlier runs' JSON files (same arms) and analyse them together")
     ap.add_argument("--output")
     args = ap.parse_args()
     args.slowdowns = [float(x) for x in args.slowdowns.split(",")]
+    if args.from_files:
+        return analyse_files(args)
     if args.smoke:
         args.processes, args.iterations, args.warmup, args.prompt_len, args.new_tokens = 4, 4, 1, 8, 8
         args.side = 2
@@ -217,6 +227,30 @@ def main() -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] process {p + 1} ({row['order']}): median ITL "
               + ", ".join(f"{a} {row['median_itl_ms'][a]:.2f}" for a in arms)
               + " ms; " + ", ".join(f"{a} {row[a]['verdict']}" for a in arms[1:]), flush=True)
+    return analyse(args, arms, rows, probe["itl_s"], delays_s, time.perf_counter() - t0)
+
+
+def analyse_files(args: argparse.Namespace) -> int:
+    """``--from``: the processes of earlier runs, analysed together (their arms must match)."""
+    rows, arms, probes, delays, seconds = [], None, [], [], 0.0
+    for f in args.from_files:
+        d = json.loads(Path(f).read_text())
+        if arms is not None and d["arms"] != arms:
+            raise SystemExit(f"{f}: arms {d['arms']} differ from {arms}")
+        arms = d["arms"]
+        rows += d["processes"]
+        probes.append(d["probe_itl_s"])
+        delays.append(d["delays_s"])
+        seconds += d["seconds"]
+        args.iterations = d["config"]["iterations"]
+        args.device = d["config"]["device"]
+    return analyse(args, arms, rows, probes, delays, seconds)
+
+
+def analyse(args: argparse.Namespace, arms: list[str], rows: list[dict[str, Any]], probe_itl_s: Any,
+            delays_s: Any, seconds: float) -> int:
+    import numpy as np
+
     table, sides = {}, {}
     for order in ("blocked", "interleaved"):
         sel = [r for r in rows if r["order"] == order]
@@ -229,14 +263,23 @@ def main() -> int:
             t[arm] = {"power": sum(r[arm]["verdict"] == "regression" for r in sel) / len(sel),
                       "median_ratio": ratios[len(ratios) // 2], "median_detectable_pct": mde[len(mde) // 2]}
         table[order] = t
-        s = per_side(sel, arms, args.side, args.draws, seed=1)
-        if s is not None:
-            sides[order] = s
-    report = {"config": vars(args), "arms": arms, "probe_itl_s": probe["itl_s"], "delays_s": delays_s,
-              "processes": rows, "table": table, "per_side": sides, "seconds": time.perf_counter() - t0}
+        for rounds in ((False, True) if order == "interleaved" else (False,)):
+            s = per_side(sel, arms, args.side, args.draws, seed=1, rounds=rounds)
+            if s is not None:
+                sides[f"{order}, {'by round' if rounds else 'medians'}"] = s
+    # The change each arm really made: over all interleaved processes, the median of their
+    # round-by-round ratios (a host delay costs a step more than its length).
+    inter = [r for r in rows if r["order"] == "interleaved"]
+    true_ratio = {arm: float(np.exp(np.median([np.median(np.log(np.asarray(r["itl_ms"][arm]) / np.asarray(r["itl_ms"]["A"])))
+                                                for r in inter]))) for arm in arms[1:]} if inter else {}
+    report = {"config": vars(args), "arms": arms, "probe_itl_s": probe_itl_s, "delays_s": delays_s,
+              "processes": rows, "table": table, "per_side": sides, "true_ratio": true_ratio, "seconds": seconds}
     out = args.output or (os.path.join(os.environ["OUT"], "interleave_calibration.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
+    if true_ratio:
+        print("each arm's change, median over interleaved processes of the round-by-round ratio: "
+              + ", ".join(f"{a} {v:.3f}" for a, v in true_ratio.items()))
     print(f"\none-process comparisons on {args.device}: B = A + a host delay per step; {args.iterations} iterations per arm")
     print(f"{'order':12} {'processes':>9} {'A/A false alarms':>17}  " + "  ".join(f"{a + ' caught':>12}" for a in arms[2:])
           + "  " + "  ".join(f"{a + ' detect.':>12}" for a in arms[2:]))
@@ -246,14 +289,14 @@ def main() -> int:
               + "  ".join(f"{t[a]['median_detectable_pct']:>11.1f}%" for a in arms[2:]))
     if sides:
         print(f"\n{args.side} processes a side, each measuring every arm, paired by process (compare --by on a "
-              f"--processes {args.side} run)")
-        print(f"{'order':12} {'draws':>6} {'A/A false alarms':>17}  " + "  ".join(f"{a + ' caught':>12}" for a in arms[2:])
-              + "  " + "  ".join(f"{a + ' detect.':>12}" for a in arms[2:]))
+              f"--processes {args.side} run); detectable: the A/A comparison's")
+        print(f"{'order, ratio':25} {'draws':>6} {'A/A false alarms':>17} {'detectable':>11}  "
+              + "  ".join(f"{a + ' caught':>12}" for a in arms[2:]))
         for order, t in sides.items():
-            print(f"{order:12} {t['draws']:>6} {t[arms[1]]['significant_rate']:>17.0%}  "
-                  + "  ".join(f"{t[a]['regression_rate']:>12.0%}" for a in arms[2:]) + "  "
-                  + "  ".join(f"{t[a]['median_detectable_pct']:>11.1f}%" for a in arms[2:]))
-    print(f"total {report['seconds']:.0f} s")
+            aa = t[arms[1]]
+            print(f"{order:25} {t['draws']:>6} {aa['significant_rate']:>17.0%} {aa['median_detectable_pct']:>10.1f}%  "
+                  + "  ".join(f"{t[a]['regression_rate']:>12.0%}" for a in arms[2:]))
+    print(f"total {seconds:.0f} s")
     return 0
 
 

@@ -122,6 +122,8 @@ def test_configurations_alternate_over_the_worker_processes(tmp_path):
     assert rows and all(r["paired"] and r["n_a"] == 2 and r["n_b"] == 2 for r in rows)
     itl = next(r for r in rows if r["metric"] == "itl_s")
     assert itl["median_a"] > 0 and itl["ratio"] > 0 and itl["unit"] == "process"
+    # each worker alternated the two batch sizes' timed iterations: its ratio is taken round by round
+    assert itl["paired_rounds"] is True
 
 
 def test_compare_by_refuses_what_it_cannot_do(runs, capsys):

@@ -123,6 +123,10 @@ class Row:
     #: True when the units were paired (two configurations of one run, the same worker process on
     #: both sides): the test is then on each pair's log ratio (:func:`paired_log_ratio`).
     paired: bool = False
+    #: True when each pair's log ratio came from inside the process, as the median over the rounds
+    #: of its alternating iterations of B's iteration against A's (``log_ratios`` of
+    #: :func:`compare_metric`), rather than from the process's two medians.
+    paired_rounds: bool = False
 
 
 def _positive(x: np.ndarray) -> np.ndarray:
@@ -165,16 +169,23 @@ def _log_difference(a: np.ndarray, b: np.ndarray, trim: float | None) -> tuple[f
     return mb - ma, se, float(df)
 
 
-def _paired_log_difference(a: np.ndarray, b: np.ndarray, trim: float | None) -> tuple[float, float, float] | None:
+def _paired_log_difference(a: np.ndarray, b: np.ndarray, trim: float | None,
+                           log_ratios: np.ndarray | None = None) -> tuple[float, float, float] | None:
     """(the (trimmed) mean of the pairs' log ratios B/A, its standard error, degrees of freedom) for
     ``a`` and ``b`` aligned pair by pair (pairs with a non-positive or non-finite value dropped), or
     None below two pairs. Yuen's trimmed mean from :data:`MIN_TRIM_UNITS` pairs, else the plain
-    one-sample t."""
+    one-sample t. ``log_ratios``: each pair's log ratio, measured otherwise than as ``b / a``."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.size != b.size:
         raise ValueError(f"paired values need as many of each side, got {a.size} and {b.size}")
-    keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
-    d = np.log(b[keep]) - np.log(a[keep])
+    if log_ratios is not None:
+        d = np.asarray(log_ratios, dtype=np.float64).ravel()
+        if d.size != a.size:
+            raise ValueError(f"one log ratio per pair needed, got {d.size} for {a.size} pairs")
+        d = d[np.isfinite(d)]
+    else:
+        keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+        d = np.log(b[keep]) - np.log(a[keep])
     if d.size < 2:
         return None
     trim = (TRIM if trim is None else trim) if d.size >= MIN_TRIM_UNITS else 0.0
@@ -300,7 +311,8 @@ def covariate_adjust(a: np.ndarray, xa: np.ndarray, b: np.ndarray, xb: np.ndarra
 
 def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "", unit: str = "iteration",
                    alpha: float = 0.05, min_effect_pct: float = 0.0,
-                   covariate: tuple[str, np.ndarray, np.ndarray] | None = None, paired: bool = False) -> Row:
+                   covariate: tuple[str, np.ndarray, np.ndarray] | None = None, paired: bool = False,
+                   log_ratios: np.ndarray | None = None) -> Row:
     """One metric of one configuration: ``a`` and ``b`` hold one value per unit. The verdict
     uses the unadjusted p-value; :func:`adjust` applies Holm's correction over several rows.
     ``covariate``: (name, its value per unit of ``a``, per unit of ``b``), a measurement of the
@@ -308,7 +320,12 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
     interval, test and verdict are those of the adjusted values, and ``adjustment`` keeps the
     unadjusted ones beside them. ``paired``: ``a[i]`` and ``b[i]`` belong together (the same worker
     process measured both, see :func:`paired_log_ratio`); the pairing takes the machine's drift out
-    itself, so no covariate is used."""
+    itself, so no covariate is used. ``log_ratios`` (with ``paired``): each pair's log ratio B/A
+    measured inside the unit, finer than ``b[i] / a[i]`` (a worker process's median over the rounds
+    of its alternating iterations, :func:`fastprof.report.compare.paired_process_values`); the test
+    is on them, and the medians shown stay those of ``a`` and ``b``."""
+    if log_ratios is not None and not paired:
+        raise ValueError("log_ratios are the log ratios of paired units: pass paired=True")
     if covariate is not None and not paired:
         name, xa, xb = covariate
         plain = compare_metric(a, b, metric, config=config, unit=unit, alpha=alpha, min_effect_pct=min_effect_pct)
@@ -337,7 +354,8 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
                       worse_pct=-change if higher_is_better(metric) else change, se_log=parts[1], df=parts[2],
                       detectable_pct=detectable_change_pct(parts[1], parts[2], alpha=alpha), adjustment=info)
         return _decide(row, alpha, min_effect_pct)
-    parts = _paired_log_difference(a, b, None) if paired else _log_difference(_positive(a), _positive(b), None)
+    parts = (_paired_log_difference(a, b, None, log_ratios) if paired
+             else _log_difference(_positive(a), _positive(b), None))
     a, b = _positive(a), _positive(b)
     ratio, lo, hi, p = _ratio_test(a, b, parts, alpha)
     se, df = (parts[1], parts[2]) if parts is not None else (float("nan"), float("nan"))
@@ -346,7 +364,8 @@ def compare_metric(a: np.ndarray, b: np.ndarray, metric: str, *, config: str = "
     ma = float(np.median(a)) if a.size else float("nan")
     mb = float(np.median(b)) if b.size else float("nan")
     row = Row(config, metric, unit, int(a.size), int(b.size), ma, mb, ratio, lo, hi, p, p, False, change, worse,
-              TOO_LITTLE, se, df, detectable_change_pct(se, df, alpha=alpha), paired=paired)
+              TOO_LITTLE, se, df, detectable_change_pct(se, df, alpha=alpha), paired=paired,
+              paired_rounds=log_ratios is not None)
     return _decide(row, alpha, min_effect_pct)
 
 

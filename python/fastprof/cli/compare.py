@@ -72,8 +72,9 @@ def add_parser(sub: Any) -> None:
                       help="smallest change, in percent, called a regression or an improvement")
     cmp_.add_argument("--by", metavar="KEY", default=None,
                       help="compare the configurations of ONE results file that differ in config key KEY "
-                           "(batch_size, compile, attn_implementation, ...), paired by worker process (in a "
-                           "--processes 1 run whose configurations alternated their iterations: by round)")
+                           "(batch_size, compile, attn_implementation, ...), paired by worker process, each "
+                           "process's ratio taken round by round where its configurations alternated their "
+                           "iterations (in a --processes 1 run: paired by round)")
     cmp_.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     cmp_.add_argument("--covariate", default="auto", choices=("auto", "none", "torch_op_s", "launch_s",
                                                             "python_loop_s"),

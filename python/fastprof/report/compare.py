@@ -161,9 +161,13 @@ def process_values_by_pid(result: BenchmarkResult, metric: str, clock: str = "ho
 
 def paired_process_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str = "host",
                           tables: Sequence[dict[str, np.ndarray] | None] = (None, None)
-                          ) -> tuple[np.ndarray, np.ndarray] | None:
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """The metric's per-process values of two configurations of one run, aligned on the worker
-    process that measured both (by pid); None below two common processes."""
+    process that measured both (by pid); None below two common processes. Third: where every such
+    process alternated the two configurations' timed iterations (``config.iteration_order``) and
+    timed as many of each, each process's log ratio B/A as the median over its rounds of B's
+    iteration against A's of the same round (its neighbour in time, so that what the machine did
+    between the two cancels), else None."""
     va = process_values_by_pid(ra, metric, clock, tables[0])
     vb = process_values_by_pid(rb, metric, clock, tables[1])
     if va is None or vb is None:
@@ -171,8 +175,39 @@ def paired_process_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str,
     common = [pid for pid in va if pid in vb]
     if len(common) < 2:
         return None
+    within = None
+    if not is_device_metric(metric):
+        within = _round_log_ratios(ra, rb, metric, clock, tables, common)
     return (np.asarray([va[p] for p in common], dtype=np.float64),
-            np.asarray([vb[p] for p in common], dtype=np.float64))
+            np.asarray([vb[p] for p in common], dtype=np.float64), within)
+
+
+def _iterations_by_pid(result: BenchmarkResult, metric: str, clock: str,
+                       table: dict[str, np.ndarray] | None) -> dict[int, np.ndarray] | None:
+    """Each worker process's per-iteration values, in the order it timed them, keyed by pid."""
+    vals = _per_iteration(result, metric, clock, table)
+    labels = process_labels(result)
+    if vals is None or labels is None or labels.size != vals.size:
+        return None
+    pids = {pp.get("process"): pp.get("pid") for pp in (result.processes or {}).get("per_process") or []}
+    return {int(pids[p]): vals[labels == p] for p in np.unique(labels) if pids.get(p) is not None}
+
+
+def _round_log_ratios(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str,
+                      tables: Sequence[dict[str, np.ndarray] | None], pids: Sequence[int]) -> np.ndarray | None:
+    if not all((r.config or {}).get("iteration_order") for r in (ra, rb)):
+        return None
+    ia, ib = _iterations_by_pid(ra, metric, clock, tables[0]), _iterations_by_pid(rb, metric, clock, tables[1])
+    if ia is None or ib is None:
+        return None
+    out = []
+    for pid in pids:
+        a, b = ia.get(pid), ib.get(pid)
+        if a is None or b is None or a.size != b.size:
+            return None
+        ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+        out.append(float(np.median(np.log(b[ok]) - np.log(a[ok]))) if ok.any() else np.nan)
+    return np.asarray(out, dtype=np.float64)
 
 
 def paired_round_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str = "host",
@@ -387,9 +422,11 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
     every metric, compared over units (see :mod:`fastprof.analysis.compare`), with Holm's
     adjustment over all the rows. ``paired``: ``a`` and ``b`` are configurations of one run
     (:func:`split_by`), so each worker process's value of B is tested against its own value of A
-    (:func:`fastprof.analysis.compare.paired_log_ratio`) wherever two or more processes measured both;
-    in a one-process run whose configurations alternated their timed iterations, each iteration of
-    B is tested against A's of the same round (:func:`paired_round_values`)."""
+    (:func:`fastprof.analysis.compare.paired_log_ratio`) wherever two or more processes measured both
+    (where they alternated the two configurations' timed iterations, each process's ratio is the
+    median over its rounds, :func:`paired_process_values`); in a one-process run whose
+    configurations alternated their timed iterations, each iteration of B is tested against A's of
+    the same round (:func:`paired_round_values`)."""
     runs_a = {_key(r, ignore): r for r in a.ok_runs}
     runs_b = {_key(r, ignore): r for r in b.ok_runs}
     pairs = [(runs_a[k], runs_b[k]) for k in runs_a if k in runs_b]
@@ -446,7 +483,8 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
                 pair = paired_round_values(ra.result, rb.result, metric, clock, tables)
             if pair is not None:
                 rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
-                                           min_effect_pct=min_effect_pct, paired=True))
+                                           min_effect_pct=min_effect_pct, paired=True,
+                                           log_ratios=pair[2] if len(pair) == 3 else None))
                 if is_device_metric(metric) and label(ra) not in kernels_tested:
                     kernels_tested.append(label(ra))
                 continue
@@ -507,9 +545,13 @@ def print_console(comparisons: Sequence[Comparison], *, alpha: float = 0.05, thr
         units = [plural.get(u, u) for u in sorted({r.unit for r in c.rows})]
         how = f"Welch's {1 - alpha:.0%} interval"
         if c.rows and all(r.paired for r in c.rows):
-            how = (f"paired by round of alternating iterations (one process), t {1 - alpha:.0%} interval"
-                   if all(r.unit == "iteration" for r in c.rows)
-                   else f"paired by worker process (each process measured both), t {1 - alpha:.0%} interval")
+            if all(r.unit == "iteration" for r in c.rows):
+                how = f"paired by round of alternating iterations (one process), t {1 - alpha:.0%} interval"
+            elif any(r.paired_rounds for r in c.rows):
+                how = (f"paired by worker process (each process measured both, its timing ratios the median over "
+                       f"rounds of its alternating iterations), t {1 - alpha:.0%} interval")
+            else:
+                how = f"paired by worker process (each process measured both), t {1 - alpha:.0%} interval"
         console.print(escape(f"{c.other} vs {c.baseline}: B/A = ratio of geometric means over {' and '.join(units)}, "
                              f"{how}, p-value Holm-adjusted over {len(c.rows)} tests"),
                       highlight=False)
