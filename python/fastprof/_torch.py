@@ -21,6 +21,18 @@ def backend_kind(torch: Any) -> str:
     return "hip" if getattr(torch.version, "hip", None) else "cuda"
 
 
+def gpm_capable(ordinal: int) -> bool:
+    """Whether CUDA device ``ordinal`` may have NVML's GPM counters (an NVIDIA GPU of compute
+    capability 9.0 or newer, seen through an initialised CUDA torch); False where torch cannot say."""
+    torch = loaded()
+    if not cuda_ready(torch) or backend_kind(torch) != "cuda" or not torch.cuda.is_initialized():
+        return False
+    try:
+        return torch.cuda.get_device_capability(ordinal)[0] >= 9
+    except Exception:  # noqa: BLE001 - a device torch cannot describe has no GPM figure to protect
+        return False
+
+
 def synchronize(device: Any = None) -> None:
     torch = loaded()
     if cuda_ready(torch) and torch.cuda.is_initialized():

@@ -12,6 +12,7 @@ from fastprof.analysis.hardware import (
     GPM_METRICS,
     HARDWARE_METRICS,
     GPM_STAMP_SLACK_NS,
+    gpm_idle_gap_ns,
     gpm_metric_names,
     gpm_phases,
     gpm_windows,
@@ -259,3 +260,56 @@ def test_gpu_counters_take_the_undiluted_decode_figure():
     r.hardware = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[8] * 12)
     c = r.gpu_counters()
     assert "dram_bw_util_pct" not in c and "no whole 100 ms GPM window" in c["windows"]["dram_bw_util_pct"]["reason"]
+
+
+def test_short_iterations_back_to_back_leave_no_lag_to_fit_until_the_gpu_idles_between_them():
+    """Compiled decode of 80 tokens: 257 ms decode phases, one after the other with 15 ms between
+    them (a collection of a frozen heap is that quick), the counter's windows within 5% of their
+    mean. Nothing tells busy from idle time, the lag
+    cannot be fitted, and no window fits a phase at every lag up to 250 ms: no decode figure. With
+    the idle time gpm_idle_gap_ns asks for between iterations, the lag is fitted and the phases hold
+    whole windows again."""
+    period = 100 * MS
+    assert gpm_idle_gap_ns(257 * MS, period) == 150 * MS
+    assert gpm_idle_gap_ns(400 * MS, period) == 0  # a whole window at every lag: nothing to fit
+
+    def decode_figure(gap_ms):
+        rng = np.random.default_rng(0)  # the counter reads within 5% of its mean from window to window
+        traces, decode, until = _short_iterations(n=20, prefill_ms=10.0, decode_ms=257.0, gap_ms=gap_ms)
+        prefill = [(t.host_start_ns / MS, t.host_marks_ns[0] / MS) for t in traces]
+        ts, dram = _free_running(100.0, until + 100, lambda a, b: (17.0 * _busy_fraction(a, b, decode)
+                                 + 30.0 * _busy_fraction(a, b, prefill)) * np.exp(rng.normal(0, 0.05)))
+        hw = summarize(_samples(ts, {"dram_bw_util_pct": dram}), traces, tokens_per_iteration=[80] * 20)
+        return hw["gpm_phases"]["decode"]["dram_bw_util_pct"]
+
+    tight = decode_figure(15.0)
+    assert not tight["available"] and "no lag could be fitted" in tight["reason"]
+    idle = decode_figure(gpm_idle_gap_ns(257 * MS, period) / MS)
+    assert idle["available"] and idle["pct"] == pytest.approx(17.0, rel=0.03)
+    assert idle["lag_s"] == pytest.approx(LAG_MS / 1e3, abs=0.006) and idle["windows"] >= 10
+
+
+def test_the_sampling_instrument_leaves_the_gpu_idle_between_short_iterations():
+    from fastprof.measure.driver import _Sampling
+
+    inst = _Sampling({"available": False, "reason": "no GPU here"}, 10, "auto")
+    assert inst.gpm_period_ns is None  # no GPM-capable GPU: never waits
+    inst.iteration_end(0, _trace(0, 10, 267))
+    assert inst.idle_ns == 0
+
+    inst.gpm_period_ns = 100 * MS  # as on an H200
+    inst.iteration_end(0, _trace(0, 10, 267))  # a decode phase of 256 ms
+    assert inst.idle_ns == 150 * MS
+    t0 = time.monotonic_ns()
+    inst.iteration_begin(1)
+    assert time.monotonic_ns() - t0 >= 140 * MS
+    # time already spent since the last iteration ended (by any measurement) counts
+    inst.iteration_end(1, _trace(0, 10, 267))
+    time.sleep(0.1)
+    t0 = time.monotonic_ns()
+    inst.iteration_begin(2)
+    assert time.monotonic_ns() - t0 < 90 * MS
+    long = _Sampling({"available": False, "reason": "no GPU here"}, 10, "auto")
+    long.gpm_period_ns = 100 * MS
+    long.iteration_end(0, _trace(0, 10, 500))
+    assert long.idle_ns == 0

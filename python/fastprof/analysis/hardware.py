@@ -165,6 +165,23 @@ GPM_LAG_SHARPNESS_NS = 30_000_000
 GPM_LAG_SHARPNESS_RATIO = 3.0
 
 
+#: Idle time left between timed iterations whose decode phases are too short for a GPM window at
+#: every lag (:func:`gpm_idle_gap_ns`), in GPM periods: the contrast the lag is fitted on.
+GPM_IDLE_GAP_PERIODS = 1.5
+
+
+def gpm_idle_gap_ns(decode_ns: int, period_ns: int) -> int:
+    """How long the GPU should stay idle between two timed iterations so that GPM's lag can be
+    fitted (:func:`estimate_gpm_lag` needs busy and idle time to tell apart): 0 where a decode
+    phase of ``decode_ns`` holds a whole GPM window of ``period_ns`` at every lag up to
+    :data:`GPM_LAG_MAX_NS` (the figure needs no fitted lag), else :data:`GPM_IDLE_GAP_PERIODS`
+    periods. Short iterations back to back leave no idle time to fit on; the decode figure would
+    then be unavailable however many iterations ran."""
+    if decode_ns >= period_ns + GPM_LAG_MAX_NS + GPM_STAMP_SLACK_NS:
+        return 0
+    return int(GPM_IDLE_GAP_PERIODS * period_ns)
+
+
 def phase_intervals(traces: Sequence[Trace], phase: str) -> list[tuple[int, int]]:
     """(start, end) host ns of each iteration's ``phase``: ``"iteration"``, host start to end;
     ``"decode"``, first token to end (none for an iteration without tokens or that ends at its first)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
@@ -50,15 +51,29 @@ def _make_recorder(capacity: int, device: Any, no_device_reason: str | None = No
 
 
 class _Sampling(Instrument):
-    """The sampler over a whole measurement (one thread for all iterations), or the reason there is none."""
+    """The sampler over a whole measurement (one thread for all iterations), or the reason there is none.
+
+    Where the GPU has GPM counters (compute capability 9.0 or newer) and an iteration's decode phase
+    is too short to hold a GPM window at every lag GPM's values may have, the GPU is left idle for
+    1.5 GPM periods between timed iterations (:func:`fastprof.analysis.hardware.gpm_idle_gap_ns`):
+    the lag is fitted on that contrast, and without it the decode phase's DRAM figure could not be
+    told. The wait is outside every iteration's timing and is recorded in the hardware section
+    (``idle_between_iterations_s``)."""
 
     name = "hardware"
+    #: When the last timed iteration of any measurement in this process ended (CLOCK_MONOTONIC ns):
+    #: measurements whose iterations alternate share the GPU's idle time.
+    last_end_ns = 0
 
     def __init__(self, device_timing: dict[str, Any], interval_ms: float | None, backend: str) -> None:
         check_interval_ms(interval_ms)
         self.sampler = None
         self.samples = None
         self.reason: str | None = None
+        #: GPM's sampling period where the sampled GPU may have GPM counters, else None.
+        self.gpm_period_ns: int | None = None
+        #: The idle time left between timed iterations (0: none), decided on the first iteration.
+        self.idle_ns = 0
         if interval_ms is None:
             self.reason = "GPU sampling disabled"
         elif not device_timing.get("available"):
@@ -71,10 +86,24 @@ class _Sampling(Instrument):
                                        backend=backend)
             except (ValueError, FastprofError) as exc:
                 self.reason = f"GPU sampler unavailable: {exc}"
+            if self.sampler is not None and _torch.gpm_capable(int(device_timing["ordinal"])):
+                self.gpm_period_ns = int(self.sampler.field_periods_ms["dram_bw_util_pct"] * 1e6)
 
     def start(self) -> None:
         if self.sampler is not None:
             self.sampler.start()
+
+    def iteration_begin(self, index: int) -> None:
+        if self.idle_ns:
+            wait_ns = _Sampling.last_end_ns + self.idle_ns - time.monotonic_ns()
+            if wait_ns > 0:
+                time.sleep(wait_ns / 1e9)
+
+    def iteration_end(self, index: int, trace: Trace) -> None:
+        _Sampling.last_end_ns = time.monotonic_ns()
+        if self.gpm_period_ns and index == 0 and trace.n_marks:
+            self.idle_ns = _hardware.gpm_idle_gap_ns(int(trace.host_end_ns - trace.host_marks_ns[0]),
+                                                     self.gpm_period_ns)
 
     def stop(self) -> None:
         if self.sampler is not None and self.sampler.running:
@@ -84,7 +113,10 @@ class _Sampling(Instrument):
         if self.sampler is None:
             return _hardware.unavailable(self.reason or "no sampler")
         self.stop()
-        return _hardware.summarize(self.samples, traces, tokens_per_iteration=tokens, seed=seed)
+        hw = _hardware.summarize(self.samples, traces, tokens_per_iteration=tokens, seed=seed)
+        if self.idle_ns:
+            hw["idle_between_iterations_s"] = self.idle_ns / 1e9
+        return hw
 
 
 def _step_marks(trace: Trace, clock: str) -> np.ndarray:
@@ -807,8 +839,6 @@ def _speculative_config(model: Any, method: str, kwargs: dict[str, Any], setting
 def _untimed_text_cost(text: Any, traces: Sequence[Trace], repeats: int = 5) -> dict[str, float]:
     """Median seconds of tokenizing the prompts and of detokenizing an output as long as the
     timed ones, each run ``repeats`` times after the timed iterations."""
-    import time
-
     enc, dec = [], []
     sequences = None
     for _ in range(repeats):
