@@ -313,3 +313,25 @@ def test_the_sampling_instrument_leaves_the_gpu_idle_between_short_iterations():
     long.gpm_period_ns = 100 * MS
     long.iteration_end(0, _trace(0, 10, 500))
     assert long.idle_ns == 0
+
+
+def test_gpm_capable_asks_torch_for_a_hopper_or_newer_nvidia_gpu(monkeypatch):
+    import sys
+
+    from fastprof import _torch
+
+    def fake_torch(capability, hip=None, initialized=True):
+        cuda = SimpleNamespace(is_available=lambda: True, is_initialized=lambda: initialized,
+                               get_device_capability=lambda i: capability)
+        return SimpleNamespace(cuda=cuda, version=SimpleNamespace(hip=hip, cuda="13.0"))
+
+    monkeypatch.setitem(sys.modules, "torch", fake_torch((9, 0)))
+    assert _torch.gpm_capable(0)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch((8, 0)))
+    assert not _torch.gpm_capable(0)  # Ampere: no GPM
+    monkeypatch.setitem(sys.modules, "torch", fake_torch((9, 4), hip="6.2"))
+    assert not _torch.gpm_capable(0)  # ROCm torch says "cuda" too
+    monkeypatch.setitem(sys.modules, "torch", fake_torch((9, 0), initialized=False))
+    assert not _torch.gpm_capable(0)  # never initialises CUDA itself
+    monkeypatch.delitem(sys.modules, "torch")
+    assert not _torch.gpm_capable(0)
