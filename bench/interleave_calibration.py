@@ -6,8 +6,9 @@ CUDA context) loads the built-in model (or ``--model``) and measures several arm
 decode with :func:`fastprof.generate_steps`: A, A' (the same again: an A/A control) and one B per
 ``--slowdowns`` value (A slowed by a host delay per decode step of that share of A's ITL, a logits
 processor that sleeps). With ``--orders both``, even processes run the arms blocked (all of A's
-timed iterations, then A''s, then each B's), odd processes interleaved (A A' B.., ..B A' A, ... by
-round), each arm warmed up first.
+timed iterations, then A''s, then each B's), odd processes interleaved (by round, in
+:func:`fastprof.measure.driver.round_order`: reversed every round, and with three or more arms each
+pair of rounds starting one arm further on), each arm warmed up first.
 
 Two readings of the same processes:
 - one process: `fastprof compare`'s own tests on ITL per process. Blocked, Welch's over
@@ -54,7 +55,7 @@ def measure(args: argparse.Namespace, interleaved: bool, delays_s: list[float] |
     import fastprof
     from fastprof.analysis.compare import compare_metric
     from fastprof.capture import hf
-    from fastprof.measure.driver import run_steps
+    from fastprof.measure.driver import round_order, run_steps
     from fastprof.report.compare import paired_round_values, unit_values
 
     device = args.device
@@ -94,7 +95,7 @@ def measure(args: argparse.Namespace, interleaved: bool, delays_s: list[float] |
         for arm in arms:
             next(steps[arm])  # warm-up
         for r in range(args.iterations):
-            for arm in (arms if r % 2 == 0 else arms[::-1]):
+            for arm in round_order(arms, r):
                 next(steps[arm])
         for arm in arms:
             results[arm] = run_steps(steps[arm])

@@ -222,6 +222,27 @@ def test_configurations_of_one_model_alternate_their_timed_iterations(model_dir,
     assert all("iteration_order" not in r.result.config for r in load(out).runs)
 
 
+def test_round_order_puts_every_arm_at_the_ends_and_in_the_middle():
+    from fastprof.measure.driver import round_order
+
+    assert [round_order("AB", r) for r in range(4)] == [list("AB"), list("BA"), list("AB"), list("BA")]
+    rounds = [round_order("ABC", r) for r in range(6)]
+    assert rounds == [list("ABC"), list("CBA"), list("BCA"), list("ACB"), list("CAB"), list("BAC")]
+    # over a whole cycle every arm ran once in each place of a round
+    for place in range(3):
+        assert sorted(r[place] for r in rounds) == list("AABBCC")
+    # reversal alone kept B in the middle for good
+    assert all((list("ABC") if r % 2 == 0 else list("CBA"))[1] == "B" for r in range(6))
+
+
+def test_three_configurations_take_turns_at_the_ends_of_a_round(model_dir, tmp_path):
+    argv = ["run", "--model", model_dir, "--batch-size", "1,2,3", "--prompt-len", "4", "--max-new-tokens", "2",
+            "--warmup", "0", "--iterations", "4", "--processes", "1", "-q"]
+    out = tmp_path / "three.json"
+    assert cli.main([*argv, "-o", str(out)]) == 0
+    assert [b for b, _ in _iteration_order(out)] == [1, 2, 3, 3, 2, 1, 2, 3, 1, 1, 3, 2]
+
+
 def test_a_configuration_failing_between_its_iterations_leaves_the_others_whole(model_dir, tmp_path, monkeypatch):
     real = fastprof.measure.driver.generate_steps
 

@@ -138,7 +138,8 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--iteration-order", choices=("interleaved", "blocked"), default="interleaved",
                      help="configurations that share a model load (compile off and on, several batch sizes, "
                           "prompt lengths or token counts): 'interleaved' (the default) warms each up, then "
-                          "alternates their timed iterations (A B, B A, A B, ...) so that the machine's drift "
+                          "alternates their timed iterations (A B, B A, A B, ...; three or more also take turns at "
+                          "the ends of a round) so that the machine's drift "
                           "from one iteration to the next falls on all of them alike, and traces each after all "
                           "the timed iterations; 'blocked' runs each configuration whole before the next. "
                           "Speculative configurations and torchrun runs always run blocked")

@@ -563,6 +563,20 @@ def benchmark_generate(model: Any, inputs: Any, *, max_new_tokens: int, warmup: 
         stalls=stalls, text=text, host_trace=host_trace, host_path=host_path, python_samples=python_samples))
 
 
+def round_order(arms: Sequence[Any], r: int) -> list[Any]:
+    """The order in which ``arms`` run their ``r``-th timed iteration when they alternate: every
+    other round reversed (A B, B A, ...), so that a steady drift within a pair of rounds falls on
+    all alike; with three or more, each pair of rounds also starts one arm further on (A B C,
+    C B A, B C A, A C B, ...), so that every arm takes its turn at the ends of a round, where it
+    runs twice in a row, and in the middle (reversal alone keeps the middle arms there for good, and
+    two iterations of one arm back to back can differ from two of different arms)."""
+    arms = list(arms)
+    n = len(arms)
+    shift = (r // 2) % n if n > 2 else 0
+    order = arms[shift:] + arms[:shift]
+    return order if r % 2 == 0 else order[::-1]
+
+
 def run_steps(steps: Generator[str, None, BenchmarkResult]) -> BenchmarkResult:
     """Runs a :func:`generate_steps` generator to its end: its result."""
     return drain(steps)
@@ -585,16 +599,19 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
     same model: :mod:`fastprof.measure.runner` alternates the timed iterations of configurations
     that share a model this way. Closing the generator early stops its instruments.
 
-    Two arms of one model, their timed iterations alternating (A B, B A, ...)::
+    Two arms of one model, their timed iterations alternating (A B, B A, ...;
+    :func:`round_order`)::
+
+        from fastprof.measure.driver import round_order, run_steps
 
         a = fastprof.generate_steps(model, inputs, max_new_tokens=64)
         b = fastprof.generate_steps(model, inputs, max_new_tokens=64, generate_kwargs={"use_cache": False})
         for arm in (a, b):
             next(arm)                      # warm-up: "warm"
         for i in range(20):                # the default iterations
-            for arm in ((a, b) if i % 2 == 0 else (b, a)):
+            for arm in round_order((a, b), i):
                 next(arm)                  # one timed iteration: "timed"
-        results = [fastprof.measure.driver.run_steps(arm) for arm in (a, b)]
+        results = [run_steps(arm) for arm in (a, b)]
     """
     from transformers import LogitsProcessorList
 

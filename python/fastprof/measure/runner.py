@@ -6,7 +6,8 @@ starting at another place (:func:`interleaved_order`) (the model is loaded once 
 quantization and attention implementation; a draft model once per model load). Plain
 configurations of one model load alternate their timed iterations (``--iteration-order
 interleaved``, the default; :func:`_groups`): each is warmed up, then their iterations run in
-rounds, A B, B A, ..., through :func:`fastprof.measure.driver.generate_steps`. Speculative
+rounds, A B, B A, ... (:func:`fastprof.measure.driver.round_order`), through
+:func:`fastprof.measure.driver.generate_steps`. Speculative
 configurations (``--assistant-model``, ``--prompt-lookup``) run right after their plain baseline
 (``speculative: "none"``), and each gets its speed-up against it once the sweep is done
 (:meth:`fastprof.results.sweep.Sweep.attach_speedups`). A
@@ -356,7 +357,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
     from fastprof.capture import hf
     from fastprof.capture.environment import capture_environment
     from fastprof.measure import distributed
-    from fastprof.measure.driver import generate_steps
+    from fastprof.measure.driver import generate_steps, round_order
 
     mode = distributed_mode(args)
     ctx = distributed.setup("cuda" if device.startswith("cuda") else "cpu") if mode else None
@@ -552,11 +553,12 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     job.interleaved_with = len(live)
                 if len(live) > 1:
                     # Several configurations on one model: warm each up, then alternate their timed
-                    # iterations (A B, B A, A B, ...), so that the machine's drift falls on all alike.
+                    # iterations (A B, B A, A B, ...; round_order), so that the machine's drift
+                    # falls on all alike.
                     for job in live:
                         step(job, until="warm")
                     for r in range(args.iterations):
-                        for job in (live if r % 2 == 0 else live[::-1]):
+                        for job in round_order(live, r):
                             step(job, until="timed")
                 for job in jobs:
                     step(job, until=None)
