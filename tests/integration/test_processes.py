@@ -102,7 +102,7 @@ def test_fresh_interpreters_when_asked_give_the_same_statistics(runs, tmp_path, 
     assert set(fresh.config) == set(forked.config)
 
 
-def test_configurations_alternate_over_the_worker_processes(tmp_path):
+def test_configurations_alternate_over_the_worker_processes(tmp_path, capsys):
     """Each worker starts at another configuration: over two processes, each of two batch sizes
     ran first once and second once, and the merged result says where."""
     out = tmp_path / "two.json"
@@ -117,7 +117,10 @@ def test_configurations_alternate_over_the_worker_processes(tmp_path):
     assert positions == {1: [0, 1], 2: [1, 0]}
     # The two batch sizes of this one run, compared process by process.
     js = tmp_path / "by.json"
+    capsys.readouterr()
     assert cli.main(["compare", str(out), "--by", "batch_size", "--json", str(js)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "paired by worker process (each process measured both, its timing ratios the median over rounds" in said
     rows = json.loads(js.read_text())["comparisons"][0]["rows"]
     assert rows and all(r["paired"] and r["n_a"] == 2 and r["n_b"] == 2 for r in rows)
     itl = next(r for r in rows if r["metric"] == "itl_s")
