@@ -151,12 +151,10 @@ def process_values_by_pid(result: BenchmarkResult, metric: str, clock: str = "ho
     if is_device_metric(metric):
         out = {pids[pp.get("process")]: _kernel_value(pp["kernels"], metric) for pp in per_process if pp.get("kernels")}
         return {k: v for k, v in out.items() if v is not None}
-    vals = _per_iteration(result, metric, clock, table)
-    per = _per_unit(result, vals, "process") if vals is not None else None
+    per = _iterations_by_pid(result, metric, clock, table)
     if per is None:
         return None
-    processes = np.unique(process_labels(result))
-    return {int(pids[p]): float(v) for p, v in zip(processes, per) if p in pids and np.isfinite(v)}
+    return {pid: float(np.nanmedian(v)) for pid, v in per.items() if np.isfinite(v).any()}
 
 
 def paired_process_values(ra: BenchmarkResult, rb: BenchmarkResult, metric: str, clock: str = "host",
@@ -476,15 +474,15 @@ def compare_sweeps(a: Sweep, b: Sweep, *, metrics: Sequence[str] | None = None, 
         # Each iteration's values, computed once per result rather than once per metric.
         tables = [iteration_table(r.result, clock) if r.result.kind != "serving" else None for r in (ra, rb)]
         for metric in metrics if metrics is not None else available:
-            pair = None
+            pair = None  # (A's values, B's, each pair's log ratio where measured inside the unit)
             if paired and unit == "process" and (not is_device_metric(metric) or metric in device[id(ra)]):
                 pair = paired_process_values(ra.result, rb.result, metric, clock, tables)
             elif paired and unit == "iteration" and not is_device_metric(metric):
-                pair = paired_round_values(ra.result, rb.result, metric, clock, tables)
+                rounds = paired_round_values(ra.result, rb.result, metric, clock, tables)
+                pair = None if rounds is None else (*rounds, None)
             if pair is not None:
                 rows.append(compare_metric(pair[0], pair[1], metric, config=label(ra), unit=unit, alpha=alpha,
-                                           min_effect_pct=min_effect_pct, paired=True,
-                                           log_ratios=pair[2] if len(pair) == 3 else None))
+                                           min_effect_pct=min_effect_pct, paired=True, log_ratios=pair[2]))
                 if is_device_metric(metric) and label(ra) not in kernels_tested:
                     kernels_tested.append(label(ra))
                 continue
