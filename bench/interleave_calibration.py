@@ -225,9 +225,10 @@ def main() -> int:
         interleaved = {"both": p % 2 == 1, "interleaved": True, "blocked": False}[args.orders]
         row = forked(measure, args, interleaved, delays_s)
         rows.append(row)
-        print(f"[{time.perf_counter() - t0:6.0f} s] process {p + 1} ({row['order']}): median ITL "
-              + ", ".join(f"{a} {row['median_itl_ms'][a]:.2f}" for a in arms)
-              + " ms; " + ", ".join(f"{a} {row[a]['verdict']}" for a in arms[1:]), flush=True)
+        print(f"[{time.perf_counter() - t0:6.0f} s] process {p + 1} ({row['order']})\n   median ITL (ms): "
+              + ", ".join(f"{a} {row['median_itl_ms'][a]:.2f}" for a in arms) + "\n   "
+              + ", ".join(f"{a} {row[a]['verdict'].replace('no significant change', 'no change')}"
+                          for a in arms[1:]), flush=True)
     return analyse(args, arms, rows, probe["itl_s"], delays_s, time.perf_counter() - t0)
 
 
@@ -279,24 +280,24 @@ def analyse(args: argparse.Namespace, arms: list[str], rows: list[dict[str, Any]
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
     if true_ratio:
-        print("each arm's change, median over interleaved processes of the round-by-round ratio: "
+        print("each arm's change (median over interleaved processes, round by round):\n  "
               + ", ".join(f"{a} {v:.3f}" for a, v in true_ratio.items()))
-    print(f"\none-process comparisons on {args.device}: B = A + a host delay per step; {args.iterations} iterations per arm")
-    print(f"{'order':12} {'processes':>9} {'A/A false alarms':>17}  " + "  ".join(f"{a + ' caught':>12}" for a in arms[2:])
-          + "  " + "  ".join(f"{a + ' detect.':>12}" for a in arms[2:]))
+    # One row per order and arm, so that the tables stay within 80 columns whatever the arms.
+    print(f"\none process on {args.device}: B = A + a host delay a step; {args.iterations} iterations an arm")
+    print(f"{'order':12} {'processes':>9} {'arm':>6} {'caught':>7} {'detectable':>11}  (A/A false alarms)")
     for order, t in table.items():
-        print(f"{order:12} {t['processes']:>9} {t['false_alarm_rate']:>17.0%}  "
-              + "  ".join(f"{t[a]['power']:>12.0%}" for a in arms[2:]) + "  "
-              + "  ".join(f"{t[a]['median_detectable_pct']:>11.1f}%" for a in arms[2:]))
+        for a in arms[2:]:
+            print(f"{order:12} {t['processes']:>9} {a:>6} {t[a]['power']:>7.0%} "
+                  f"{t[a]['median_detectable_pct']:>10.1f}%  ({t['false_alarm_rate']:.0%})")
     if sides:
-        print(f"\n{args.side} processes a side, each measuring every arm, paired by process (compare --by on a "
-              f"--processes {args.side} run); detectable: the A/A comparison's")
-        print(f"{'order, ratio':25} {'draws':>6} {'A/A false alarms':>17} {'detectable':>11}  "
-              + "  ".join(f"{a + ' caught':>12}" for a in arms[2:]))
+        print(f"\n{args.side} processes a side, each measuring every arm, paired by process\n"
+              f"(compare --by on a --processes {args.side} run)")
+        print(f"{'order, ratio':22} {'draws':>5} {'arm':>6} {'called':>7} {'detectable':>11}")
         for order, t in sides.items():
-            aa = t[arms[1]]
-            print(f"{order:25} {t['draws']:>6} {aa['significant_rate']:>17.0%} {aa['median_detectable_pct']:>10.1f}%  "
-                  + "  ".join(f"{t[a]['regression_rate']:>12.0%}" for a in arms[2:]))
+            for a in arms[1:]:
+                called = t[a]["significant_rate"] if a == arms[1] else t[a]["regression_rate"]
+                print(f"{order:22} {t['draws']:>5} {a:>6} {called:>7.0%} {t[a]['median_detectable_pct']:>10.1f}%")
+        print("called: a false alarm for A', a regression for each B")
     print(f"total {seconds:.0f} s")
     return 0
 
