@@ -27,6 +27,12 @@ detected share against the true change is the power curve.
     python bench/interleave_calibration.py --device cuda --orders interleaved --slowdowns 0.025,0.05,0.1
     python bench/interleave_calibration.py --smoke                   # the script only
 
+A pool gathered in several calls (one device call each): give every call the same ``--itl-ms``, so
+that its B arms sleep as long as the other calls' did, and read the files together with ``--from``:
+
+    python bench/interleave_calibration.py --device cuda --model DIR --itl-ms 12 --output a.json
+    python bench/interleave_calibration.py --from a.json b.json
+
 Writes every figure to $OUT/interleave_calibration.json (or --output); prints tables last.
 """
 
@@ -193,6 +199,9 @@ def main() -> int:
     ap.add_argument("--slowdowns", default="0.10", help="comma-separated shares of A's ITL: one B arm each")
     ap.add_argument("--side", type=int, default=5, help="processes a side for the process-paired reading")
     ap.add_argument("--draws", type=int, default=1000, help="at most this many draws of --side processes")
+    ap.add_argument("--itl-ms", type=float, default=None,
+                    help="A's ITL to take the delays from, instead of probing it (the same delays in several "
+                         "calls whose processes are analysed together)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no process past this time")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 4 processes: checks the script")
     ap.add_argument("--from", dest="from_files", nargs="+", metavar="JSON",
@@ -213,9 +222,9 @@ def main() -> int:
     import fastprof.report.compare  # noqa: F401
 
     t0 = time.perf_counter()
-    probe = forked(measure, args, False, None)
+    probe = {"itl_s": args.itl_ms / 1e3} if args.itl_ms else forked(measure, args, False, None)
     delays_s = [x * probe["itl_s"] for x in args.slowdowns]
-    print(f"A's ITL {probe['itl_s'] * 1e3:.2f} ms; the B arms sleep "
+    print(f"A's ITL {probe['itl_s'] * 1e3:.2f} ms ({'given' if args.itl_ms else 'probed'}); the B arms sleep "
           + ", ".join(f"{d * 1e3:.2f}" for d in delays_s) + " ms a step", flush=True)
     rows = []
     for p in range(args.processes):
