@@ -2,6 +2,7 @@
 an A/A comparison passes the gate, an A/B comparison with an injected per-step delay fails it."""
 
 import json
+import time
 
 import pytest
 
@@ -47,6 +48,8 @@ def test_every_process_is_kept(runs):
     # On Linux the workers are forked from the fork server, and the result says so.
     assert result.processes["start"] == "fork-server" and result.processes["start_note"] is None
     assert [p["start"] for p in result.processes["per_process"]] == ["fork-server"] * 3
+    assert result.processes["prepare"] == "one after the other"
+    assert all("waited_s" not in p for p in result.processes["per_process"])
 
 
 def test_the_default_is_the_calibrated_number_of_processes(runs):
@@ -138,11 +141,106 @@ def test_compare_by_refuses_what_it_cannot_do(runs, capsys):
     assert "nothing to compare" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("start", ["fork", "fresh"])
+def _timed_span(result, process):
+    its = [it["host"] for it in result.iterations if it["process"] == process]
+    return min(h["start_ns"] for h in its), max(h["end_ns"] for h in its)
+
+
+def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
+    """FASTPROF_WORKER_PREPARE=together: every worker is forked at once and prepares beside the
+    others, but no worker's timed iterations overlap another's: each waits for its turn, the
+    last ones for as long as the ones before them measured."""
+    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
+    out = tmp_path / "together.json"
+    assert cli.main(["run", "--processes", "3", *SMALL, "-o", str(out)]) == 0
+    validate(json.loads(out.read_text()))
+    result = load(out).runs[0].result
+    procs = result.processes
+    assert procs["prepare"] == "together" and procs["start"] == "fork-server"
+    rows = procs["per_process"]
+    assert len({r["pid"] for r in rows}) == 3 and [it["process"] for it in result.iterations] == [0] * 6 + [1] * 6 + [2] * 6
+    assert all(r["ready_s"] > 0 and r["waited_s"] >= 0 for r in rows)
+    spans = [_timed_span(result, p) for p in range(3)]
+    for p in (1, 2):
+        assert spans[p - 1][1] < spans[p][0], spans  # one after the other, in order
+        # Worker p was ready before worker p - 1 began its timed iterations and waited through them.
+        assert rows[p]["waited_s"] >= (spans[p - 1][1] - spans[p - 1][0]) / 1e9, (rows, spans)
+
+
+def test_a_worker_prepared_together_waits_for_its_turn_and_leaves_when_the_run_is_gone(tmp_path):
+    """The worker's side (fastprof.measure.turn): nothing to wait for without the environment
+    variable; with it, 'ready' is said and the worker sleeps until the byte comes; a worker whose
+    run has gone exits instead of waiting for ever."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys; from fastprof.measure import turn; "
+            "print(turn.pending(), flush=True); w = turn.wait_turn(); print(w, turn.pending(), turn.wait_turn())")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("FASTPROF_WORKER_")})
+    assert plain.stdout.split() == ["False", "None", "False", "None"]
+
+    prefix = tmp_path / "turn-0"
+    os.mkfifo(f"{prefix}.go")
+    env = dict(os.environ, FASTPROF_WORKER_TURN=str(prefix), FASTPROF_WORKER_PARENT=str(os.getpid()))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "True"
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "turn-0.ready").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proc.poll() is None  # still waiting
+    fd = os.open(f"{prefix}.go", os.O_WRONLY | os.O_NONBLOCK)
+    os.write(fd, b"g")
+    os.close(fd)
+    waited, pending, again = proc.communicate(timeout=30)[0].split()
+    assert proc.returncode == 0 and float(waited) >= 0.3 and pending == "False" and again == "None"
+
+    # Its run gone (the parent pid names no process): the worker exits within about a second.
+    prefix = tmp_path / "turn-1"
+    os.mkfifo(f"{prefix}.go")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    env = dict(os.environ, FASTPROF_WORKER_TURN=str(prefix), FASTPROF_WORKER_PARENT=str(gone.pid))
+    left = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert left.returncode == 1 and "is gone" in left.stderr
+    assert (tmp_path / "turn-1.ready").exists()
+
+
+def test_the_fork_server_forks_a_batch_together(tmp_path):
+    """The fork server's 'together' request: every child forked before any is waited for, each
+    exit said with its pid as it comes; a plain request still works after it."""
+    from fastprof.measure import workers
+
+    server = workers._ForkServer(tmp_path)
+    try:
+        requests = [{"argv": argv, "stderr": str(tmp_path / f"{i}.stderr"), "cwd": str(tmp_path), "env": None}
+                    for i, argv in enumerate((["--version"], ["no-such-command"], ["--version"]))]
+        pids = server.start_together(requests)
+        assert len(set(pids)) == 3
+        rcs = {}
+        deadline = time.monotonic() + 120
+        while len(rcs) < 3 and time.monotonic() < deadline:
+            rcs.update({m["pid"]: m["rc"] for m in server.messages(1.0) if "rc" in m})
+        assert rcs == {pids[0]: 0, pids[1]: 2, pids[2]: 0}
+        assert "invalid choice" in (tmp_path / "1.stderr").read_text()
+        pid, rc = server.run(["--version"], tmp_path / "after.stderr")
+        assert rc == 0 and pid not in pids
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("start", ["fork", "fresh", "together"])
 def test_bad_input_in_a_worker_stops_the_run_at_once(start, tmp_path, capsys, monkeypatch):
     """A directory that holds no model passes the parent's checks; the first worker refuses it
-    (exit code 2) and the run stops there with the worker's one-line error."""
-    monkeypatch.setenv("FASTPROF_WORKER_START", start)
+    (exit code 2) and the run stops there with the worker's one-line error (prepared together,
+    the others are ended)."""
+    monkeypatch.setenv("FASTPROF_WORKER_START", "fork" if start == "together" else start)
+    if start == "together":
+        monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
     (tmp_path / "empty").mkdir()
     argv = ["run", "--model", str(tmp_path / "empty"), *[a for a in SMALL if a != "--quiet"], "-o", str(tmp_path / "x.json")]
     assert cli.main(argv) == 2

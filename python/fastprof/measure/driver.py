@@ -15,6 +15,7 @@ from fastprof.capture import speculative as _speculative
 from fastprof.capture.recorder import TokenRecorder, Trace
 from fastprof.errors import FastprofError, OutputLengthError
 from fastprof.measure import distributed as _distributed
+from fastprof.measure import turn
 from fastprof.measure.instruments import Instrument, drain, iter_phase, run_phase
 from fastprof.results.result import BenchmarkResult
 
@@ -702,6 +703,11 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
 
     # The speculative settings sit on the assistant's generation config for the measurement only.
     with assistant_cfg:
+        if turn.pending():
+            # Prepared beside other workers (FASTPROF_WORKER_PREPARE=together): the first call's
+            # one-off costs now, then every warm-up iteration after this worker's turn has come.
+            run_once(timed_kwargs)
+            turn.wait_turn()
         for i in range(warmup):
             run_once(timed_kwargs)
             if progress:

@@ -21,6 +21,12 @@ workers never overlap. Where that is not possible (not Linux, ``FASTPROF_WORKER_
 the helper fails to start or dies, a thread running in it), the workers are fresh interpreters
 (``sys.executable -m fastprof run ...``), as before, and the result says why
 (``processes.start_note``).
+
+With ``FASTPROF_WORKER_PREPARE=together`` the server forks every worker at once; each prepares
+(model load, one untimed iteration) beside the others and waits for its turn
+(:mod:`fastprof.measure.turn`), and the parent gives the turns one at a time, in order, each after
+the previous worker exited: the one-off costs overlap, the measurements never do
+(``processes.prepare``, and each process's ``ready_s`` and ``waited_s``).
 """
 
 from __future__ import annotations
@@ -131,6 +137,8 @@ class _ForkServer:
             [sys.executable, "-c", "import sys; from fastprof.measure.workers import serve; sys.exit(serve())"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True, bufsize=1)
         self.child: int | None = None
+        self._raw = b""
+        self.early: list[dict[str, Any]] = []
         #: Seconds from the start to the server's "ready" (None until :meth:`wait_ready`).
         self.preload_s: float | None = None
 
@@ -190,6 +198,58 @@ class _ForkServer:
         self.child = None
         return int(answer["pid"]), int(done["rc"])
 
+    def start_together(self, requests: list[dict[str, Any]]) -> list[int]:
+        """Forks one worker per request at once: their pids, in order. Their exits are then read
+        with :meth:`messages`. Raises :class:`_ServerGone` (having ended those it forked) when the
+        server cannot."""
+        self.wait_ready()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._raw = b""
+        self.early: list[dict[str, Any]] = []
+        try:
+            self.proc.stdin.write(json.dumps({"together": requests}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.proc.wait()
+            raise _ServerGone(f"the fork server exited ({self._tail()})") from None
+        pids: list[int] = []
+        while len(pids) < len(requests):
+            got = self.messages(None)
+            for message in got:
+                if "rc" in message:
+                    self.early.append(message)
+                elif "pid" in message:
+                    pids.append(int(message["pid"]))
+                elif "refused" in message:
+                    _kill(pids)
+                    raise _ServerGone(str(message["refused"]))
+        return pids
+
+    def messages(self, timeout: float | None) -> list[dict[str, Any]]:
+        """The server's messages that arrive within ``timeout`` seconds (None: at least one,
+        however long it takes); raises :class:`_ServerGone` when the server has exited."""
+        import select
+
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        if self.early:
+            out, self.early = self.early, []
+            return out
+        while b"\n" not in self._raw:
+            readable, _, _ = select.select([fd], [], [], timeout)
+            if not readable:
+                return []
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.proc.wait()
+                raise _ServerGone(f"the fork server exited ({self._tail()})")
+            self._raw += chunk
+        *lines, self._raw = self._raw.split(b"\n")
+        try:
+            return [json.loads(line) for line in lines if line.strip()]
+        except ValueError:
+            raise _ServerGone(f"the fork server said {lines[0].strip()[:200]!r}") from None
+
     def _reap_orphan(self) -> None:
         """The server died with a child running: end that child, so that workers never overlap."""
         pid, self.child = self.child, None
@@ -235,6 +295,91 @@ class _ForkServer:
             import shutil
 
             shutil.rmtree(self._own_tmp, ignore_errors=True)
+
+
+def _kill(pids: Sequence[int]) -> None:
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+#: Environment variable: ``together`` forks every worker at once from the fork server; each
+#: prepares (model load, CUDA context, one untimed iteration) beside the others, then they measure
+#: one at a time (:mod:`fastprof.measure.turn`). Every worker's model is then in memory at once.
+PREPARE_ENV = "FASTPROF_WORKER_PREPARE"
+
+
+def _prepare_together() -> bool:
+    return os.environ.get(PREPARE_ENV, "").strip().lower() == "together"
+
+
+class _Together:
+    """Workers forked at once and prepared side by side, then given the machine one at a time,
+    in order: :meth:`run` of worker ``p`` waits until every worker is ready (or gone), gives ``p``
+    its turn and waits for it to exit, as :meth:`_ForkServer.run` waits for a worker forked alone."""
+
+    def __init__(self, server: _ForkServer, tmp: Path, cmds: list[list[str]], stderr_paths: list[Path]) -> None:
+        from fastprof.measure import turn
+
+        self.server = server
+        self.prefixes = [tmp / f"turn-{p}" for p in range(len(cmds))]
+        for prefix in self.prefixes:
+            os.mkfifo(f"{prefix}.go", 0o600)
+        env = dict(os.environ, **{turn.PARENT_ENV: str(os.getpid())})
+        requests = [{"argv": cmd, "stderr": str(err), "cwd": os.getcwd(), "env": dict(env, **{turn.TURN_ENV: str(prefix)})}
+                    for cmd, err, prefix in zip(cmds, stderr_paths, self.prefixes)]
+        self.t0 = time.perf_counter()
+        self.pids = server.start_together(requests)
+        self.rcs: dict[int, int] = {}
+        #: Seconds from the fork to each worker's "ready", and each one's wait for its turn.
+        self.ready_s: dict[int, float] = {}
+        self.waited_s: dict[int, float] = {}
+
+    def _read(self, timeout: float | None) -> None:
+        for message in self.server.messages(timeout):
+            if "rc" in message:
+                self.rcs[int(message["pid"])] = int(message["rc"])
+
+    def _settled(self) -> bool:
+        for p, prefix in enumerate(self.prefixes):
+            if p not in self.ready_s and Path(f"{prefix}.ready").exists():
+                self.ready_s[p] = time.perf_counter() - self.t0
+        return all(p in self.ready_s or pid in self.rcs for p, pid in enumerate(self.pids))
+
+    def run(self, p: int) -> tuple[int, int]:
+        """Worker ``p``'s (pid, exit code) once it has had its turn; raises :class:`_ServerGone`."""
+        while not self._settled():
+            self._read(0.05)
+        pid = self.pids[p]
+        if pid not in self.rcs:
+            self.waited_s[p] = time.perf_counter() - self.t0 - self.ready_s[p]
+            try:
+                fd = os.open(f"{self.prefixes[p]}.go", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: it stopped waiting (gone): its exit comes next
+                fd = None
+            if fd is not None:
+                try:
+                    os.write(fd, b"g")
+                finally:
+                    os.close(fd)
+        while pid not in self.rcs:
+            self._read(1.0)
+        return pid, self.rcs[pid]
+
+    def kill_rest(self) -> None:
+        """Ends the workers still alive (waiting, or the one measuring)."""
+        alive = [pid for pid in self.pids if pid not in self.rcs]
+        _kill(alive)
+        deadline = time.monotonic() + 10
+        while any(pid not in self.rcs for pid in alive) and time.monotonic() < deadline:
+            try:
+                self._read(0.2)
+            except _ServerGone:
+                return
 
 
 def prestart() -> _ForkServer | None:
@@ -299,14 +444,47 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
         if server is None:
             console.print(escape(f"{n} worker processes, each a fresh interpreter ({note})"), style="dim",
                           highlight=False)
+        def out_of(p: int) -> Path:
+            return Path(tmp) / f"process-{p}.json"
+
+        def cmd_of(p: int) -> list[str]:
+            return ["run", *rest, "--processes", "1", "--quiet", "--output", str(out_of(p)), "--order-shift", str(p)]
+
+        together: _Together | None = None
+        if server is not None and n > 1 and _prepare_together():
+            try:
+                together = _Together(server, Path(tmp), [cmd_of(p) for p in range(n)],
+                                     [Path(tmp) / f"process-{p}.stderr" for p in range(n)])
+                console.print(escape(f"  {PREPARE_ENV}=together: all {n} forked at once, each prepared (model "
+                                     "load, one untimed iteration) beside the others; they measure one at a time"),
+                              style="dim", highlight=False)
+            except (_ServerGone, OSError) as exc:
+                note = f"the workers could not be prepared together: {exc}"
+                server.close()
+                server = None
+                console.print(escape(f"  {note}; fresh interpreters instead"), style="yellow", highlight=False)
         try:
             for p in range(n):
-                out = Path(tmp) / f"process-{p}.json"
-                cmd = ["run", *rest, "--processes", "1", "--quiet", "--output", str(out), "--order-shift", str(p)]
+                out = out_of(p)
+                cmd = cmd_of(p)
                 console.print(escape(f"worker process {p + 1}/{n}"), highlight=False)
                 t0 = time.perf_counter()
                 pid = rc = None
-                if server is not None:
+                if together is not None and server is not None:
+                    err_path = Path(tmp) / f"process-{p}.stderr"
+                    try:
+                        pid, rc = together.run(p)
+                        err = err_path.read_text(errors="replace") if err_path.exists() else ""
+                        starts.append(FORK_SERVER)
+                    except _ServerGone as exc:
+                        note = f"fork server stopped at worker {p + 1}: {exc}"
+                        console.print(escape(f"  {note}; fresh interpreters from here on"), style="yellow",
+                                      highlight=False)
+                        together.kill_rest()
+                        server.close()
+                        server = together = None
+                        out.unlink(missing_ok=True)
+                elif server is not None:
                     err_path = Path(tmp) / f"process-{p}.stderr"
                     try:
                         pid, rc = server.run(cmd, err_path)
@@ -345,6 +523,8 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
                 server.kill_child()
             raise
         finally:
+            if together is not None:
+                together.kill_rest()
             if server is not None:
                 server.close()
     ok = [(i, s) for i, s in enumerate(sweeps) if s is not None]
@@ -363,11 +543,12 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             if _key(run.config) not in {_key(c) for c in configs}:
                 configs.append(run.config)
     for config in configs:
-        parts, part_pids, part_starts, part_errors, part_positions = [], [], [], [], []
+        parts, part_pids, part_starts, part_errors, part_positions, part_procs = [], [], [], [], [], []
         for i, s in ok:
             run = next((r for r in s.runs if _key(r.config) == _key(config)), None)
             if run is not None and run.result is not None:
                 parts.append(run.result)
+                part_procs.append(i)
                 part_pids.append(pids[i])
                 part_starts.append(starts[i])
                 part_positions.append(s.runs.index(run))
@@ -379,6 +560,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             continue
         result = merge_processes(parts, pids=part_pids, seed=int(getattr(args, "seed", 0) or 0))
         _record_start(result.processes, start, note, part_starts)
+        _record_prepare(result.processes, together, part_procs)
         if len(configs) > 1 and result.processes is not None:
             # Where this configuration ran in each process's order (interleaved_order): 0 = first.
             for row, position in zip(result.processes.get("per_process") or [], part_positions):
@@ -393,6 +575,20 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
     else:
         merged.save(args.output)
     return SweepOutcome(merged, 1 if failed or errors else 0, failed, len(configs))
+
+
+def _record_prepare(section: dict[str, Any] | None, together: _Together | None, procs: Sequence[int]) -> None:
+    """How the workers were prepared, in a result's ``processes`` section: ``prepare``
+    ('together' or 'one after the other') and, prepared together, each process's ``ready_s``
+    (from the fork to its first untimed iteration's end) and ``waited_s`` (then until its turn)."""
+    if section is None:
+        return
+    section["prepare"] = "together" if together is not None else "one after the other"
+    if together is None:
+        return
+    for row, p in zip(section.get("per_process") or [], procs):
+        row["ready_s"] = together.ready_s.get(p)
+        row["waited_s"] = together.waited_s.get(p)
 
 
 def _record_start(section: dict[str, Any] | None, start: str, note: str | None, per_process: Sequence[str]) -> None:
@@ -464,23 +660,32 @@ def serve() -> int:
         if threads != 1:
             _send(channel, {"refused": f"{threads - 1} other thread(s) running in the fork server"})
             continue
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            _send(channel, {"refused": f"fork failed: {exc}"})
-            continue
-        if pid == 0:
-            _child(request, channel)  # never returns
-        _send(channel, {"pid": pid})
-        while True:
+        # {"together": [request, ...]}: every child forked at once (each says its pid), then each
+        # exit said as it comes ({"rc", "pid"}); a plain request: one child, waited for.
+        batch = request["together"] if "together" in request else [request]
+        running: set[int] = set()
+        for one in batch:
+            sys.stdout.flush()
+            sys.stderr.flush()
             try:
-                _, status = os.waitpid(pid, 0)
+                pid = os.fork()
+            except OSError as exc:
+                _send(channel, {"refused": f"fork failed: {exc}"})
                 break
+            if pid == 0:
+                _child(one, channel)  # never returns
+            running.add(pid)
+            _send(channel, {"pid": pid})
+        while running:
+            try:
+                pid, status = os.waitpid(-1, 0)
             except InterruptedError:
                 continue
-        _send(channel, {"rc": os.waitstatus_to_exitcode(status)})
+            except ChildProcessError:
+                break
+            if pid in running:
+                running.discard(pid)
+                _send(channel, {"rc": os.waitstatus_to_exitcode(status), "pid": pid})
     return 0
 
 

@@ -1,0 +1,82 @@
+"""A worker's turn: the workers of ``fastprof run --processes N`` prepared side by side wait here
+until the machine is theirs alone.
+
+With ``FASTPROF_WORKER_PREPARE=together`` the parent forks every worker at once
+(:mod:`fastprof.measure.workers`). Each loads its model and runs its first warm-up iteration (on a
+GPU: its CUDA context, the lazy loading of the kernels it uses, the libraries' first calls: most of
+a worker's fixed cost: :func:`fastprof.generate_steps` runs one untimed iteration more than its
+warm-up for this), then calls :func:`wait_turn`, which says so to the parent and sleeps until
+the parent gives it its turn; the workers then finish their warm-up and measure one after the
+other, as when they start one after the other. A waiting worker runs nothing: it sleeps in
+``select`` on a FIFO, waking once a second to check that the parent still lives.
+
+Anywhere else (no ``FASTPROF_WORKER_TURN`` in the environment) :func:`wait_turn` does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+#: Set by the parent for each worker prepared together: the path prefix of its two files,
+#: ``<prefix>.ready`` (created by the worker) and ``<prefix>.go`` (a FIFO the parent writes to).
+TURN_ENV = "FASTPROF_WORKER_TURN"
+#: The parent's pid: a worker whose parent is gone stops waiting and exits.
+PARENT_ENV = "FASTPROF_WORKER_PARENT"
+
+_waited: float | None = None
+_asked = False
+
+
+def pending() -> bool:
+    """Whether this process was prepared together with others and has not had its turn yet."""
+    return bool(os.environ.get(TURN_ENV)) and not _asked
+
+
+def wait_turn() -> float | None:
+    """Where this worker was prepared together with others: says it is ready and sleeps until
+    its turn comes (once per process; later calls return at once). The seconds it waited, or None
+    where it was not prepared together. Exits the process (code 1) when the parent is gone."""
+    global _waited, _asked
+    prefix = os.environ.get(TURN_ENV)
+    if not prefix or _asked:
+        return None
+    _asked = True
+    t0 = time.perf_counter()
+    # Read and write: opening never blocks, and the FIFO never reads as closed while no writer
+    # has it open; it becomes readable when the parent writes its byte.
+    fd = os.open(prefix + ".go", os.O_RDWR)
+    try:
+        with open(prefix + ".ready", "x"):
+            pass
+        parent = int(os.environ.get(PARENT_ENV) or 0)
+        server = os.getppid()
+        while True:
+            readable, _, _ = select.select([fd], [], [], 1.0)
+            if readable:
+                os.read(fd, 1)
+                break
+            if os.getppid() != server or (parent and not _alive(parent)):
+                print("fastprof: error: the run that started this worker process is gone", file=sys.stderr)
+                os._exit(1)
+    finally:
+        os.close(fd)
+    _waited = time.perf_counter() - t0
+    return _waited
+
+
+def waited_s() -> float | None:
+    """The seconds :func:`wait_turn` waited in this process, or None where it did not wait."""
+    return _waited
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
