@@ -1,14 +1,18 @@
 """How long the first `fastprof run` keeps its user waiting: the default run (five worker
 processes) against `--processes 1`, and where one worker's time goes.
 
-Rounds of the two commands, in alternating order (each round starts with the other one), each
-timed end to end as a user would (`fastprof run -o FILE`, a fresh interpreter, built-in model,
-every other option at its default); the ratio default / one process per round, and its median.
+Rounds of the commands, in an order that changes every round (:func:`round_order`), each timed end
+to end as a user would (`fastprof run -o FILE`, a fresh interpreter, built-in model, every other
+option at its default): the default run, `--processes 1` and, with ``--together``, the default run
+with ``FASTPROF_WORKER_PREPARE=together`` (workers prepared side by side, measuring in turn); the
+ratio of each to `--processes 1` per round, and its median, and each run's ITL p50 (waiting
+workers must not change what is measured).
 Then, in one more fresh process, the phases of one worker: CUDA context, building the model,
 each warm-up generate and each timed generate of the default configuration (prompt 128 + 64 new
 tokens), so the fixed cost of a worker is visible next to what it measures.
 
     python bench/first_run.py --rounds 2          # GPU: about 5 minutes
+    python bench/first_run.py --rounds 2 --together
     python bench/first_run.py --smoke             # CPU, small: checks the script
 
 Writes every figure to $OUT/first_run.json (or --output); prints a table last.
@@ -54,18 +58,30 @@ print(json.dumps({"import_s": t_import - t0, "cuda_context_s": t_ctx - t_import,
 """
 
 
-def timed_run(args: argparse.Namespace, processes: int | None, out: Path) -> dict:
+#: The commands timed: (processes, extra environment) by name.
+ARMS = {"default": (None, {}), "one": (1, {}), "together": (None, {"FASTPROF_WORKER_PREPARE": "together"})}
+
+
+def timed_run(args: argparse.Namespace, arm: str, out: Path) -> dict:
+    processes, env = ARMS[arm]
     cmd = [sys.executable, "-m", "fastprof", "run", "-o", str(out), "--device", args.device]
     if processes is not None:
         cmd += ["--processes", str(processes)]
     cmd += args.extra
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, **env))
     wall = time.perf_counter() - t0
     workers = [float(x) for x in re.findall(r"done in ([0-9.]+) s", proc.stderr)]
     server = re.search(r"imported once, in ([0-9.]+) s", proc.stderr)
-    return {"processes": processes or "default", "wall_s": wall, "rc": proc.returncode, "workers_s": workers,
-            "server_ready_s": float(server.group(1)) if server else None,
+    itl = ready = None
+    if proc.returncode == 0 and out.exists():
+        doc = json.loads(out.read_text())
+        itl = doc["summary"]["itl_s"]["p50"]
+        ready = [r.get("ready_s") for r in (doc.get("processes") or {}).get("per_process") or []]
+    return {"arm": arm, "processes": processes or "default", "wall_s": wall, "rc": proc.returncode,
+            "workers_s": workers, "server_ready_s": float(server.group(1)) if server else None,
+            "itl_p50_s": itl, "ready_s": ready,
             "stderr_tail": proc.stderr.strip().splitlines()[-3:] if proc.returncode else None}
 
 
@@ -73,6 +89,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default=None, help="default: cuda where torch sees a GPU, else cpu")
+    ap.add_argument("--together", action="store_true",
+                    help="also time the default run with FASTPROF_WORKER_PREPARE=together")
     ap.add_argument("--smoke", action="store_true", help="tiny run on the CPU: checks the script")
     ap.add_argument("--output")
     args = ap.parse_args()
@@ -81,31 +99,41 @@ def main() -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     args.extra = (["--prompt-len", "8", "--max-new-tokens", "8", "--iterations", "3", "--warmup", "1",
                    ] if args.smoke else [])
+    from fastprof.measure.driver import round_order
+
+    arms = ["default", "one"] + (["together"] if args.together else [])
     rows = []
     with tempfile.TemporaryDirectory(prefix="fastprof-first-run-") as tmp:
         for r in range(args.rounds):
-            order = [None, 1] if r % 2 == 0 else [1, None]
             pair = {}
-            for p in order:
-                row = timed_run(args, p, Path(tmp) / f"r{r}-{p}.json")
-                pair["default" if p is None else "one"] = row
-                print(f"round {r + 1}: {row['processes']}: {row['wall_s']:.1f} s (exit {row['rc']}), workers "
-                      + ", ".join(f"{w:.1f}" for w in row["workers_s"]), flush=True)
+            for arm in round_order(arms, r):
+                row = timed_run(args, arm, Path(tmp) / f"r{r}-{arm}.json")
+                pair[arm] = row
+                print(f"round {r + 1}: {arm}: {row['wall_s']:.1f} s (exit {row['rc']}), workers "
+                      + ", ".join(f"{w:.1f}" for w in row["workers_s"])
+                      + (f", ITL p50 {row['itl_p50_s'] * 1e3:.2f} ms" if row["itl_p50_s"] else ""), flush=True)
             pair["ratio"] = pair["default"]["wall_s"] / pair["one"]["wall_s"]
+            if "together" in pair:
+                pair["ratio_together"] = pair["together"]["wall_s"] / pair["one"]["wall_s"]
             rows.append(pair)
     prompt, new, warm, timed = ("8", "8", "1", "3") if args.smoke else ("128", "64", "5", "10")
     proc = subprocess.run([sys.executable, "-c", PHASES, args.device, prompt, new, warm, timed],
                           capture_output=True, text=True)
     phases = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
     ratios = sorted(p["ratio"] for p in rows)
+    together = sorted(p["ratio_together"] for p in rows if "ratio_together" in p)
     report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
-              "rounds": rows, "median_ratio": ratios[len(ratios) // 2], "worker_phases": phases}
+              "rounds": rows, "median_ratio": ratios[len(ratios) // 2],
+              "median_ratio_together": together[len(together) // 2] if together else None, "worker_phases": phases}
     out = args.output or (os.path.join(os.environ["OUT"], "first_run.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
     print(f"\nfirst run on {report['device']}: default / --processes 1, per round: "
           + ", ".join(f"{p['default']['wall_s']:.1f} / {p['one']['wall_s']:.1f} s = {p['ratio']:.2f}" for p in rows))
     print(f"median ratio {report['median_ratio']:.2f} (target at most 2)")
+    if together:
+        print("prepared together: " + ", ".join(f"{p['together']['wall_s']:.1f} s = {p['ratio_together']:.2f}"
+                                                for p in rows) + f"; median ratio {together[len(together) // 2]:.2f}")
     if "generate_s" in phases:
         g = phases["generate_s"]
         w = int(warm)
