@@ -48,7 +48,7 @@ def test_every_process_is_kept(runs):
     # On Linux the workers are forked from the fork server, and the result says so.
     assert result.processes["start"] == "fork-server" and result.processes["start_note"] is None
     assert [p["start"] for p in result.processes["per_process"]] == ["fork-server"] * 3
-    assert result.processes["prepare"] == "one after the other"
+    assert result.processes["prepare"] == "one after the other" and result.processes["prepare_note"] is None
     assert all("waited_s" not in p for p in result.processes["per_process"])
 
 
@@ -150,13 +150,17 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
     """FASTPROF_WORKER_PREPARE=together: every worker is forked at once and prepares beside the
     others, but no worker's timed iterations overlap another's: each waits for its turn, the
     last ones for as long as the ones before them measured."""
+    from fastprof.measure import workers
+
     monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
+    # On the CPU, preparing side by side is refused (next test); the mechanism is the same there.
+    monkeypatch.setattr(workers, "_together_refusal", lambda device: None)
     out = tmp_path / "together.json"
     assert cli.main(["run", "--processes", "3", *SMALL, "-o", str(out)]) == 0
     validate(json.loads(out.read_text()))
     result = load(out).runs[0].result
     procs = result.processes
-    assert procs["prepare"] == "together" and procs["start"] == "fork-server"
+    assert procs["prepare"] == "together" and procs["start"] == "fork-server" and procs["prepare_note"] is None
     rows = procs["per_process"]
     assert len({r["pid"] for r in rows}) == 3 and [it["process"] for it in result.iterations] == [0] * 6 + [1] * 6 + [2] * 6
     assert all(r["ready_s"] > 0 and r["waited_s"] >= 0 for r in rows)
@@ -165,6 +169,24 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
         assert spans[p - 1][1] < spans[p][0], spans  # one after the other, in order
         # Worker p was ready before worker p - 1 began its timed iterations and waited through them.
         assert rows[p]["waited_s"] >= (spans[p - 1][1] - spans[p - 1][0]) / 1e9, (rows, spans)
+
+
+def test_on_the_cpu_workers_are_not_prepared_together(tmp_path, monkeypatch, capsys):
+    """Where the model runs on the CPU, preparing side by side only competes for the same cores:
+    the run says so and prepares the workers one after the other."""
+    from fastprof.measure.workers import _together_refusal
+
+    assert _together_refusal("cuda:0") is None and _together_refusal(None) is None
+    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
+    out = tmp_path / "cpu.json"
+    small = [a for a in SMALL if a != "--quiet"]
+    small[small.index("--iterations") + 1] = "2"
+    assert cli.main(["run", "--processes", "2", *small, "-o", str(out)]) == 0
+    procs = load(out).runs[0].result.processes
+    assert procs["prepare"] == "one after the other"
+    assert "does not apply on cpu" in procs["prepare_note"]
+    assert "does not apply on cpu" in capsys.readouterr().err
+    assert all("waited_s" not in r for r in procs["per_process"])
 
 
 def test_a_worker_prepared_together_waits_for_its_turn_and_leaves_when_the_run_is_gone(tmp_path):
@@ -240,7 +262,10 @@ def test_bad_input_in_a_worker_stops_the_run_at_once(start, tmp_path, capsys, mo
     the others are ended)."""
     monkeypatch.setenv("FASTPROF_WORKER_START", "fork" if start == "together" else start)
     if start == "together":
+        from fastprof.measure import workers
+
         monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
+        monkeypatch.setattr(workers, "_together_refusal", lambda device: None)
     (tmp_path / "empty").mkdir()
     argv = ["run", "--model", str(tmp_path / "empty"), *[a for a in SMALL if a != "--quiet"], "-o", str(tmp_path / "x.json")]
     assert cli.main(argv) == 2

@@ -425,7 +425,7 @@ def _main(args: argparse.Namespace, argv: Any, server: Any) -> int:
         try:
             outcome = workers.run_processes(args, argv if argv is not None else sys.argv[1:],
                                             command=["fastprof", *(argv if argv is not None else sys.argv[1:])],
-                                            server=server)
+                                            server=server, device=device)
         except workers.WorkerInputError as exc:
             raise UsageError(str(exc)) from None
         except RuntimeError as exc:

@@ -317,6 +317,16 @@ def _prepare_together() -> bool:
     return os.environ.get(PREPARE_ENV, "").strip().lower() == "together"
 
 
+def _together_refusal(device: str | None) -> str | None:
+    """Why workers asked to prepare together on ``device`` prepare one after the other, or None.
+    On the CPU the preparation (building the model, the first iterations) is CPU work, and side by
+    side it only competes for the same cores: on a 2-core machine the default run took 147-207 s
+    prepared together against 113-129 s one after the other (bench/RESULTS.md)."""
+    if device is not None and not str(device).startswith("cuda"):
+        return f"{PREPARE_ENV}=together does not apply on {device}: the workers' preparation is CPU work there"
+    return None
+
+
 class _Together:
     """Workers forked at once and prepared side by side, then given the machine one at a time,
     in order: :meth:`run` of worker ``p`` waits until every worker is ready (or gone), gives ``p``
@@ -412,9 +422,10 @@ def _fresh(cmd: list[str]) -> tuple[int, int, str]:
 
 
 def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
-                  server: _ForkServer | None = None) -> SweepOutcome:
+                  server: _ForkServer | None = None, device: str | None = None) -> SweepOutcome:
     """Runs the sweep of ``args`` in ``args.processes`` worker processes and writes the merged
-    results to ``args.output``. ``server``: a fork server from :func:`prestart` (closed here)."""
+    results to ``args.output``. ``server``: a fork server from :func:`prestart` (closed here);
+    ``device``: the resolved device of the run ('cpu', 'cuda:0', ...)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -451,7 +462,12 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             return ["run", *rest, "--processes", "1", "--quiet", "--output", str(out_of(p)), "--order-shift", str(p)]
 
         together: _Together | None = None
-        if server is not None and n > 1 and _prepare_together():
+        prepare_note = _together_refusal(device) if _prepare_together() else None
+        if prepare_note is not None:
+            console.print(escape(f"  {prepare_note}: one after the other"), style="yellow", highlight=False)
+        elif _prepare_together() and (server is None or n < 2):
+            prepare_note = f"{PREPARE_ENV}=together needs the fork server and two workers or more"
+        if server is not None and n > 1 and _prepare_together() and prepare_note is None:
             try:
                 together = _Together(server, Path(tmp), [cmd_of(p) for p in range(n)],
                                      [Path(tmp) / f"process-{p}.stderr" for p in range(n)])
@@ -459,7 +475,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
                                      "load, one untimed iteration) beside the others; they measure one at a time"),
                               style="dim", highlight=False)
             except (_ServerGone, OSError) as exc:
-                note = f"the workers could not be prepared together: {exc}"
+                note = prepare_note = f"the workers could not be prepared together: {exc}"
                 server.close()
                 server = None
                 console.print(escape(f"  {note}; fresh interpreters instead"), style="yellow", highlight=False)
@@ -483,6 +499,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
                         together.kill_rest()
                         server.close()
                         server = together = None
+                        prepare_note = f"prepared together until then; {note}"
                         out.unlink(missing_ok=True)
                 elif server is not None:
                     err_path = Path(tmp) / f"process-{p}.stderr"
@@ -560,7 +577,7 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             continue
         result = merge_processes(parts, pids=part_pids, seed=int(getattr(args, "seed", 0) or 0))
         _record_start(result.processes, start, note, part_starts)
-        _record_prepare(result.processes, together, part_procs)
+        _record_prepare(result.processes, together, part_procs, prepare_note)
         if len(configs) > 1 and result.processes is not None:
             # Where this configuration ran in each process's order (interleaved_order): 0 = first.
             for row, position in zip(result.processes.get("per_process") or [], part_positions):
@@ -577,13 +594,16 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
     return SweepOutcome(merged, 1 if failed or errors else 0, failed, len(configs))
 
 
-def _record_prepare(section: dict[str, Any] | None, together: _Together | None, procs: Sequence[int]) -> None:
+def _record_prepare(section: dict[str, Any] | None, together: _Together | None, procs: Sequence[int],
+                    note: str | None = None) -> None:
     """How the workers were prepared, in a result's ``processes`` section: ``prepare``
-    ('together' or 'one after the other') and, prepared together, each process's ``ready_s``
-    (from the fork to its first untimed iteration's end) and ``waited_s`` (then until its turn)."""
+    ('together' or 'one after the other'), ``prepare_note`` (why not together, where it was
+    asked for) and, prepared together, each process's ``ready_s`` (from the fork to its first
+    untimed iteration's end) and ``waited_s`` (then until its turn)."""
     if section is None:
         return
     section["prepare"] = "together" if together is not None else "one after the other"
+    section["prepare_note"] = note
     if together is None:
         return
     for row, p in zip(section.get("per_process") or [], procs):
