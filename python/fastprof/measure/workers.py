@@ -486,31 +486,20 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
                 console.print(escape(f"worker process {p + 1}/{n}"), highlight=False)
                 t0 = time.perf_counter()
                 pid = rc = None
-                if together is not None and server is not None:
+                if server is not None:
                     err_path = Path(tmp) / f"process-{p}.stderr"
                     try:
-                        pid, rc = together.run(p)
+                        pid, rc = together.run(p) if together is not None else server.run(cmd, err_path)
                         err = err_path.read_text(errors="replace") if err_path.exists() else ""
                         starts.append(FORK_SERVER)
                     except _ServerGone as exc:
                         note = f"fork server stopped at worker {p + 1}: {exc}"
                         console.print(escape(f"  {note}; fresh interpreters from here on"), style="yellow",
                                       highlight=False)
-                        together.kill_rest()
-                        server.close()
-                        server = together = None
-                        prepare_note = f"prepared together until then; {note}"
-                        out.unlink(missing_ok=True)
-                elif server is not None:
-                    err_path = Path(tmp) / f"process-{p}.stderr"
-                    try:
-                        pid, rc = server.run(cmd, err_path)
-                        err = err_path.read_text(errors="replace") if err_path.exists() else ""
-                        starts.append(FORK_SERVER)
-                    except _ServerGone as exc:
-                        note = f"fork server stopped at worker {p + 1}: {exc}"
-                        console.print(escape(f"  {note}; fresh interpreters from here on"), style="yellow",
-                                      highlight=False)
+                        if together is not None:
+                            together.kill_rest()
+                            together = None
+                            prepare_note = f"prepared together until then; {note}"
                         server.close()
                         server = None
                         out.unlink(missing_ok=True)
