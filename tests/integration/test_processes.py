@@ -171,6 +171,40 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
         assert rows[p]["waited_s"] >= (spans[p - 1][1] - spans[p - 1][0]) / 1e9, (rows, spans)
 
 
+def test_workers_prepared_together_are_ended_when_the_fork_server_dies(tmp_path, monkeypatch):
+    """The fork server dies while prepared workers wait for their turn: they are ended (none is
+    left waiting, holding its model), the rest of the workers start as fresh interpreters, and the
+    result says what happened."""
+    from pathlib import Path
+
+    from fastprof.measure import workers
+
+    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
+    monkeypatch.setattr(workers, "_together_refusal", lambda device: None)
+    seen = {}
+    real = workers._Together.run
+
+    def run(self, p):
+        if p == 1:
+            seen["pids"] = list(self.pids)
+            self.server.proc.kill()
+            self.server.proc.wait()
+        return real(self, p)
+
+    monkeypatch.setattr(workers._Together, "run", run)
+    out = tmp_path / "died.json"
+    small = [a for a in SMALL]
+    small[small.index("--iterations") + 1] = "2"
+    assert cli.main(["run", "--processes", "3", *small, "-o", str(out)]) == 0
+    procs = load(out).runs[0].result.processes
+    assert [r["start"] for r in procs["per_process"]] == ["fork-server", "fresh-interpreter", "fresh-interpreter"]
+    assert procs["start"] == "mixed" and "fork server stopped at worker 2" in procs["start_note"]
+    assert procs["prepare"] == "one after the other" and "prepared together until then" in procs["prepare_note"]
+    for pid in seen["pids"][1:]:  # the two that were waiting: gone (or a zombie of a gone parent)
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "\tZ" in status.read_text().split("State:")[1].splitlines()[0], pid
+
+
 def test_on_the_cpu_workers_are_not_prepared_together(tmp_path, monkeypatch, capsys):
     """Where the model runs on the CPU, preparing side by side only competes for the same cores:
     the run says so and prepares the workers one after the other."""
