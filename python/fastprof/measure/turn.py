@@ -26,7 +26,6 @@ TURN_ENV = "FASTPROF_WORKER_TURN"
 #: The parent's pid: a worker whose parent is gone stops waiting and exits.
 PARENT_ENV = "FASTPROF_WORKER_PARENT"
 
-_waited: float | None = None
 _asked = False
 
 
@@ -39,7 +38,7 @@ def wait_turn() -> float | None:
     """Where this worker was prepared together with others: says it is ready and sleeps until
     its turn comes (once per process; later calls return at once). The seconds it waited, or None
     where it was not prepared together. Exits the process (code 1) when the parent is gone."""
-    global _waited, _asked
+    global _asked
     prefix = os.environ.get(TURN_ENV)
     if not prefix or _asked:
         return None
@@ -63,13 +62,7 @@ def wait_turn() -> float | None:
                 os._exit(1)
     finally:
         os.close(fd)
-    _waited = time.perf_counter() - t0
-    return _waited
-
-
-def waited_s() -> float | None:
-    """The seconds :func:`wait_turn` waited in this process, or None where it did not wait."""
-    return _waited
+    return time.perf_counter() - t0
 
 
 def _alive(pid: int) -> bool:

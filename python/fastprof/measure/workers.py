@@ -164,15 +164,13 @@ class _ForkServer:
         return lines[-1] if lines else f"exit code {self.proc.poll()}"
 
     def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise _ServerGone(f"the fork server exited ({self._tail()})")
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise _ServerGone(f"the fork server said {line.strip()[:200]!r}") from None
+        """The server's next message, however long it takes (through :meth:`messages`, the one
+        reader of its stdout)."""
+        got: list[dict[str, Any]] = []
+        while not got:
+            got = self.messages(None)
+        first, *self.early = got
+        return first
 
     def run(self, args: list[str], stderr_path: Path) -> tuple[int, int]:
         """Forks one worker running ``fastprof <args>``: its (pid, exit code); raises
@@ -203,9 +201,7 @@ class _ForkServer:
         with :meth:`messages`. Raises :class:`_ServerGone` (having ended those it forked) when the
         server cannot."""
         self.wait_ready()
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._raw = b""
-        self.early: list[dict[str, Any]] = []
+        assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps({"together": requests}) + "\n")
             self.proc.stdin.flush()
@@ -213,21 +209,24 @@ class _ForkServer:
             self.proc.wait()
             raise _ServerGone(f"the fork server exited ({self._tail()})") from None
         pids: list[int] = []
+        exits: list[dict[str, Any]] = []  # children that ended before the last was forked
         while len(pids) < len(requests):
-            got = self.messages(None)
-            for message in got:
-                if "rc" in message:
-                    self.early.append(message)
-                elif "pid" in message:
-                    pids.append(int(message["pid"]))
-                elif "refused" in message:
-                    _kill(pids)
-                    raise _ServerGone(str(message["refused"]))
+            message = self._read()
+            if "rc" in message:
+                exits.append(message)
+            elif "pid" in message:
+                pids.append(int(message["pid"]))
+            elif "refused" in message:
+                _kill(pids)
+                raise _ServerGone(str(message["refused"]))
+        self.early = exits + self.early
         return pids
 
     def messages(self, timeout: float | None) -> list[dict[str, Any]]:
-        """The server's messages that arrive within ``timeout`` seconds (None: at least one,
-        however long it takes); raises :class:`_ServerGone` when the server has exited."""
+        """The server's messages, those already read first, else those that arrive within
+        ``timeout`` seconds (None: however long it takes); raises :class:`_ServerGone` when the
+        server has exited. Reads the pipe itself (``select`` and ``os.read``), never through
+        ``proc.stdout``'s buffer, so that a timeout can be kept."""
         import select
 
         assert self.proc.stdout is not None
@@ -255,12 +254,7 @@ class _ForkServer:
         pid, self.child = self.child, None
         if pid is None:
             return
-        import signal
-
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            return
+        _kill([pid])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -370,8 +364,8 @@ class _Together:
             try:
                 fd = os.open(f"{self.prefixes[p]}.go", os.O_WRONLY | os.O_NONBLOCK)
             except OSError:  # ENXIO: it stopped waiting (gone): its exit comes next
-                fd = None
-            if fd is not None:
+                pass
+            else:
                 try:
                     os.write(fd, b"g")
                 finally:
@@ -467,7 +461,8 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             console.print(escape(f"  {prepare_note}: one after the other"), style="yellow", highlight=False)
         elif _prepare_together() and (server is None or n < 2):
             prepare_note = f"{PREPARE_ENV}=together needs the fork server and two workers or more"
-        if server is not None and n > 1 and _prepare_together() and prepare_note is None:
+        elif _prepare_together():
+            assert server is not None
             try:
                 together = _Together(server, Path(tmp), [cmd_of(p) for p in range(n)],
                                      [Path(tmp) / f"process-{p}.stderr" for p in range(n)])
