@@ -109,9 +109,10 @@ def main() -> int:
             for arm in round_order(arms, r):
                 row = timed_run(args, arm, Path(tmp) / f"r{r}-{arm}.json")
                 pair[arm] = row
-                print(f"round {r + 1}: {arm}: {row['wall_s']:.1f} s (exit {row['rc']}), workers "
-                      + ", ".join(f"{w:.1f}" for w in row["workers_s"])
-                      + (f", ITL p50 {row['itl_p50_s'] * 1e3:.2f} ms" if row["itl_p50_s"] else ""), flush=True)
+                print(f"round {r + 1}: {arm}: {row['wall_s']:.1f} s (exit {row['rc']})"
+                      + (f", ITL p50 {row['itl_p50_s'] * 1e3:.2f} ms" if row["itl_p50_s"] else "")
+                      + ("\n   workers " + ", ".join(f"{w:.1f}" for w in row["workers_s"]) + " s"
+                         if row["workers_s"] else ""), flush=True)
             pair["ratio"] = pair["default"]["wall_s"] / pair["one"]["wall_s"]
             if "together" in pair:
                 pair["ratio_together"] = pair["together"]["wall_s"] / pair["one"]["wall_s"]
@@ -128,17 +129,18 @@ def main() -> int:
     out = args.output or (os.path.join(os.environ["OUT"], "first_run.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
-    print(f"\nfirst run on {report['device']}: default / --processes 1, per round: "
-          + ", ".join(f"{p['default']['wall_s']:.1f} / {p['one']['wall_s']:.1f} s = {p['ratio']:.2f}" for p in rows))
-    print(f"median ratio {report['median_ratio']:.2f} (target at most 2)")
-    if together:
-        print("prepared together: " + ", ".join(f"{p['together']['wall_s']:.1f} s = {p['ratio_together']:.2f}"
-                                                for p in rows) + f"; median ratio {together[len(together) // 2]:.2f}")
+    print(f"\nfirst run on {report['device']}: default / --processes 1, per round:")
+    for p in rows:
+        print(f"  {p['default']['wall_s']:.1f} / {p['one']['wall_s']:.1f} s = {p['ratio']:.2f}"
+              + (f"; prepared together {p['together']['wall_s']:.1f} s = {p['ratio_together']:.2f}"
+                 if "together" in p else ""))
+    print(f"median ratio {report['median_ratio']:.2f} (target at most 2)"
+          + (f"; prepared together {report['median_ratio_together']:.2f}" if together else ""))
     if "generate_s" in phases:
         g = phases["generate_s"]
         w = int(warm)
         print(f"one worker's phases: import {phases['import_s']:.1f} s, CUDA context {phases['cuda_context_s']:.2f} s, "
-              f"model {phases['model_s']:.2f} s, warm-up generates " + ", ".join(f"{x:.2f}" for x in g[:w])
+              f"model {phases['model_s']:.2f} s,\n  warm-up generates " + ", ".join(f"{x:.2f}" for x in g[:w])
               + f" s, timed generates median {sorted(g[w:])[len(g[w:]) // 2]:.2f} s")
     else:
         print(f"worker phases failed: {phases.get('error')}")
