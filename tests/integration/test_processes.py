@@ -157,7 +157,17 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "_together_refusal", lambda device: None)
     out = tmp_path / "together.json"
     assert cli.main(["run", "--processes", "3", *SMALL, "-o", str(out)]) == 0
-    validate(json.loads(out.read_text()))
+    doc = json.loads(out.read_text())
+    validate(doc)
+    # the schema knows the new fields: a wrong value is refused
+    from fastprof.results.io import ResultsFileError
+
+    for section, key, bad in ((doc["processes"], "prepare", "sideways"),
+                              (doc["processes"]["per_process"][0], "waited_s", "long")):
+        good, section[key] = section[key], bad
+        with pytest.raises(ResultsFileError):
+            validate(doc)
+        section[key] = good
     result = load(out).runs[0].result
     procs = result.processes
     assert procs["prepare"] == "together" and procs["start"] == "fork-server" and procs["prepare_note"] is None
