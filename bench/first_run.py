@@ -13,6 +13,7 @@ tokens), so the fixed cost of a worker is visible next to what it measures.
 
     python bench/first_run.py --rounds 2          # GPU: about 5 minutes
     python bench/first_run.py --rounds 2 --together
+    python bench/first_run.py --rounds 2 --arms together,one --no-phases
     python bench/first_run.py --smoke             # CPU, small: checks the script
 
 Writes every figure to $OUT/first_run.json (or --output); prints a table last.
@@ -62,6 +63,20 @@ print(json.dumps({"import_s": t_import - t0, "cuda_context_s": t_ctx - t_import,
 ARMS = {"default": (None, {}), "one": (1, {}), "together": (None, {"FASTPROF_WORKER_PREPARE": "together"})}
 
 
+def first_iteration_ratio(doc: dict) -> float | None:
+    """The median over processes of (the first timed iteration's median ITL / the median of the
+    process's other iterations'): above 1 where the warm-up left the first timed iteration slow."""
+    import numpy as np
+
+    by_process: dict[int, list[float]] = {}
+    for it in doc.get("iterations") or []:
+        marks = np.asarray((it.get("host") or {}).get("marks_ns") or [], dtype=np.int64)
+        if marks.size > 2:
+            by_process.setdefault(int(it.get("process") or 0), []).append(float(np.median(np.diff(marks))))
+    ratios = [v[0] / float(np.median(v[1:])) for v in by_process.values() if len(v) > 2]
+    return float(np.median(ratios)) if ratios else None
+
+
 def timed_run(args: argparse.Namespace, arm: str, out: Path) -> dict:
     processes, env = ARMS[arm]
     cmd = [sys.executable, "-m", "fastprof", "run", "-o", str(out), "--device", args.device]
@@ -74,14 +89,15 @@ def timed_run(args: argparse.Namespace, arm: str, out: Path) -> dict:
     wall = time.perf_counter() - t0
     workers = [float(x) for x in re.findall(r"done in ([0-9.]+) s", proc.stderr)]
     server = re.search(r"imported once, in ([0-9.]+) s", proc.stderr)
-    itl = ready = None
+    itl = ready = first = None
     if proc.returncode == 0 and out.exists():
         doc = json.loads(out.read_text())
         itl = doc["summary"]["itl_s"]["p50"]
         ready = [r.get("ready_s") for r in (doc.get("processes") or {}).get("per_process") or []]
+        first = first_iteration_ratio(doc)
     return {"arm": arm, "processes": processes or "default", "wall_s": wall, "rc": proc.returncode,
             "workers_s": workers, "server_ready_s": float(server.group(1)) if server else None,
-            "itl_p50_s": itl, "ready_s": ready,
+            "itl_p50_s": itl, "ready_s": ready, "first_iteration_ratio": first,
             "stderr_tail": proc.stderr.strip().splitlines()[-3:] if proc.returncode else None}
 
 
@@ -91,6 +107,10 @@ def main() -> int:
     ap.add_argument("--device", default=None, help="default: cuda where torch sees a GPU, else cpu")
     ap.add_argument("--together", action="store_true",
                     help="also time the default run with FASTPROF_WORKER_PREPARE=together")
+    ap.add_argument("--arms", default=None,
+                    help=f"comma-separated commands to time, of {', '.join(ARMS)} (default: default,one, "
+                         "and together with --together)")
+    ap.add_argument("--no-phases", action="store_true", help="skip the phases of one worker")
     ap.add_argument("--smoke", action="store_true", help="tiny run on the CPU: checks the script")
     ap.add_argument("--output")
     args = ap.parse_args()
@@ -101,7 +121,9 @@ def main() -> int:
                    ] if args.smoke else [])
     from fastprof.measure.driver import round_order
 
-    arms = ["default", "one"] + (["together"] if args.together else [])
+    arms = (args.arms.split(",") if args.arms else ["default", "one"] + (["together"] if args.together else []))
+    if "one" not in arms or any(a not in ARMS for a in arms):
+        ap.error(f"--arms: 'one' and any of {', '.join(ARMS)}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="fastprof-first-run-") as tmp:
         for r in range(args.rounds):
@@ -111,38 +133,47 @@ def main() -> int:
                 pair[arm] = row
                 print(f"round {r + 1}: {arm}: {row['wall_s']:.1f} s (exit {row['rc']})"
                       + (f", ITL p50 {row['itl_p50_s'] * 1e3:.2f} ms" if row["itl_p50_s"] else "")
+                      + (f", first timed / rest {row['first_iteration_ratio']:.3f}"
+                         if row["first_iteration_ratio"] else "")
                       + ("\n   workers " + ", ".join(f"{w:.1f}" for w in row["workers_s"]) + " s"
                          if row["workers_s"] else ""), flush=True)
-            pair["ratio"] = pair["default"]["wall_s"] / pair["one"]["wall_s"]
+            if "default" in pair:
+                pair["ratio"] = pair["default"]["wall_s"] / pair["one"]["wall_s"]
             if "together" in pair:
                 pair["ratio_together"] = pair["together"]["wall_s"] / pair["one"]["wall_s"]
             rows.append(pair)
     prompt, new, warm, timed = ("8", "8", "1", "3") if args.smoke else ("128", "64", "5", "10")
-    proc = subprocess.run([sys.executable, "-c", PHASES, args.device, prompt, new, warm, timed],
-                          capture_output=True, text=True)
-    phases = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
-    ratios = sorted(p["ratio"] for p in rows)
+    if args.no_phases:
+        phases = {"error": "not measured (--no-phases)"}
+    else:
+        proc = subprocess.run([sys.executable, "-c", PHASES, args.device, prompt, new, warm, timed],
+                              capture_output=True, text=True)
+        phases = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0
+                  else {"error": proc.stderr[-500:]})
+    ratios = sorted(p["ratio"] for p in rows if "ratio" in p)
     together = sorted(p["ratio_together"] for p in rows if "ratio_together" in p)
     report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
-              "rounds": rows, "median_ratio": ratios[len(ratios) // 2],
+              "rounds": rows, "median_ratio": ratios[len(ratios) // 2] if ratios else None,
               "median_ratio_together": together[len(together) // 2] if together else None, "worker_phases": phases}
     out = args.output or (os.path.join(os.environ["OUT"], "first_run.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
-    print(f"\nfirst run on {report['device']}: default / --processes 1, per round:")
+    print(f"\nfirst run on {report['device']}: against --processes 1, per round:")
     for p in rows:
-        print(f"  {p['default']['wall_s']:.1f} / {p['one']['wall_s']:.1f} s = {p['ratio']:.2f}"
-              + (f"; prepared together {p['together']['wall_s']:.1f} s = {p['ratio_together']:.2f}"
+        print(f"  --processes 1 {p['one']['wall_s']:.1f} s"
+              + (f"; default {p['default']['wall_s']:.1f} s = {p['ratio']:.2f}" if "ratio" in p else "")
+              + (f"; together {p['together']['wall_s']:.1f} s = {p['ratio_together']:.2f}"
                  if "together" in p else ""))
-    print(f"median ratio {report['median_ratio']:.2f} (target at most 2)"
-          + (f"; prepared together {report['median_ratio_together']:.2f}" if together else ""))
+    print("median ratio (target at most 2): " + "; ".join(
+        ([f"default {report['median_ratio']:.2f}"] if ratios else [])
+        + ([f"together {report['median_ratio_together']:.2f}"] if together else [])))
     if "generate_s" in phases:
         g = phases["generate_s"]
         w = int(warm)
         print(f"one worker's phases: import {phases['import_s']:.1f} s, CUDA context {phases['cuda_context_s']:.2f} s, "
               f"model {phases['model_s']:.2f} s,\n  warm-up generates " + ", ".join(f"{x:.2f}" for x in g[:w])
               + f" s, timed generates median {sorted(g[w:])[len(g[w:]) // 2]:.2f} s")
-    else:
+    elif not args.no_phases:
         print(f"worker phases failed: {phases.get('error')}")
     return 0
 

@@ -387,3 +387,41 @@ def test_no_fork_server_where_no_workers_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(workers, "prestart", lambda: pytest.fail("a fork server for a one-process run"))
     assert cli.main(["run", "--processes", "1", *SMALL, "-o", str(tmp_path / "one.json")]) == 0
+
+
+@pytest.mark.parametrize("warmup", [3, 0])
+def test_a_worker_prepared_together_warms_up_before_its_turn_and_again_after(tiny_llama, monkeypatch, warmup):
+    """generate_steps in a worker prepared together: its whole warm-up (at least the first call)
+    runs before it waits for its turn, untimed beside the others; after the wait, turn.REWARM
+    iterations (none where the warm-up is 0) come before the timed ones."""
+    import torch
+
+    from fastprof.measure import turn
+    from fastprof.measure.driver import generate_steps
+
+    calls: list[str] = []
+    real = tiny_llama.generate
+
+    def counting(*args, **kwargs):
+        calls.append("generate")
+        return real(*args, **kwargs)
+
+    waiting = {"pending": True}
+    monkeypatch.setattr(turn, "pending", lambda: waiting["pending"])
+
+    def wait_turn():
+        waiting["pending"] = False
+        calls.append("turn")
+        return 0.0
+
+    monkeypatch.setattr(turn, "wait_turn", wait_turn)
+    monkeypatch.setattr(tiny_llama, "generate", counting)
+    steps = generate_steps(tiny_llama, torch.randint(0, 256, (1, 4)), max_new_tokens=3, warmup=warmup,
+                           iterations=2, kernel_trace_iterations=0, sample_interval_ms=None)
+    assert next(steps) == "warm"
+    before = max(warmup, 1)
+    after = min(warmup, turn.REWARM)
+    assert turn.REWARM >= 1
+    assert calls == ["generate"] * before + ["turn"] + ["generate"] * after
+    assert [next(steps), next(steps)] == ["timed", "timed"]
+    assert calls[before + 1 + after:] == ["generate"] * 2

@@ -703,15 +703,18 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
 
     # The speculative settings sit on the assistant's generation config for the measurement only.
     with assistant_cfg:
-        if turn.pending():
-            # Prepared beside other workers (FASTPROF_WORKER_PREPARE=together): the first call's
-            # one-off costs now, then every warm-up iteration after this worker's turn has come.
+        # Prepared beside other workers (FASTPROF_WORKER_PREPARE=together): the whole warm-up now,
+        # untimed beside theirs (at least one call: its one-off costs), then, once this worker's turn
+        # has come, turn.REWARM iterations more (clocks and caches after the wait) before timing.
+        prepared = turn.pending()
+        for i in range(max(warmup, 1) if prepared else warmup):
             run_once(timed_kwargs)
-            turn.wait_turn()
-        for i in range(warmup):
-            run_once(timed_kwargs)
-            if progress:
+            if progress and i < warmup:
                 progress("warmup", i + 1, warmup)
+        if prepared:
+            turn.wait_turn()
+            for _ in range(min(warmup, turn.REWARM)):
+                run_once(timed_kwargs)
         yield "warm"
         # Everything alive now (model, imports) lives as long as the measurement: each iteration's
         # collection then scans only what the iterations made (a full one took 0.3 s in the built-in

@@ -4,10 +4,11 @@ until the machine is theirs alone.
 With ``FASTPROF_WORKER_PREPARE=together`` the parent forks every worker at once
 (:mod:`fastprof.measure.workers`). Each loads its model and runs its first warm-up iteration (on a
 GPU: its CUDA context, the lazy loading of the kernels it uses, the libraries' first calls: most of
-a worker's fixed cost: :func:`fastprof.generate_steps` runs one untimed iteration more than its
-warm-up for this), then calls :func:`wait_turn`, which says so to the parent and sleeps until
-the parent gives it its turn; the workers then finish their warm-up and measure one after the
-other, as when they start one after the other. A waiting worker runs nothing: it sleeps in
+a worker's fixed cost) and then its whole warm-up, untimed, beside the others
+(:func:`fastprof.generate_steps`); then it calls :func:`wait_turn`, which says so to the parent
+and sleeps until the parent gives it its turn; the workers then run :data:`REWARM` warm-up
+iteration more each (after the wait) and measure one after the other, as when they start one
+after the other. A waiting worker runs nothing: it sleeps in
 ``select`` on a FIFO, waking once a second to check that the parent still lives.
 
 Anywhere else (no ``FASTPROF_WORKER_TURN`` in the environment) :func:`wait_turn` does nothing.
@@ -25,6 +26,10 @@ import time
 TURN_ENV = "FASTPROF_WORKER_TURN"
 #: The parent's pid: a worker whose parent is gone stops waiting and exits.
 PARENT_ENV = "FASTPROF_WORKER_PARENT"
+
+#: Warm-up iterations a prepared worker runs again once its turn has come, before its timed ones:
+#: it ran its whole warm-up while preparing, then sat idle (GPU clocks down, caches cold).
+REWARM = 1
 
 _asked = False
 
