@@ -217,7 +217,7 @@ def test_workers_prepared_together_are_ended_when_the_fork_server_dies(tmp_path,
 
 def test_on_the_cpu_workers_are_not_prepared_together(tmp_path, monkeypatch, capsys):
     """Where the model runs on the CPU, preparing side by side only competes for the same cores:
-    the run says so and prepares the workers one after the other."""
+    asked for, the run says so and prepares the workers one after the other."""
     from fastprof.measure.workers import _together_refusal
 
     assert _together_refusal("cuda:0") is None and _together_refusal(None) is None
@@ -425,3 +425,68 @@ def test_a_worker_prepared_together_warms_up_before_its_turn_and_again_after(tin
     assert calls == ["generate"] * before + ["turn"] + ["generate"] * after
     assert [next(steps), next(steps)] == ["timed", "timed"]
     assert calls[before + 1 + after:] == ["generate"] * 2
+
+
+def test_how_workers_are_prepared_by_default_and_when_asked(tmp_path, monkeypatch):
+    """FASTPROF_WORKER_PREPARE: by default together on a CUDA GPU where every worker's model fits
+    in the free memory at once (else one after the other, saying why), never on the CPU; 'serial'
+    and 'together' (no memory check) override it; a wrong value is said and read as auto."""
+    from fastprof.measure import workers
+
+    gib = 2**30
+    free = {"bytes": 80 * gib}
+    monkeypatch.setattr(workers, "_gpu_free_bytes", lambda: free["bytes"])
+    model = tmp_path / "m"
+    model.mkdir()
+    with open(model / "model.safetensors", "wb") as f:  # sparse: 10 GiB of weights on disk
+        f.truncate(10 * gib)
+    (model / "config.json").write_text("{}")
+    plan = workers._prepare_plan
+    monkeypatch.delenv("FASTPROF_WORKER_PREPARE", raising=False)
+    assert plan("cuda:0", 5, True, None, ["auto"]) == (True, None)           # built-in model: small
+    assert plan("cpu", 5, True, None, ["auto"]) == (False, None)
+    assert plan("cuda:0", 5, False, None, ["auto"]) == (False, None)         # fresh interpreters
+    # 5 x (10 GiB + 2 GiB) = 60 GiB: fits in 90% of 80 GiB, not in 90% of 60 GiB
+    assert plan("cuda:0", 5, True, str(model), ["bfloat16"]) == (True, None)
+    together, note = plan("cuda:0", 5, True, str(model), ["bfloat16", "float32"])  # float32: twice
+    assert not together and "110.0 GiB" in note and "80.0 GiB free" in note and note.endswith("one after the other")
+    free["bytes"] = 60 * gib
+    together, note = plan("cuda:0", 5, True, str(model), ["bfloat16"])
+    assert not together and "60.0 GiB at once" in note
+    free["bytes"] = None
+    together, note = plan("cuda:0", 5, True, str(model), ["bfloat16"])
+    assert not together and "NVML" in note
+    together, note = plan("cuda:0", 5, True, str(tmp_path / "nowhere"), ["bfloat16"])
+    assert not together and "not known" in note
+    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")                 # no memory check
+    assert plan("cuda:0", 5, True, str(model), ["bfloat16"]) == (True, None)
+    together, note = plan("cpu", 5, True, None, ["auto"])
+    assert not together and "does not apply on cpu" in note
+    together, note = plan("cuda:0", 5, False, None, ["auto"])
+    assert not together and "fork server" in note
+    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "serial")
+    free["bytes"] = 80 * gib
+    assert plan("cuda:0", 5, True, None, ["auto"]) == (False, None)
+    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "sideways")
+    together, note = plan("cuda:0", 5, True, None, ["auto"])
+    assert together and "'sideways' is not one of auto, together, serial: auto" in note
+
+
+def test_the_free_memory_of_the_gpus_this_process_may_use(monkeypatch):
+    """The memory check reads the least free memory of the visible GPUs (NVML), following
+    CUDA_VISIBLE_DEVICES by index or UUID; None where NVML says nothing."""
+    from fastprof.capture import environment
+    from fastprof.measure import workers
+
+    gpus = [{"index": 0, "uuid": "GPU-a", "memory_total_bytes": 100, "memory_used_bytes": 90},
+            {"index": 1, "uuid": "GPU-b", "memory_total_bytes": 100, "memory_used_bytes": 30},
+            {"index": 2, "uuid": "GPU-c", "memory_total_bytes": 100, "memory_used_bytes": 50}]
+    monkeypatch.setattr(environment, "nvml_gpus", lambda: (gpus, {}, None))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert workers._gpu_free_bytes() == 10
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,GPU-c")
+    assert workers._gpu_free_bytes() == 50
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert workers._gpu_free_bytes() == 70
+    monkeypatch.setattr(environment, "nvml_gpus", lambda: ([], {}, "NVML unavailable"))
+    assert workers._gpu_free_bytes() is None

@@ -125,11 +125,13 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--kernel-trace-timed", action="store_true",
                      help="trace the timed iterations themselves (their timings then include the tracer's cost)")
     run.add_argument("--processes", type=positive_int, default=None, metavar="N",
-                     help=f"measure every configuration in N worker processes, one after the other, each with "
-                          f"its own model load, warm-up and iterations; on Linux they are forked from a fork server "
-                          f"that imported torch and transformers once (FASTPROF_WORKER_START=fresh: a fresh "
-                          f"interpreter each; FASTPROF_WORKER_PREPARE=together: all forked at once, each preparing beside the "
-                          f"others, then measuring alone, in turn) (default: {workers.DEFAULT_PROCESSES}; 1 with "
+                     help=f"measure every configuration in N worker processes, each with its own model load, "
+                          f"warm-up and iterations, measuring one after the other; on Linux they are forked from a "
+                          f"fork server that imported torch and transformers once (FASTPROF_WORKER_START=fresh: a "
+                          f"fresh interpreter each); on a CUDA GPU all are forked at once and load their models and "
+                          f"warm up side by side where every model fits in the GPU's free memory at once, then "
+                          f"measure alone, in turn (FASTPROF_WORKER_PREPARE=serial: one after the other) "
+                          f"(default: {workers.DEFAULT_PROCESSES}; 1 with "
                           f"--serving and under torchrun); the result keeps every process and reports their "
                           f"spread, and 'fastprof compare' tests over processes, which covers run-to-run drift. "
                           f"{workers.DEFAULT_PROCESSES} a side kept 'fastprof compare' false alarms at or under 1%% "

@@ -703,7 +703,7 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
 
     # The speculative settings sit on the assistant's generation config for the measurement only.
     with assistant_cfg:
-        # Prepared beside other workers (FASTPROF_WORKER_PREPARE=together): the whole warm-up now,
+        # Prepared beside other workers (fastprof.measure.turn): the whole warm-up now,
         # untimed beside theirs (at least one call: its one-off costs), then, once this worker's turn
         # has come, turn.REWARM iterations more (clocks and caches after the wait) before timing.
         prepared = turn.pending()

@@ -1,14 +1,14 @@
 """A worker's turn: the workers of ``fastprof run --processes N`` prepared side by side wait here
 until the machine is theirs alone.
 
-With ``FASTPROF_WORKER_PREPARE=together`` the parent forks every worker at once
-(:mod:`fastprof.measure.workers`). Each loads its model and runs its first warm-up iteration (on a
-GPU: its CUDA context, the lazy loading of the kernels it uses, the libraries' first calls: most of
-a worker's fixed cost) and then its whole warm-up, untimed, beside the others
-(:func:`fastprof.generate_steps`); then it calls :func:`wait_turn`, which says so to the parent
-and sleeps until the parent gives it its turn; the workers then run :data:`REWARM` warm-up
-iteration more each (after the wait) and measure one after the other, as when they start one
-after the other. A waiting worker runs nothing: it sleeps in
+Prepared together (on a CUDA GPU by default; ``FASTPROF_WORKER_PREPARE``) the parent forks every
+worker at once (:mod:`fastprof.measure.workers`). Each loads its model and runs its whole warm-up,
+untimed, beside the others (on a GPU the first iteration carries most of a worker's fixed cost:
+its CUDA context, the lazy loading of the kernels it uses, the libraries' first calls); then
+:func:`fastprof.generate_steps` calls :func:`wait_turn`, which says so to the parent and sleeps
+until the parent gives it its turn; each worker then runs :data:`REWARM` warm-up iteration more
+(after the wait) and measures, one after the other, as when they start one after the other.
+A waiting worker runs nothing: it sleeps in
 ``select`` on a FIFO, waking once a second to check that the parent still lives.
 
 Anywhere else (no ``FASTPROF_WORKER_TURN`` in the environment) :func:`wait_turn` does nothing.

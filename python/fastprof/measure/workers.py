@@ -22,11 +22,13 @@ the helper fails to start or dies, a thread running in it), the workers are fres
 (``sys.executable -m fastprof run ...``), as before, and the result says why
 (``processes.start_note``).
 
-With ``FASTPROF_WORKER_PREPARE=together`` the server forks every worker at once; each prepares
-(model load, one untimed iteration) beside the others and waits for its turn
-(:mod:`fastprof.measure.turn`), and the parent gives the turns one at a time, in order, each after
-the previous worker exited: the one-off costs overlap, the measurements never do
-(``processes.prepare``, and each process's ``ready_s`` and ``waited_s``).
+On a CUDA GPU, by default, the server forks every worker at once; each prepares (model load, its
+warm-up) beside the others and waits for its turn (:mod:`fastprof.measure.turn`), and the parent
+gives the turns one at a time, in order, each after the previous worker exited: the one-off costs
+overlap, the measurements never do (``processes.prepare``, and each process's ``ready_s`` and
+``waited_s``). Every worker's model is then in memory at once, so this is done only where they
+fit in the GPU's free memory (:func:`_memory_refusal`); ``FASTPROF_WORKER_PREPARE`` overrides it
+(:data:`PREPARE_ENV`).
 """
 
 from __future__ import annotations
@@ -301,14 +303,20 @@ def _kill(pids: Sequence[int]) -> None:
             pass
 
 
-#: Environment variable: ``together`` forks every worker at once from the fork server; each
-#: prepares (model load, CUDA context, one untimed iteration) beside the others, then they measure
-#: one at a time (:mod:`fastprof.measure.turn`). Every worker's model is then in memory at once.
+#: Environment variable: how the workers of a GPU run are prepared. ``auto`` (unset): together
+#: where the run is on a CUDA GPU and every worker's model fits in its free memory at once
+#: (:func:`_memory_refusal`), else one after the other; ``together``: together on any GPU, without
+#: the memory check; ``serial``: one after the other. Prepared together, the fork server forks
+#: every worker at once; each loads its model and runs its warm-up beside the others, then they
+#: measure one at a time (:mod:`fastprof.measure.turn`).
 PREPARE_ENV = "FASTPROF_WORKER_PREPARE"
-
-
-def _prepare_together() -> bool:
-    return os.environ.get(PREPARE_ENV, "").strip().lower() == "together"
+PREPARE_MODES = ("auto", "together", "serial")
+#: What a worker prepared together holds on the GPU beside its weights (CUDA context, cuBLAS
+#: workspace, KV cache, the caching allocator's slack): an estimate, on the safe side for decode.
+WORKER_OVERHEAD_BYTES = 2 * 2**30
+#: The built-in model's weights (about 60 M parameters), rounded up.
+BUILTIN_WEIGHT_BYTES = 2**29
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def _together_refusal(device: str | None) -> str | None:
@@ -319,6 +327,74 @@ def _together_refusal(device: str | None) -> str | None:
     if device is not None and not str(device).startswith("cuda"):
         return f"{PREPARE_ENV}=together does not apply on {device}: the workers' preparation is CPU work there"
     return None
+
+
+def _weight_bytes(model: str | None) -> int | None:
+    """The bytes of a model's weight files (None: the built-in model's estimate; a directory
+    without weight files, or none at all: None)."""
+    if model is None:
+        return BUILTIN_WEIGHT_BYTES
+    root = Path(model)
+    if not root.is_dir():
+        return None
+    sizes = [f.stat().st_size for f in root.rglob("*") if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES)]
+    return sum(sizes) if sizes else None
+
+
+def _gpu_free_bytes() -> int | None:
+    """The least free memory of the GPUs this process may use (NVML; CUDA_VISIBLE_DEVICES by index
+    or UUID), or None where NVML cannot say."""
+    from fastprof.capture.environment import nvml_gpus
+
+    gpus, _, _ = nvml_gpus()
+    visible = [v.strip() for v in (os.environ.get("CUDA_VISIBLE_DEVICES") or "").split(",") if v.strip()]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        gpus = [g for g in gpus if str(g.get("index")) in visible or str(g.get("uuid")) in visible]
+    free = [int(g["memory_total_bytes"]) - int(g["memory_used_bytes"]) for g in gpus
+            if isinstance(g.get("memory_total_bytes"), int) and isinstance(g.get("memory_used_bytes"), int)]
+    return min(free) if free else None
+
+
+def _memory_refusal(n: int, model: str | None, dtypes: Sequence[str], free_bytes: int | None = None) -> str | None:
+    """Why ``n`` workers of ``model`` cannot hold the GPU's memory at once, or None where they can:
+    each needs its weights (the files' size, twice that for float32 from 16-bit files, counted
+    as twice the files) and :data:`WORKER_OVERHEAD_BYTES`, all together at most 90% of the free
+    memory (``free_bytes``, else read through NVML)."""
+    weights = _weight_bytes(model)
+    if weights is None:
+        return f"the size of the model's weights is not known (no weight files in {model})"
+    if "float32" in dtypes and model is not None:
+        weights *= 2
+    free = _gpu_free_bytes() if free_bytes is None else free_bytes
+    if free is None:
+        return "the GPU's free memory could not be read through NVML"
+    need = n * (weights + WORKER_OVERHEAD_BYTES)
+    if need > 0.9 * free:
+        return (f"{n} workers' models and CUDA contexts would need about {need / 2**30:.1f} GiB at once, "
+                f"the GPU has {free / 2**30:.1f} GiB free")
+    return None
+
+
+def _prepare_plan(device: str | None, n: int, fork_server: bool, model: str | None,
+                  dtypes: Sequence[str]) -> tuple[bool, str | None]:
+    """Whether the workers are prepared together, and the note that says why not where it was
+    asked for (or, by default on a GPU, where memory or the fork server rules it out)."""
+    mode = os.environ.get(PREPARE_ENV, "").strip().lower() or "auto"
+    note = None
+    if mode not in PREPARE_MODES:
+        note = f"{PREPARE_ENV}={mode!r} is not one of {', '.join(PREPARE_MODES)}: auto"
+        mode = "auto"
+    on_gpu = device is not None and str(device).startswith("cuda")
+    if mode == "serial" or (mode == "auto" and (not on_gpu or not fork_server or n < 2)):
+        return False, note
+    reasons = [r for r in (_together_refusal(device),
+                           None if fork_server else "workers are prepared together only when forked from the fork server",
+                           None if n >= 2 else "one worker has nothing to be prepared beside") if r]
+    if not reasons and mode == "auto":
+        reasons = [r for r in (_memory_refusal(n, model, dtypes),) if r]
+    if reasons:
+        return False, "; ".join([*([note] if note else []), *reasons]) + ": one after the other"
+    return True, note
 
 
 class _Together:
@@ -456,18 +532,17 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             return ["run", *rest, "--processes", "1", "--quiet", "--output", str(out_of(p)), "--order-shift", str(p)]
 
         together: _Together | None = None
-        prepare_note = _together_refusal(device) if _prepare_together() else None
+        prepare, prepare_note = _prepare_plan(device, n, server is not None, getattr(args, "model", None),
+                                              list(getattr(args, "dtype", None) or []))
         if prepare_note is not None:
-            console.print(escape(f"  {prepare_note}: one after the other"), style="yellow", highlight=False)
-        elif _prepare_together() and (server is None or n < 2):
-            prepare_note = f"{PREPARE_ENV}=together needs the fork server and two workers or more"
-        elif _prepare_together():
+            console.print(escape(f"  {prepare_note}"), style="yellow", highlight=False)
+        if prepare:
             assert server is not None
             try:
                 together = _Together(server, Path(tmp), [cmd_of(p) for p in range(n)],
                                      [Path(tmp) / f"process-{p}.stderr" for p in range(n)])
-                console.print(escape(f"  {PREPARE_ENV}=together: all {n} forked at once, each prepared (model "
-                                     "load, one untimed iteration) beside the others; they measure one at a time"),
+                console.print(escape(f"  prepared together: all {n} forked at once, each prepared (model "
+                                     "load, warm-up) beside the others; they measure one at a time"),
                               style="dim", highlight=False)
             except (_ServerGone, OSError) as exc:
                 note = prepare_note = f"the workers could not be prepared together: {exc}"
