@@ -5,7 +5,7 @@ Each of ``--processes`` fresh processes (forked after the imports; on a GPU each
 CUDA context) loads the built-in model (or ``--model``) and measures several arms of the same
 decode with :func:`fastprof.generate_steps`: A, A' (the same again: an A/A control) and one B per
 ``--slowdowns`` value (A slowed by a host delay per decode step of that share of A's ITL, a logits
-processor that sleeps). With ``--orders both``, even processes run the arms blocked (all of A's
+processor that sleeps, or with ``--delay spin`` spins). With ``--orders both``, even processes run the arms blocked (all of A's
 timed iterations, then A''s, then each B's), odd processes interleaved (by round, in
 :func:`fastprof.measure.driver.round_order`: reversed every round, and with three or more arms each
 pair of rounds starting one arm further on), each arm warmed up first.
@@ -87,7 +87,12 @@ def measure(args: argparse.Namespace, interleaved: bool, delays_s: list[float] |
             self.seconds = seconds
 
         def __call__(self, input_ids, scores):
-            time.sleep(self.seconds)
+            if args.delay == "spin":  # the thread stays busy, as host code that costs time would
+                end = time.perf_counter() + self.seconds
+                while time.perf_counter() < end:
+                    pass
+            else:
+                time.sleep(self.seconds)
             return scores
 
     arms = arm_names(args.slowdowns)
@@ -202,6 +207,10 @@ def main() -> int:
     ap.add_argument("--itl-ms", type=float, default=None,
                     help="A's ITL to take the delays from, instead of probing it (the same delays in several "
                          "calls whose processes are analysed together)")
+    ap.add_argument("--delay", choices=("sleep", "spin"), default="sleep",
+                    help="how a B arm spends its delay: sleeping (the thread idle: on a VM its vCPU may be "
+                         "descheduled, and the wake-up costs more than the delay) or spinning (busy, as slower "
+                         "host code would be)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no process past this time")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 4 processes: checks the script")
     ap.add_argument("--from", dest="from_files", nargs="+", metavar="JSON",
@@ -224,7 +233,7 @@ def main() -> int:
     t0 = time.perf_counter()
     probe = {"itl_s": args.itl_ms / 1e3} if args.itl_ms else forked(measure, args, False, None)
     delays_s = [x * probe["itl_s"] for x in args.slowdowns]
-    print(f"A's ITL {probe['itl_s'] * 1e3:.2f} ms ({'given' if args.itl_ms else 'probed'}); the B arms sleep "
+    print(f"A's ITL {probe['itl_s'] * 1e3:.2f} ms ({'given' if args.itl_ms else 'probed'}); the B arms {args.delay} "
           + ", ".join(f"{d * 1e3:.2f}" for d in delays_s) + " ms a step", flush=True)
     rows = []
     for p in range(args.processes):
