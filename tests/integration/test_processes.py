@@ -147,14 +147,17 @@ def _timed_span(result, process):
 
 
 def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
-    """FASTPROF_WORKER_PREPARE=together: every worker is forked at once and prepares beside the
-    others, but no worker's timed iterations overlap another's: each waits for its turn, the
-    last ones for as long as the ones before them measured."""
+    """The default on a CUDA GPU with memory to spare: every worker is forked at once and
+    prepares beside the others, but no worker's timed iterations overlap another's: each waits
+    for its turn, the last ones for as long as the ones before them measured."""
     from fastprof.measure import workers
 
-    monkeypatch.setenv("FASTPROF_WORKER_PREPARE", "together")
-    # On the CPU, preparing side by side is refused (next test); the mechanism is the same there.
-    monkeypatch.setattr(workers, "_together_refusal", lambda device: None)
+    monkeypatch.delenv("FASTPROF_WORKER_PREPARE", raising=False)
+    # The run's device as the workers see it stays the CPU; the decision is taken as on a GPU
+    # with 80 GiB free (on the CPU, preparing side by side is never the default: next tests).
+    real = workers.run_processes
+    monkeypatch.setattr(workers, "run_processes", lambda *a, **k: real(*a, **dict(k, device="cuda:0")))
+    monkeypatch.setattr(workers, "_gpu_free_bytes", lambda: 80 * 2**30)
     out = tmp_path / "together.json"
     assert cli.main(["run", "--processes", "3", *SMALL, "-o", str(out)]) == 0
     doc = json.loads(out.read_text())
