@@ -444,6 +444,9 @@ def test_how_workers_are_prepared_by_default_and_when_asked(tmp_path, monkeypatc
     with open(model / "model.safetensors", "wb") as f:  # sparse: 10 GiB of weights on disk
         f.truncate(10 * gib)
     (model / "config.json").write_text("{}")
+    (model / "original").mkdir()  # another copy, which transformers does not load: not counted
+    with open(model / "original" / "consolidated.00.pth", "wb") as f:
+        f.truncate(10 * gib)
     plan = workers._prepare_plan
     monkeypatch.delenv("FASTPROF_WORKER_PREPARE", raising=False)
     assert plan("cuda:0", 5, True, None, ["auto"]) == (True, None)           # built-in model: small

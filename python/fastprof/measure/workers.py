@@ -330,14 +330,15 @@ def _together_refusal(device: str | None) -> str | None:
 
 
 def _weight_bytes(model: str | None) -> int | None:
-    """The bytes of a model's weight files (None: the built-in model's estimate; a directory
-    without weight files, or none at all: None)."""
+    """The bytes of the weight files in a model directory, where transformers loads them from (not
+    its subdirectories: some hold another copy); the built-in model's estimate for None; None for
+    a directory without weight files, or no directory."""
     if model is None:
         return BUILTIN_WEIGHT_BYTES
     root = Path(model)
     if not root.is_dir():
         return None
-    sizes = [f.stat().st_size for f in root.rglob("*") if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES)]
+    sizes = [f.stat().st_size for f in root.iterdir() if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES)]
     return sum(sizes) if sizes else None
 
 
@@ -357,9 +358,9 @@ def _gpu_free_bytes() -> int | None:
 
 def _memory_refusal(n: int, model: str | None, dtypes: Sequence[str], free_bytes: int | None = None) -> str | None:
     """Why ``n`` workers of ``model`` cannot hold the GPU's memory at once, or None where they can:
-    each needs its weights (the files' size, twice that for float32 from 16-bit files, counted
-    as twice the files) and :data:`WORKER_OVERHEAD_BYTES`, all together at most 90% of the free
-    memory (``free_bytes``, else read through NVML)."""
+    each needs its weights (the weight files' size; twice that where the sweep has float32, in
+    case the files hold 16-bit weights) and :data:`WORKER_OVERHEAD_BYTES`, all together at most
+    90% of the free memory (``free_bytes``, else read through NVML)."""
     weights = _weight_bytes(model)
     if weights is None:
         return f"the size of the model's weights is not known (no weight files in {model})"
