@@ -496,3 +496,15 @@ def test_the_free_memory_of_the_gpus_this_process_may_use(monkeypatch):
     assert workers._gpu_free_bytes() == 70
     monkeypatch.setattr(environment, "nvml_gpus", lambda: ([], {}, "NVML unavailable"))
     assert workers._gpu_free_bytes() is None
+
+
+def test_running_out_of_memory_prepared_together_says_what_to_do():
+    """A worker that ran out of GPU memory while every worker's model was in memory at once: the
+    warning names FASTPROF_WORKER_PREPARE=serial; not for other errors, nor one after the other."""
+    from fastprof.measure.workers import _out_of_memory_hint
+
+    oom = ["process 3: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
+    assert "FASTPROF_WORKER_PREPARE=serial" in _out_of_memory_hint(oom, True)
+    assert _out_of_memory_hint(oom, False) is None
+    assert _out_of_memory_hint(["process 1: ValueError: bad prompt"], True) is None
+    assert _out_of_memory_hint([], True) is None

@@ -398,6 +398,15 @@ def _prepare_plan(device: str | None, n: int, fork_server: bool, model: str | No
     return True, note
 
 
+def _out_of_memory_hint(errors: Sequence[str], together: bool) -> str | None:
+    """What to do where workers prepared together ran out of GPU memory (every worker's model is in
+    memory at once, and the check before is an estimate), or None."""
+    if together and any("out of memory" in e.lower() or "outofmemory" in e.lower() for e in errors):
+        return (f"the workers were prepared together, every model in GPU memory at once: "
+                f"{PREPARE_ENV}=serial prepares them one after the other")
+    return None
+
+
 class _Together:
     """Workers forked at once and prepared side by side, then given the machine one at a time,
     in order: :meth:`run` of worker ``p`` waits until every worker is ready (or gone), gives ``p``
@@ -631,9 +640,11 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
                 part_positions.append(s.runs.index(run))
             elif run is not None:
                 part_errors.append(f"process {i}: {(run.error or {}).get('type')}: {(run.error or {}).get('message')}")
+        hint = _out_of_memory_hint(part_errors, together is not None)
         if not parts:
             failed += 1
-            merged.add_failed(config, RuntimeError("; ".join(part_errors) or "no worker process ran it"))
+            merged.add_failed(config, RuntimeError(("; ".join(part_errors) or "no worker process ran it")
+                                                   + (f" ({hint})" if hint else "")))
             continue
         result = merge_processes(parts, pids=part_pids, seed=int(getattr(args, "seed", 0) or 0))
         _record_start(result.processes, start, note, part_starts)
@@ -645,7 +656,8 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
         missing = n - len(parts)
         if missing:
             result.warnings.append(f"{missing} of {n} worker process(es) did not measure this configuration"
-                                   + (f" ({'; '.join(part_errors)})" if part_errors else ""))
+                                   + (f" ({'; '.join(part_errors)})" if part_errors else "")
+                                   + (f"; {hint}" if hint else ""))
         merged.add_ok(config, result)
     if len(merged.runs) == 1 and merged.runs[0].result is not None:
         merged.runs[0].result.save(args.output)
