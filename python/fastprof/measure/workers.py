@@ -348,9 +348,10 @@ def _gpu_free_bytes() -> int | None:
     from fastprof.capture.environment import nvml_gpus
 
     gpus, _, _ = nvml_gpus()
-    visible = [v.strip() for v in (os.environ.get("CUDA_VISIBLE_DEVICES") or "").split(",") if v.strip()]
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-        gpus = [g for g in gpus if str(g.get("index")) in visible or str(g.get("uuid")) in visible]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        names = {v.strip() for v in visible.split(",")}
+        gpus = [g for g in gpus if str(g.get("index")) in names or str(g.get("uuid")) in names]
     free = [int(g["memory_total_bytes"]) - int(g["memory_used_bytes"]) for g in gpus
             if isinstance(g.get("memory_total_bytes"), int) and isinstance(g.get("memory_used_bytes"), int)]
     return min(free) if free else None
