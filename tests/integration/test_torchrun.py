@@ -139,3 +139,25 @@ def test_a_silent_rank_cannot_hang_the_gather(tmp_path, script):
     p = torchrun([str(script), str(out), "0", "silent"], env={"FASTPROF_DIST_TIMEOUT_S": "3"}, timeout=120)
     doc = json.loads(out.read_text())
     assert "error" in doc, (doc, p.stderr[-2000:])
+
+
+@pytest.mark.parametrize("rank, run_id, waits", [("1", "job", True), ("0", "job", False), ("2", None, False)])
+def test_a_usage_error_on_a_rank_other_than_0_waits_for_rank_0_to_say_it(monkeypatch, capsys, rank, run_id, waits):
+    """torchrun stops every rank once one exits: a rank other than 0 that exited at once could stop
+    rank 0 before it printed the error that all share. Such a rank waits first (stopped in that wait,
+    it says nothing); an error of its own is still said after it. Without torchrun, no wait."""
+    import fastprof.cli as cli
+
+    events = []
+    monkeypatch.setattr(cli, "RANK_QUIET_S", 0.25)
+    monkeypatch.setattr("time.sleep", lambda s: events.append(("sleep", s)))
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    if run_id is None:
+        monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    else:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", run_id)
+    assert cli.main(["run", "--dp", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "needs several processes" in err and err.count("\n") == 1
+    assert events == ([("sleep", 0.25)] if waits else [])

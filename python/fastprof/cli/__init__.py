@@ -16,6 +16,12 @@ from typing import Sequence
 from fastprof.cli import compare, env, export, monitor, report, run, selftest
 from fastprof.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 
+#: Under torchrun, how long a rank other than 0 waits before it reports a usage error and exits:
+#: every rank checks the same arguments, rank 0 speaks for all, and torchrun stops every rank once
+#: one exits, so a rank that left first could stop rank 0 before it has said why. A rank stopped in
+#: this wait says nothing; an error of its own (its GPU missing, say) is said after it.
+RANK_QUIET_S = 10.0
+
 #: The commands, in the order of ``fastprof --help``.
 COMMANDS = {"run": run, "report": report, "compare": compare, "export": export, "env": env, "monitor": monitor,
             "selftest": selftest}
@@ -66,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = argv
         return COMMANDS[args.command].main(args)
     except UsageError as exc:
-        if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun, rank 0 speaks for all
-            print(f"fastprof: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") not in ("0", "") and os.environ.get("TORCHELASTIC_RUN_ID"):
+            import time
+
+            time.sleep(RANK_QUIET_S)  # rank 0 speaks for all (see RANK_QUIET_S)
+        print(f"fastprof: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fastprof: interrupted", file=sys.stderr)
