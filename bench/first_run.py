@@ -3,17 +3,19 @@ processes) against `--processes 1`, and where one worker's time goes.
 
 Rounds of the commands, in an order that changes every round (:func:`round_order`), each timed end
 to end as a user would (`fastprof run -o FILE`, a fresh interpreter, built-in model, every other
-option at its default): the default run, `--processes 1` and, with ``--together``, the default run
-with ``FASTPROF_WORKER_PREPARE=together`` (workers prepared side by side, measuring in turn); the
-ratio of each to `--processes 1` per round, and its median, and each run's ITL p50 (waiting
-workers must not change what is measured).
+option at its default): ``--arms`` of :data:`ARMS`: the default run, `--processes 1` (always),
+``together`` / ``serial`` (``FASTPROF_WORKER_PREPARE``), ``exit`` (the default with
+``FASTPROF_WORKER_HANDOFF=exit``: each worker hands its turn on only once it has exited) and
+``trace1`` (the default with one traced iteration per worker); the ratio of each to `--processes
+1` per round, and its median, each run's ITL p50 (waiting workers must not change what is
+measured), the first timed iteration against the rest, and each worker's turn.
 Then, in one more fresh process, the phases of one worker: CUDA context, building the model,
 each warm-up generate and each timed generate of the default configuration (prompt 128 + 64 new
 tokens), so the fixed cost of a worker is visible next to what it measures.
 
     python bench/first_run.py --rounds 2          # GPU: about 5 minutes
     python bench/first_run.py --rounds 2 --together
-    python bench/first_run.py --rounds 2 --arms together,one --no-phases
+    python bench/first_run.py --rounds 2 --arms default,exit,one --no-phases
     python bench/first_run.py --smoke             # CPU, small: checks the script
 
 Writes every figure to $OUT/first_run.json (or --output); prints a table last.
@@ -59,8 +61,12 @@ print(json.dumps({"import_s": t_import - t0, "cuda_context_s": t_ctx - t_import,
 """
 
 
-#: The commands timed: (processes, extra environment) by name.
-ARMS = {"default": (None, {}), "one": (1, {}), "together": (None, {"FASTPROF_WORKER_PREPARE": "together"})}
+#: The commands timed: (processes, extra environment, extra options) by name.
+ARMS = {"default": (None, {}, []), "one": (1, {}, []),
+        "together": (None, {"FASTPROF_WORKER_PREPARE": "together"}, []),
+        "serial": (None, {"FASTPROF_WORKER_PREPARE": "serial"}, []),
+        "exit": (None, {"FASTPROF_WORKER_HANDOFF": "exit"}, []),
+        "trace1": (None, {}, ["--kernel-trace", "1"])}
 
 
 def first_iteration_ratio(doc: dict) -> float | None:
@@ -78,26 +84,28 @@ def first_iteration_ratio(doc: dict) -> float | None:
 
 
 def timed_run(args: argparse.Namespace, arm: str, out: Path) -> dict:
-    processes, env = ARMS[arm]
+    processes, env, options = ARMS[arm]
     cmd = [sys.executable, "-m", "fastprof", "run", "-o", str(out), "--device", args.device]
     if processes is not None:
         cmd += ["--processes", str(processes)]
-    cmd += args.extra
+    cmd += args.extra + options
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env=dict(os.environ, **env))
     wall = time.perf_counter() - t0
     workers = [float(x) for x in re.findall(r"done in ([0-9.]+) s", proc.stderr)]
     server = re.search(r"imported once, in ([0-9.]+) s", proc.stderr)
-    itl = ready = first = None
+    itl = ready = turns = first = None
     if proc.returncode == 0 and out.exists():
         doc = json.loads(out.read_text())
         itl = doc["summary"]["itl_s"]["p50"]
-        ready = [r.get("ready_s") for r in (doc.get("processes") or {}).get("per_process") or []]
+        rows = (doc.get("processes") or {}).get("per_process") or []
+        ready = [r.get("ready_s") for r in rows]
+        turns = [r.get("turn_s") for r in rows]
         first = first_iteration_ratio(doc)
     return {"arm": arm, "processes": processes or "default", "wall_s": wall, "rc": proc.returncode,
             "workers_s": workers, "server_ready_s": float(server.group(1)) if server else None,
-            "itl_p50_s": itl, "ready_s": ready, "first_iteration_ratio": first,
+            "itl_p50_s": itl, "ready_s": ready, "turn_s": turns, "first_iteration_ratio": first,
             "stderr_tail": proc.stderr.strip().splitlines()[-3:] if proc.returncode else None}
 
 
@@ -136,11 +144,10 @@ def main() -> int:
                       + (f", first timed / rest {row['first_iteration_ratio']:.3f}"
                          if row["first_iteration_ratio"] else "")
                       + ("\n   workers " + ", ".join(f"{w:.1f}" for w in row["workers_s"]) + " s"
-                         if row["workers_s"] else ""), flush=True)
-            if "default" in pair:
-                pair["ratio"] = pair["default"]["wall_s"] / pair["one"]["wall_s"]
-            if "together" in pair:
-                pair["ratio_together"] = pair["together"]["wall_s"] / pair["one"]["wall_s"]
+                         if row["workers_s"] else "")
+                      + ("; turns " + ", ".join(f"{t:.1f}" for t in row["turn_s"] if t is not None) + " s"
+                         if any(t is not None for t in row["turn_s"] or []) else ""), flush=True)
+            pair["ratios"] = {a: pair[a]["wall_s"] / pair["one"]["wall_s"] for a in arms if a != "one"}
             rows.append(pair)
     prompt, new, warm, timed = ("8", "8", "1", "3") if args.smoke else ("128", "64", "5", "10")
     if args.no_phases:
@@ -150,23 +157,21 @@ def main() -> int:
                               capture_output=True, text=True)
         phases = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0
                   else {"error": proc.stderr[-500:]})
-    ratios = sorted(p["ratio"] for p in rows if "ratio" in p)
-    together = sorted(p["ratio_together"] for p in rows if "ratio_together" in p)
+    medians = {}
+    for a in arms:
+        if a != "one":
+            r = sorted(p["ratios"][a] for p in rows)
+            medians[a] = r[len(r) // 2]
     report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
-              "rounds": rows, "median_ratio": ratios[len(ratios) // 2] if ratios else None,
-              "median_ratio_together": together[len(together) // 2] if together else None, "worker_phases": phases}
+              "rounds": rows, "median_ratios": medians, "worker_phases": phases}
     out = args.output or (os.path.join(os.environ["OUT"], "first_run.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
     print(f"\nfirst run on {report['device']}: against --processes 1, per round:")
     for p in rows:
-        print(f"  --processes 1 {p['one']['wall_s']:.1f} s"
-              + (f"; default {p['default']['wall_s']:.1f} s = {p['ratio']:.2f}" if "ratio" in p else "")
-              + (f"; together {p['together']['wall_s']:.1f} s = {p['ratio_together']:.2f}"
-                 if "together" in p else ""))
-    print("median ratio (target at most 2): " + "; ".join(
-        ([f"default {report['median_ratio']:.2f}"] if ratios else [])
-        + ([f"together {report['median_ratio_together']:.2f}"] if together else [])))
+        print(f"  --processes 1 {p['one']['wall_s']:.1f} s; " + "; ".join(
+            f"{a} {p[a]['wall_s']:.1f} s = {r:.2f}" for a, r in p["ratios"].items()))
+    print("median ratio (target at most 2): " + "; ".join(f"{a} {r:.2f}" for a, r in medians.items()))
     if "generate_s" in phases:
         g = phases["generate_s"]
         w = int(warm)

@@ -146,13 +146,29 @@ def _timed_span(result, process):
     return min(h["start_ns"] for h in its), max(h["end_ns"] for h in its)
 
 
-def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
+@pytest.mark.parametrize("handoff", [None, "exit"])
+def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch, handoff):
     """The default on a CUDA GPU with memory to spare: every worker is forked at once and
     prepares beside the others, but no worker's timed iterations overlap another's: each waits
-    for its turn, the last ones for as long as the ones before them measured."""
+    for its turn, the last ones for as long as the ones before them measured. By default a worker
+    hands its turn on once its last iteration has run, before it has built its result and exited;
+    with FASTPROF_WORKER_HANDOFF=exit, once it has exited."""
     from fastprof.measure import workers
 
     monkeypatch.delenv("FASTPROF_WORKER_PREPARE", raising=False)
+    if handoff is None:
+        monkeypatch.delenv("FASTPROF_WORKER_HANDOFF", raising=False)
+    else:
+        monkeypatch.setenv("FASTPROF_WORKER_HANDOFF", handoff)
+    given = []  # (worker, whether the worker before it had exited when it got its turn)
+    real_give = workers._Together._give
+
+    def give(self, p):
+        if p not in self._given:
+            given.append((p, p > 0 and self.pids[p - 1] in self.rcs))
+        return real_give(self, p)
+
+    monkeypatch.setattr(workers._Together, "_give", give)
     # The run's device as the workers see it stays the CPU; the decision is taken as on a GPU
     # with 80 GiB free (on the CPU, preparing side by side is never the default: next tests).
     real = workers.run_processes
@@ -165,8 +181,9 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
     # the schema knows the new fields: a wrong value is refused
     from fastprof.results.io import ResultsFileError
 
-    for section, key, bad in ((doc["processes"], "prepare", "sideways"),
-                              (doc["processes"]["per_process"][0], "waited_s", "long")):
+    for section, key, bad in ((doc["processes"], "prepare", "sideways"), (doc["processes"], "handoff", "soon"),
+                              (doc["processes"]["per_process"][0], "waited_s", "long"),
+                              (doc["processes"]["per_process"][0], "turn_s", "long")):
         good, section[key] = section[key], bad
         with pytest.raises(ResultsFileError):
             validate(doc)
@@ -174,9 +191,12 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch):
     result = load(out).runs[0].result
     procs = result.processes
     assert procs["prepare"] == "together" and procs["start"] == "fork-server" and procs["prepare_note"] is None
+    assert procs["handoff"] == (handoff or "measured")
+    # measured: each turn handed on while the worker before was still alive; exit: after it exited
+    assert given == [(0, False), (1, handoff == "exit"), (2, handoff == "exit")]
     rows = procs["per_process"]
     assert len({r["pid"] for r in rows}) == 3 and [it["process"] for it in result.iterations] == [0] * 6 + [1] * 6 + [2] * 6
-    assert all(r["ready_s"] > 0 and r["waited_s"] >= 0 for r in rows)
+    assert all(r["ready_s"] > 0 and r["waited_s"] >= 0 and r["turn_s"] > 0 for r in rows)
     spans = [_timed_span(result, p) for p in range(3)]
     for p in (1, 2):
         assert spans[p - 1][1] < spans[p][0], spans  # one after the other, in order
@@ -508,3 +528,59 @@ def test_running_out_of_memory_prepared_together_says_what_to_do():
     assert _out_of_memory_hint(oom, False) is None
     assert _out_of_memory_hint(["process 1: ValueError: bad prompt"], True) is None
     assert _out_of_memory_hint([], True) is None
+
+
+def test_a_worker_hands_its_turn_on_once_its_last_iteration_has_run(tmp_path, monkeypatch):
+    """A worker's sweep says it is done with the machine (turn.release) once the last iteration of
+    its last configuration has run, traced ones included, and before that configuration's result
+    is built and written."""
+    import transformers
+
+    from fastprof.measure import turn
+
+    calls = {"generate": 0}
+    releases = []
+    out = tmp_path / "sweep.json"
+    real = transformers.LlamaForCausalLM.generate
+
+    def counting(self, *args, **kwargs):
+        calls["generate"] += 1
+        return real(self, *args, **kwargs)
+
+    def release():
+        runs = len(json.loads(out.read_text())["runs"]) if out.exists() else 0
+        releases.append((calls["generate"], runs))
+        return True
+
+    monkeypatch.setattr(transformers.LlamaForCausalLM, "generate", counting)
+    monkeypatch.setattr(turn, "release", release)
+    small = [a for a in SMALL]
+    small[small.index("--kernel-trace") + 1] = "1"
+    small[small.index("--max-new-tokens") + 1] = "4,5"
+    assert cli.main(["run", "--processes", "1", *small, "-o", str(out)]) == 0
+    # 2 configurations of 1 warm-up, 6 timed and 1 traced iteration each: all 16 had run at the
+    # first release, and only the first configuration's result was written.
+    assert calls["generate"] == 16 and releases[0] == (16, 1), releases
+    assert len(load(out).runs) == 2
+
+
+def test_release_says_a_worker_is_done_once_and_only_after_its_turn(tmp_path, monkeypatch):
+    """turn.release: nothing outside a prepared worker or before its turn; then the file the
+    parent waits for, once, and a lower CPU priority for the rest of the process."""
+    import os
+
+    from fastprof.measure import turn
+
+    niced = []
+    monkeypatch.setattr(os, "nice", lambda n: niced.append(n))
+    monkeypatch.setattr(turn, "_released", False)
+    monkeypatch.setattr(turn, "_asked", True)
+    monkeypatch.delenv(turn.TURN_ENV, raising=False)
+    assert turn.release() is False
+    prefix = tmp_path / "turn-0"
+    monkeypatch.setenv(turn.TURN_ENV, str(prefix))
+    monkeypatch.setattr(turn, "_asked", False)
+    assert turn.release() is False and not (tmp_path / "turn-0.done").exists()  # no turn yet
+    monkeypatch.setattr(turn, "_asked", True)
+    assert turn.release() is True and (tmp_path / "turn-0.done").exists() and niced == [10]
+    assert turn.release() is False and niced == [10]

@@ -594,8 +594,9 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
                    host_trace: bool = True, host_path: bool = True,
                    python_samples: bool = False) -> Generator[str, None, BenchmarkResult]:
     """:func:`benchmark_generate` one step at a time, with the same arguments: yields ``"warm"``
-    once the warm-up is done and ``"timed"`` after each timed iteration (outside its timed region,
-    every instrument having closed it), and returns the :class:`BenchmarkResult` once the traced
+    once the warm-up is done, ``"timed"`` after each timed iteration (outside its timed region,
+    every instrument having closed it) and ``"measured"`` once its last iteration (timed or traced)
+    has run, and returns the :class:`BenchmarkResult` once the traced
     iterations ran and the result is built. Between two steps the caller may run other work on the
     same model: :mod:`fastprof.measure.runner` alternates the timed iterations of configurations
     that share a model this way. Closing the generator early stops its instruments.
@@ -750,6 +751,8 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
                 traced_kwargs = dict(timed_kwargs, logits_processor=host.processors([*user_processors, processor]))
             n_host = (2 if kernel_trace_iterations is None else int(kernel_trace_iterations)) if host.tracer else 0
             traced = tracing.run_after(traces, lambda: run_once(traced_kwargs), others=[host], minimum=n_host)
+            # The last iteration of this configuration has run: what follows builds the result.
+            yield "measured"
 
             if device_timing["available"] and per_token:
                 bad = [i for i, t in enumerate(traces) if t.device_marks_ns is None or t.device_marks_ns.size != t.n_marks]

@@ -356,7 +356,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
 
     from fastprof.capture import hf
     from fastprof.capture.environment import capture_environment
-    from fastprof.measure import distributed
+    from fastprof.measure import distributed, turn
     from fastprof.measure.driver import generate_steps, round_order
 
     mode = distributed_mode(args)
@@ -499,6 +499,10 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
                     except StopIteration as done:
                         job.result, job.steps = done.value, None
                         return
+                    if got == "measured" and job.index == last:
+                        # This process's last iteration on the machine has run: a worker prepared
+                        # beside others hands its turn on now (fastprof.measure.turn).
+                        turn.release()
                     if got == until:
                         return
         except (KeyboardInterrupt, ModelLoadError):
@@ -542,11 +546,13 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
         if rank0 and job.index + 1 < len(combos):
             sweep.save(args.output)  # the last configuration's is the final write below
 
+    groups = _groups(combos, interleave=interleave and ctx is None)
+    last = groups[-1][-1] if groups else -1  # the configuration whose iterations run last
     try:
         with progress:
             overall = progress.add_task("configurations", total=len(combos))
             iters = progress.add_task("iterations", total=args.warmup + args.iterations)
-            for group in _groups(combos, interleave=interleave and ctx is None):
+            for group in groups:
                 jobs = [start(n, combos[n]) for n in group]
                 live = [job for job in jobs if job.steps is not None]
                 for job in live:
@@ -571,6 +577,7 @@ def run_sweep(args: Any, *, device: str, command: Sequence[str] | None = None) -
         print(f"fastprof: interrupted: {len(sweep.runs)} of {len(combos)} configuration(s) are in {args.output}",
               file=sys.stderr)
         return SweepOutcome(sweep, 130, state["failed"], len(combos))
+    turn.release()  # where the last configuration failed before its end
     sweep.complete = True
     if speculative:
         try:

@@ -11,6 +11,12 @@ until the parent gives it its turn; each worker then runs :data:`REWARM` warm-up
 A waiting worker runs nothing: it sleeps in
 ``select`` on a FIFO, waking once a second to check that the parent still lives.
 
+Once a worker's last iteration on the machine has run (its timed and traced iterations, every
+configuration), :func:`release` says so, and the parent hands the turn on at once
+(``FASTPROF_WORKER_HANDOFF=measured``, the default) while this worker builds its result, writes it
+and exits, at a lower CPU priority; the next worker's :data:`REWARM` iteration runs first. With
+``FASTPROF_WORKER_HANDOFF=exit`` the parent waits for the worker to exit instead.
+
 Anywhere else (no ``FASTPROF_WORKER_TURN`` in the environment) :func:`wait_turn` does nothing.
 """
 
@@ -32,6 +38,7 @@ PARENT_ENV = "FASTPROF_WORKER_PARENT"
 REWARM = 1
 
 _asked = False
+_released = False
 
 
 def pending() -> bool:
@@ -68,6 +75,28 @@ def wait_turn() -> float | None:
     finally:
         os.close(fd)
     return time.perf_counter() - t0
+
+
+def release() -> bool:
+    """Where this worker was prepared together with others and has had its turn: says that it is
+    done with the machine (``<prefix>.done``), so that the parent can give the next worker its
+    turn, and lowers this process's CPU priority for what it has left to do (build its result,
+    write it, exit). Once per process; True where it said so."""
+    global _released
+    prefix = os.environ.get(TURN_ENV)
+    if not prefix or not _asked or _released:
+        return False
+    _released = True
+    try:
+        with open(prefix + ".done", "x"):
+            pass
+    except OSError:
+        return False
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    return True
 
 
 def _alive(pid: int) -> bool:

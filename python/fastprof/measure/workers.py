@@ -24,9 +24,10 @@ the helper fails to start or dies, a thread running in it), the workers are fres
 
 On a CUDA GPU, by default, the server forks every worker at once; each prepares (model load, its
 warm-up) beside the others and waits for its turn (:mod:`fastprof.measure.turn`), and the parent
-gives the turns one at a time, in order, each after the previous worker exited: the one-off costs
-overlap, the measurements never do (``processes.prepare``, and each process's ``ready_s`` and
-``waited_s``). Every worker's model is then in memory at once, so this is done only where they
+gives the turns one at a time, in order, each once the previous worker's last iteration has run
+(it then builds its result and exits beside the next one's re-warm-up; ``FASTPROF_WORKER_HANDOFF=exit``:
+after it exited): the one-off costs overlap, the measurements never do (``processes.prepare``,
+``processes.handoff``, and each process's ``ready_s``, ``waited_s`` and ``turn_s``). Every worker's model is then in memory at once, so this is done only where they
 fit in the GPU's free memory (:func:`_memory_refusal`); ``FASTPROF_WORKER_PREPARE`` overrides it
 (:data:`PREPARE_ENV`).
 """
@@ -399,6 +400,24 @@ def _prepare_plan(device: str | None, n: int, fork_server: bool, model: str | No
     return True, note
 
 
+#: Environment variable: when a worker prepared together hands its turn on. ``measured`` (unset):
+#: once its last iteration has run (:func:`fastprof.measure.turn.release`), while it builds and
+#: writes its result at a lower CPU priority and exits, beside the next worker's re-warm-up
+#: iteration; ``exit``: once it has exited, so that nothing else of the run is alive while a
+#: worker measures.
+HANDOFF_ENV = "FASTPROF_WORKER_HANDOFF"
+HANDOFF_MODES = ("measured", "exit")
+
+
+def _handoff() -> tuple[str, str | None]:
+    """The hand-off of :data:`HANDOFF_ENV`, and a note where its value is not one of
+    :data:`HANDOFF_MODES` (then ``measured``)."""
+    mode = os.environ.get(HANDOFF_ENV, "").strip().lower() or "measured"
+    if mode not in HANDOFF_MODES:
+        return "measured", f"{HANDOFF_ENV}={mode!r} is not one of {', '.join(HANDOFF_MODES)}: measured"
+    return mode, None
+
+
 def _out_of_memory_hint(errors: Sequence[str], together: bool) -> str | None:
     """What to do where workers prepared together ran out of GPU memory (every worker's model is in
     memory at once, and the check before is an estimate), or None."""
@@ -411,12 +430,17 @@ def _out_of_memory_hint(errors: Sequence[str], together: bool) -> str | None:
 class _Together:
     """Workers forked at once and prepared side by side, then given the machine one at a time,
     in order: :meth:`run` of worker ``p`` waits until every worker is ready (or gone), gives ``p``
-    its turn and waits for it to exit, as :meth:`_ForkServer.run` waits for a worker forked alone."""
+    its turn and waits for it to exit, as :meth:`_ForkServer.run` waits for a worker forked alone.
+    With the ``measured`` hand-off (:func:`_handoff`), worker ``p + 1`` gets its turn as soon as
+    ``p`` says it is done with the machine (:func:`fastprof.measure.turn.release`), while ``p``
+    still builds and writes its result."""
 
-    def __init__(self, server: _ForkServer, tmp: Path, cmds: list[list[str]], stderr_paths: list[Path]) -> None:
+    def __init__(self, server: _ForkServer, tmp: Path, cmds: list[list[str]], stderr_paths: list[Path],
+                 handoff: str = "measured") -> None:
         from fastprof.measure import turn
 
         self.server = server
+        self.handoff = handoff
         self.prefixes = [tmp / f"turn-{p}" for p in range(len(cmds))]
         for prefix in self.prefixes:
             os.mkfifo(f"{prefix}.go", 0o600)
@@ -429,6 +453,9 @@ class _Together:
         #: Seconds from the fork to each worker's "ready", and each one's wait for its turn.
         self.ready_s: dict[int, float] = {}
         self.waited_s: dict[int, float] = {}
+        #: Seconds from each worker's turn to its handing the turn on (its release or its exit).
+        self.turn_s: dict[int, float] = {}
+        self._given: dict[int, float] = {}
 
     def _read(self, timeout: float | None) -> None:
         for message in self.server.messages(timeout):
@@ -441,24 +468,40 @@ class _Together:
                 self.ready_s[p] = time.perf_counter() - self.t0
         return all(p in self.ready_s or pid in self.rcs for p, pid in enumerate(self.pids))
 
+    def _give(self, p: int) -> None:
+        """Worker ``p``'s turn (once; not to a worker that is gone)."""
+        if p in self._given or self.pids[p] in self.rcs:
+            return
+        now = time.perf_counter()
+        self._given[p] = now
+        self.waited_s[p] = now - self.t0 - self.ready_s[p]
+        try:
+            fd = os.open(f"{self.prefixes[p]}.go", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: it stopped waiting (gone): its exit comes next
+            return
+        try:
+            os.write(fd, b"g")
+        finally:
+            os.close(fd)
+
     def run(self, p: int) -> tuple[int, int]:
         """Worker ``p``'s (pid, exit code) once it has had its turn; raises :class:`_ServerGone`."""
         while not self._settled():
             self._read(0.05)
         pid = self.pids[p]
-        if pid not in self.rcs:
-            self.waited_s[p] = time.perf_counter() - self.t0 - self.ready_s[p]
-            try:
-                fd = os.open(f"{self.prefixes[p]}.go", os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # ENXIO: it stopped waiting (gone): its exit comes next
-                pass
-            else:
-                try:
-                    os.write(fd, b"g")
-                finally:
-                    os.close(fd)
+        self._give(p)
+        if self.handoff == "measured":
+            done = Path(f"{self.prefixes[p]}.done")
+            while pid not in self.rcs and not done.exists():
+                self._read(0.05)
+            if p in self._given:
+                self.turn_s[p] = time.perf_counter() - self._given[p]
+            if p + 1 < len(self.pids):
+                self._give(p + 1)
         while pid not in self.rcs:
             self._read(1.0)
+        if p in self._given and p not in self.turn_s:
+            self.turn_s[p] = time.perf_counter() - self._given[p]
         return pid, self.rcs[pid]
 
     def kill_rest(self) -> None:
@@ -549,9 +592,12 @@ def run_processes(args: Any, argv: Sequence[str], *, command: Sequence[str],
             console.print(escape(f"  {prepare_note}"), style="yellow", highlight=False)
         if prepare:
             assert server is not None
+            handoff, handoff_note = _handoff()
+            if handoff_note is not None:
+                console.print(escape(f"  {handoff_note}"), style="yellow", highlight=False)
             try:
                 together = _Together(server, Path(tmp), [cmd_of(p) for p in range(n)],
-                                     [Path(tmp) / f"process-{p}.stderr" for p in range(n)])
+                                     [Path(tmp) / f"process-{p}.stderr" for p in range(n)], handoff=handoff)
                 console.print(escape(f"  prepared together: all {n} forked at once, each prepared (model "
                                      "load, warm-up) beside the others; they measure one at a time"),
                               style="dim", highlight=False)
@@ -671,17 +717,20 @@ def _record_prepare(section: dict[str, Any] | None, together: _Together | None, 
                     note: str | None = None) -> None:
     """How the workers were prepared, in a result's ``processes`` section: ``prepare``
     ('together' or 'one after the other'), ``prepare_note`` (why not together, where it was
-    asked for) and, prepared together, each process's ``ready_s`` (from the fork to its first
-    untimed iteration's end) and ``waited_s`` (then until its turn)."""
+    asked for) and, prepared together, ``handoff`` (:data:`HANDOFF_ENV`) and each process's
+    ``ready_s`` (from the fork to the end of its preparation), ``waited_s`` (then until its turn)
+    and ``turn_s`` (from its turn until it handed the turn on)."""
     if section is None:
         return
     section["prepare"] = "together" if together is not None else "one after the other"
     section["prepare_note"] = note
     if together is None:
         return
+    section["handoff"] = together.handoff
     for row, p in zip(section.get("per_process") or [], procs):
         row["ready_s"] = together.ready_s.get(p)
         row["waited_s"] = together.waited_s.get(p)
+        row["turn_s"] = together.turn_s.get(p)
 
 
 def _record_start(section: dict[str, Any] | None, start: str, note: str | None, per_process: Sequence[str]) -> None:
