@@ -169,6 +169,15 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch, 
         return real_give(self, p)
 
     monkeypatch.setattr(workers._Together, "_give", give)
+    exits = {}  # pid: when the parent learnt of its exit (CLOCK_MONOTONIC, as the marks)
+    real_read = workers._Together._read
+
+    def read(self, timeout):
+        real_read(self, timeout)
+        for pid in self.rcs:
+            exits.setdefault(pid, time.monotonic_ns())
+
+    monkeypatch.setattr(workers._Together, "_read", read)
     # The run's device as the workers see it stays the CPU; the decision is taken as on a GPU
     # with 80 GiB free (on the CPU, preparing side by side is never the default: next tests).
     real = workers.run_processes
@@ -183,7 +192,8 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch, 
 
     for section, key, bad in ((doc["processes"], "prepare", "sideways"), (doc["processes"], "handoff", "soon"),
                               (doc["processes"]["per_process"][0], "waited_s", "long"),
-                              (doc["processes"]["per_process"][0], "turn_s", "long")):
+                              (doc["processes"]["per_process"][0], "turn_s", "long"),
+                              (doc["processes"]["per_process"][0], "overlap_s", "long")):
         good, section[key] = section[key], bad
         with pytest.raises(ResultsFileError):
             validate(doc)
@@ -196,10 +206,15 @@ def test_workers_prepared_together_measure_one_at_a_time(tmp_path, monkeypatch, 
     assert given == [(0, False), (1, handoff == "exit"), (2, handoff == "exit")]
     rows = procs["per_process"]
     assert len({r["pid"] for r in rows}) == 3 and [it["process"] for it in result.iterations] == [0] * 6 + [1] * 6 + [2] * 6
-    assert all(r["ready_s"] > 0 and r["waited_s"] >= 0 and r["turn_s"] > 0 for r in rows)
+    assert all(r["ready_s"] > 0 and r["waited_s"] >= 0 and r["turn_s"] > 0 and r["overlap_s"] >= 0 for r in rows)
+    assert rows[0]["overlap_s"] < 0.5  # nothing before the first
+    if handoff is None:  # each turn began while the worker before was finishing
+        assert all(r["overlap_s"] > 0 for r in rows[1:]), rows
     spans = [_timed_span(result, p) for p in range(3)]
     for p in (1, 2):
         assert spans[p - 1][1] < spans[p][0], spans  # one after the other, in order
+        # and only once the worker before had exited
+        assert exits[rows[p - 1]["pid"]] < spans[p][0], (exits, rows, spans)
         # Worker p was ready before worker p - 1 began its timed iterations and waited through them.
         assert rows[p]["waited_s"] >= (spans[p - 1][1] - spans[p - 1][0]) / 1e9, (rows, spans)
 
@@ -416,7 +431,8 @@ def test_no_fork_server_where_no_workers_run(tmp_path, monkeypatch):
 def test_a_worker_prepared_together_warms_up_before_its_turn_and_again_after(tiny_llama, monkeypatch, warmup):
     """generate_steps in a worker prepared together: its whole warm-up (at least the first call)
     runs before it waits for its turn, untimed beside the others; after the wait, turn.REWARM
-    iterations (none where the warm-up is 0) come before the timed ones."""
+    iterations (none where the warm-up is 0), and more while the worker before it has not exited,
+    come before the timed ones, which start only once it is alone."""
     import torch
 
     from fastprof.measure import turn
@@ -437,7 +453,14 @@ def test_a_worker_prepared_together_warms_up_before_its_turn_and_again_after(tin
         calls.append("turn")
         return 0.0
 
+    answers = [False, False, True]  # the worker before it is still finishing, twice
+
+    def alone(wait):
+        calls.append("alone" if wait else "alone?")
+        return True if wait else answers.pop(0)
+
     monkeypatch.setattr(turn, "wait_turn", wait_turn)
+    monkeypatch.setattr(turn, "alone", alone)
     monkeypatch.setattr(tiny_llama, "generate", counting)
     steps = generate_steps(tiny_llama, torch.randint(0, 256, (1, 4)), max_new_tokens=3, warmup=warmup,
                            iterations=2, kernel_trace_iterations=0, sample_interval_ms=None)
@@ -445,9 +468,13 @@ def test_a_worker_prepared_together_warms_up_before_its_turn_and_again_after(tin
     before = max(warmup, 1)
     after = min(warmup, turn.REWARM)
     assert turn.REWARM >= 1
-    assert calls == ["generate"] * before + ["turn"] + ["generate"] * after
+    # With a warm-up: more re-warm iterations while the worker before finishes; without one, no
+    # untimed iteration the user did not ask for (it only waits).
+    meanwhile = ["alone?", "generate", "alone?", "generate", "alone?"] if warmup else []
+    assert calls == ["generate"] * before + ["turn"] + ["generate"] * after + meanwhile + ["alone"]
+    n = len(calls)
     assert [next(steps), next(steps)] == ["timed", "timed"]
-    assert calls[before + 1 + after:] == ["generate"] * 2
+    assert calls[n:] == ["generate"] * 2
 
 
 def test_how_workers_are_prepared_by_default_and_when_asked(tmp_path, monkeypatch):
@@ -584,3 +611,48 @@ def test_release_says_a_worker_is_done_once_and_only_after_its_turn(tmp_path, mo
     monkeypatch.setattr(turn, "_asked", True)
     assert turn.release() is True and (tmp_path / "turn-0.done").exists() and niced == [10]
     assert turn.release() is False and niced == [10]
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_a_worker_times_only_once_the_worker_before_it_has_exited(tmp_path, monkeypatch, together):
+    """turn.alone: after its turn ('g' on its FIFO) a worker learns from a second byte ('a') that
+    the worker before it has exited; both bytes may come at once (the first worker, or the
+    hand-off on exit)."""
+    import os
+
+    from fastprof.measure import turn
+
+    prefix = tmp_path / "turn-0"
+    os.mkfifo(f"{prefix}.go")
+    held = os.open(f"{prefix}.go", os.O_RDWR)  # the parent's end, held open for the test
+    monkeypatch.setenv(turn.TURN_ENV, str(prefix))
+    monkeypatch.setenv(turn.PARENT_ENV, str(os.getpid()))
+    for name, value in (("_asked", False), ("_alone", False), ("_fd", None), ("_released", False)):
+        monkeypatch.setattr(turn, name, value)
+    try:
+        assert turn.alone(wait=False) is True  # no turn yet: nothing to wait for
+        os.write(held, turn.TURN + (turn.ALONE if together else b""))
+        assert turn.wait_turn() is not None and (tmp_path / "turn-0.ready").exists()
+        if not together:
+            assert turn.alone(wait=False) is False and turn.alone(wait=False) is False
+            os.write(held, turn.ALONE)
+        assert turn.alone(wait=False) is True and turn._fd is None
+        assert turn.alone(wait=True) is True
+    finally:
+        os.close(held)
+        if turn._fd is not None:
+            os.close(turn._fd)
+
+
+def test_the_hand_off_is_read_from_the_environment(monkeypatch):
+    """FASTPROF_WORKER_HANDOFF: 'measured' unset, 'exit' as asked, a wrong value said and read
+    as 'measured'."""
+    from fastprof.measure.workers import HANDOFF_ENV, _handoff
+
+    monkeypatch.delenv(HANDOFF_ENV, raising=False)
+    assert _handoff() == ("measured", None)
+    monkeypatch.setenv(HANDOFF_ENV, " Exit ")
+    assert _handoff() == ("exit", None)
+    monkeypatch.setenv(HANDOFF_ENV, "later")
+    mode, note = _handoff()
+    assert mode == "measured" and "'later' is not one of measured, exit" in note

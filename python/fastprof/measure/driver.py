@@ -706,7 +706,8 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
     with assistant_cfg:
         # Prepared beside other workers (fastprof.measure.turn): the whole warm-up now,
         # untimed beside theirs (at least one call: its one-off costs), then, once this worker's turn
-        # has come, turn.REWARM iterations more (clocks and caches after the wait) before timing.
+        # has come, turn.REWARM iterations more (clocks and caches after the wait), and more while
+        # the worker before this one still finishes (its result, its exit): timing starts alone.
         prepared = turn.pending()
         for i in range(max(warmup, 1) if prepared else warmup):
             run_once(timed_kwargs)
@@ -716,6 +717,9 @@ def generate_steps(model: Any, inputs: Any, *, max_new_tokens: int, warmup: int 
             turn.wait_turn()
             for _ in range(min(warmup, turn.REWARM)):
                 run_once(timed_kwargs)
+            while warmup and not turn.alone(wait=False):
+                run_once(timed_kwargs)
+            turn.alone(wait=True)
         yield "warm"
         # Everything alive now (model, imports) lives as long as the measurement: each iteration's
         # collection then scans only what the iterations made (a full one took 0.3 s in the built-in

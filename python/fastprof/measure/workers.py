@@ -25,9 +25,10 @@ the helper fails to start or dies, a thread running in it), the workers are fres
 On a CUDA GPU, by default, the server forks every worker at once; each prepares (model load, its
 warm-up) beside the others and waits for its turn (:mod:`fastprof.measure.turn`), and the parent
 gives the turns one at a time, in order, each once the previous worker's last iteration has run
-(it then builds its result and exits beside the next one's re-warm-up; ``FASTPROF_WORKER_HANDOFF=exit``:
+(it then builds its result and exits beside the next one's re-warm-up iterations, and the next
+one's timed iterations start only once it has exited; ``FASTPROF_WORKER_HANDOFF=exit``: the turn
 after it exited): the one-off costs overlap, the measurements never do (``processes.prepare``,
-``processes.handoff``, and each process's ``ready_s``, ``waited_s`` and ``turn_s``). Every worker's model is then in memory at once, so this is done only where they
+``processes.handoff``, and each process's ``ready_s``, ``waited_s``, ``overlap_s`` and ``turn_s``). Every worker's model is then in memory at once, so this is done only where they
 fit in the GPU's free memory (:func:`_memory_refusal`); ``FASTPROF_WORKER_PREPARE`` overrides it
 (:data:`PREPARE_ENV`).
 """
@@ -403,8 +404,8 @@ def _prepare_plan(device: str | None, n: int, fork_server: bool, model: str | No
 #: Environment variable: when a worker prepared together hands its turn on. ``measured`` (unset):
 #: once its last iteration has run (:func:`fastprof.measure.turn.release`), while it builds and
 #: writes its result at a lower CPU priority and exits, beside the next worker's re-warm-up
-#: iteration; ``exit``: once it has exited, so that nothing else of the run is alive while a
-#: worker measures.
+#: iterations (that worker's timed iterations start only once it has exited); ``exit``: once it
+#: has exited.
 HANDOFF_ENV = "FASTPROF_WORKER_HANDOFF"
 HANDOFF_MODES = ("measured", "exit")
 
@@ -433,7 +434,8 @@ class _Together:
     its turn and waits for it to exit, as :meth:`_ForkServer.run` waits for a worker forked alone.
     With the ``measured`` hand-off (:func:`_handoff`), worker ``p + 1`` gets its turn as soon as
     ``p`` says it is done with the machine (:func:`fastprof.measure.turn.release`), while ``p``
-    still builds and writes its result."""
+    still builds and writes its result, and "alone" once ``p`` has exited: it re-warms meanwhile
+    and times only after that."""
 
     def __init__(self, server: _ForkServer, tmp: Path, cmds: list[list[str]], stderr_paths: list[Path],
                  handoff: str = "measured") -> None:
@@ -453,8 +455,10 @@ class _Together:
         #: Seconds from the fork to each worker's "ready", and each one's wait for its turn.
         self.ready_s: dict[int, float] = {}
         self.waited_s: dict[int, float] = {}
-        #: Seconds from each worker's turn to its handing the turn on (its release or its exit).
+        #: Seconds from each worker's turn to its handing the turn on (its release or its exit),
+        #: and from its turn to the exit of the worker before it (its re-warm-up meanwhile).
         self.turn_s: dict[int, float] = {}
+        self.overlap_s: dict[int, float] = {}
         self._given: dict[int, float] = {}
 
     def _read(self, timeout: float | None) -> None:
@@ -468,21 +472,42 @@ class _Together:
                 self.ready_s[p] = time.perf_counter() - self.t0
         return all(p in self.ready_s or pid in self.rcs for p, pid in enumerate(self.pids))
 
-    def _give(self, p: int) -> None:
-        """Worker ``p``'s turn (once; not to a worker that is gone)."""
-        if p in self._given or self.pids[p] in self.rcs:
-            return
-        now = time.perf_counter()
-        self._given[p] = now
-        self.waited_s[p] = now - self.t0 - self.ready_s[p]
+    def _signal(self, p: int, byte: bytes) -> None:
+        """One byte on worker ``p``'s FIFO (fastprof.measure.turn); nothing where it is gone."""
         try:
             fd = os.open(f"{self.prefixes[p]}.go", os.O_WRONLY | os.O_NONBLOCK)
         except OSError:  # ENXIO: it stopped waiting (gone): its exit comes next
             return
         try:
-            os.write(fd, b"g")
+            os.write(fd, byte)
+        except OSError:
+            pass
         finally:
             os.close(fd)
+
+    def _give(self, p: int) -> None:
+        """Worker ``p``'s turn (once; not to a worker that is gone), and "alone" with it where the
+        worker before it has exited."""
+        from fastprof.measure import turn
+
+        if p in self._given or self.pids[p] in self.rcs:
+            return
+        now = time.perf_counter()
+        self._given[p] = now
+        self.waited_s[p] = now - self.t0 - self.ready_s[p]
+        self._signal(p, turn.TURN)
+        if p == 0 or self.pids[p - 1] in self.rcs:
+            self._alone(p)
+
+    def _alone(self, p: int) -> None:
+        """Tells worker ``p`` (which has its turn) that the worker before it has exited: its timed
+        iterations may start."""
+        from fastprof.measure import turn
+
+        if p in self.overlap_s or p not in self._given:
+            return
+        self.overlap_s[p] = time.perf_counter() - self._given[p]
+        self._signal(p, turn.ALONE)
 
     def run(self, p: int) -> tuple[int, int]:
         """Worker ``p``'s (pid, exit code) once it has had its turn; raises :class:`_ServerGone`."""
@@ -499,9 +524,11 @@ class _Together:
             if p + 1 < len(self.pids):
                 self._give(p + 1)
         while pid not in self.rcs:
-            self._read(1.0)
+            self._read(0.05 if p + 1 in self._given else 1.0)
         if p in self._given and p not in self.turn_s:
             self.turn_s[p] = time.perf_counter() - self._given[p]
+        if p + 1 < len(self.pids):
+            self._alone(p + 1)
         return pid, self.rcs[pid]
 
     def kill_rest(self) -> None:
@@ -718,8 +745,9 @@ def _record_prepare(section: dict[str, Any] | None, together: _Together | None, 
     """How the workers were prepared, in a result's ``processes`` section: ``prepare``
     ('together' or 'one after the other'), ``prepare_note`` (why not together, where it was
     asked for) and, prepared together, ``handoff`` (:data:`HANDOFF_ENV`) and each process's
-    ``ready_s`` (from the fork to the end of its preparation), ``waited_s`` (then until its turn)
-    and ``turn_s`` (from its turn until it handed the turn on)."""
+    ``ready_s`` (from the fork to the end of its preparation), ``waited_s`` (then until its turn),
+    ``overlap_s`` (from its turn until the worker before it had exited: it re-warmed meanwhile,
+    its timed iterations came after) and ``turn_s`` (from its turn until it handed the turn on)."""
     if section is None:
         return
     section["prepare"] = "together" if together is not None else "one after the other"
@@ -731,6 +759,7 @@ def _record_prepare(section: dict[str, Any] | None, together: _Together | None, 
         row["ready_s"] = together.ready_s.get(p)
         row["waited_s"] = together.waited_s.get(p)
         row["turn_s"] = together.turn_s.get(p)
+        row["overlap_s"] = together.overlap_s.get(p)
 
 
 def _record_start(section: dict[str, Any] | None, start: str, note: str | None, per_process: Sequence[str]) -> None:
