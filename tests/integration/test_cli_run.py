@@ -282,7 +282,7 @@ def test_generate_steps_yields_each_step_and_returns_the_result(tiny_llama):
         except StopIteration as done:
             result = done.value
             break
-    assert seen == ["warm", "timed", "timed", "timed"]
+    assert seen == ["warm", "timed", "timed", "timed", "measured"]  # measured: its last iteration has run
     assert len(result.iterations) == 3 and result.summary["itl_s"]["n"] == 6
 
 
