@@ -28,8 +28,9 @@ gives the turns one at a time, in order, each once the previous worker's last it
 (it then builds its result and exits beside the next one's re-warm-up iterations, and the next
 one's timed iterations start only once it has exited; ``FASTPROF_WORKER_HANDOFF=exit``: the turn
 after it exited): the one-off costs overlap, the measurements never do (``processes.prepare``,
-``processes.handoff``, and each process's ``ready_s``, ``waited_s``, ``overlap_s`` and ``turn_s``). Every worker's model is then in memory at once, so this is done only where they
-fit in the GPU's free memory (:func:`_memory_refusal`); ``FASTPROF_WORKER_PREPARE`` overrides it
+``processes.handoff``, and each process's ``ready_s``, ``waited_s``, ``overlap_s`` and
+``turn_s``). Every worker's model is then in memory at once, so this is done only where they fit
+in the GPU's free memory (:func:`_memory_refusal`); ``FASTPROF_WORKER_PREPARE`` overrides it
 (:data:`PREPARE_ENV`).
 """
 
@@ -379,15 +380,20 @@ def _memory_refusal(n: int, model: str | None, dtypes: Sequence[str], free_bytes
     return None
 
 
+def _env_choice(name: str, modes: Sequence[str]) -> tuple[str, str | None]:
+    """The value of environment variable ``name`` among ``modes`` (the first where unset), and a
+    note where it is set to something else (then read as the first)."""
+    mode = os.environ.get(name, "").strip().lower() or modes[0]
+    if mode not in modes:
+        return modes[0], f"{name}={mode!r} is not one of {', '.join(modes)}: {modes[0]}"
+    return mode, None
+
+
 def _prepare_plan(device: str | None, n: int, fork_server: bool, model: str | None,
                   dtypes: Sequence[str]) -> tuple[bool, str | None]:
     """Whether the workers are prepared together, and the note that says why not where it was
     asked for (or, by default on a GPU, where memory or the fork server rules it out)."""
-    mode = os.environ.get(PREPARE_ENV, "").strip().lower() or "auto"
-    note = None
-    if mode not in PREPARE_MODES:
-        note = f"{PREPARE_ENV}={mode!r} is not one of {', '.join(PREPARE_MODES)}: auto"
-        mode = "auto"
+    mode, note = _env_choice(PREPARE_ENV, PREPARE_MODES)
     on_gpu = device is not None and str(device).startswith("cuda")
     if mode == "serial" or (mode == "auto" and (not on_gpu or not fork_server or n < 2)):
         return False, note
@@ -413,10 +419,7 @@ HANDOFF_MODES = ("measured", "exit")
 def _handoff() -> tuple[str, str | None]:
     """The hand-off of :data:`HANDOFF_ENV`, and a note where its value is not one of
     :data:`HANDOFF_MODES` (then ``measured``)."""
-    mode = os.environ.get(HANDOFF_ENV, "").strip().lower() or "measured"
-    if mode not in HANDOFF_MODES:
-        return "measured", f"{HANDOFF_ENV}={mode!r} is not one of {', '.join(HANDOFF_MODES)}: measured"
-    return mode, None
+    return _env_choice(HANDOFF_ENV, HANDOFF_MODES)
 
 
 def _out_of_memory_hint(errors: Sequence[str], together: bool) -> str | None:
@@ -515,18 +518,16 @@ class _Together:
             self._read(0.05)
         pid = self.pids[p]
         self._give(p)
-        if self.handoff == "measured":
-            done = Path(f"{self.prefixes[p]}.done")
-            while pid not in self.rcs and not done.exists():
-                self._read(0.05)
-            if p in self._given:
-                self.turn_s[p] = time.perf_counter() - self._given[p]
-            if p + 1 < len(self.pids):
-                self._give(p + 1)
-        while pid not in self.rcs:
-            self._read(0.05 if p + 1 in self._given else 1.0)
-        if p in self._given and p not in self.turn_s:
+        # The hand-off: 'measured', its release (a file, polled) or its exit; 'exit', its exit.
+        done = Path(f"{self.prefixes[p]}.done") if self.handoff == "measured" else None
+        while pid not in self.rcs and not (done is not None and done.exists()):
+            self._read(0.05 if done is not None else 1.0)
+        if p in self._given:
             self.turn_s[p] = time.perf_counter() - self._given[p]
+        if p + 1 < len(self.pids):
+            self._give(p + 1)
+        while pid not in self.rcs:
+            self._read(1.0)
         if p + 1 < len(self.pids):
             self._alone(p + 1)
         return pid, self.rcs[pid]
